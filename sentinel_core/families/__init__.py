@@ -1,0 +1,136 @@
+"""Family registry: one module per Hugging Face `model_type`, each registering itself.
+
+A family says how an HF config becomes a DecoderSpec (`to_spec`) and how HF parameter names map
+onto the decoder's canonical names (`rules`). Adding a family is adding a file here and importing
+it at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import UnsupportedConfigError, UnsupportedModelError
+from ..spec import DecoderSpec
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One canonical parameter, built from one or more HF parameters.
+
+    "{i}" in a key is the layer index; "a|b" names a parameter that transformers versions call differently.
+    """
+
+    target: str
+    sources: tuple[str, ...]
+    combine: Callable[..., torch.Tensor] | None = None  # None: the single source as it is
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    architecture: str  # a few words for reports
+    to_spec: Callable[[object], DecoderSpec]
+    rules: Callable[[DecoderSpec], list[Rule]]
+    examples: tuple[str, ...] = field(default=())
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    FAMILIES[family.model_type] = family
+    return family
+
+
+def get_family(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        raise UnsupportedModelError(
+            f"model_type {model_type!r} has no converter; supported families: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[model_type]
+
+
+# Helpers the family files share -------------------------------------------------------------
+
+def linear(target: str, source: str, bias: bool, weight_fn=None, bias_fn=None) -> list[Rule]:
+    """Weight (and bias) rules for one linear layer."""
+    rules = [Rule(f"{target}.weight", (f"{source}.weight",), weight_fn)]
+    if bias:
+        rules.append(Rule(f"{target}.bias", (f"{source}.bias",), bias_fn))
+    return rules
+
+
+def fused(target: str, sources: list[str], bias: bool) -> list[Rule]:
+    """One canonical linear made of several HF linears stacked on the output dimension (q|k|v, gate|up)."""
+    rules = [Rule(f"{target}.weight", tuple(f"{s}.weight" for s in sources), concat_rows)]
+    if bias:
+        rules.append(Rule(f"{target}.bias", tuple(f"{s}.bias" for s in sources), concat_rows))
+    return rules
+
+
+def norm(target: str, source: str, spec: DecoderSpec) -> list[Rule]:
+    if not spec.norm_affine:
+        return []
+    rules = [Rule(f"{target}.weight", (f"{source}.weight",))]
+    if spec.norm == "layernorm" and spec.norm_bias:
+        rules.append(Rule(f"{target}.bias", (f"{source}.bias",)))
+    return rules
+
+
+def concat_rows(*tensors: torch.Tensor) -> torch.Tensor:
+    return torch.cat(tensors, dim=0)
+
+
+def transpose(t: torch.Tensor) -> torch.Tensor:
+    return t.t()
+
+
+def per_head_qkv_to_blocks(num_heads: int, head_dim: int):
+    """A fused QKV laid out per head (q_h, k_h, v_h) -> all queries, then all keys, then all values."""
+
+    def reorder(t: torch.Tensor) -> torch.Tensor:
+        rest = t.shape[1:]
+        return t.reshape(num_heads, 3, head_dim, *rest).transpose(0, 1).reshape(3 * num_heads * head_dim, *rest)
+
+    return reorder
+
+
+def layers(spec: DecoderSpec, rules: list[Rule]) -> list[Rule]:
+    """Expand "{i}" in per-layer rules for every layer."""
+    return [Rule(r.target.format(i=i), tuple(s.format(i=i) for s in r.sources), r.combine)
+            for i in range(spec.num_layers) for r in rules]
+
+
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
+def rope_type(config) -> str:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return params.get("rope_type", params.get("type", "default"))
+
+
+def rotary_frequencies(config, rotary_cls) -> tuple[tuple[float, ...], float]:
+    """inv_freq and cos/sin scaling computed by transformers' own rotary class, whatever the scaling type.
+
+    Types whose frequencies change with the sequence length (dynamic, longrope) are refused rather
+    than approximated.
+    """
+    kind = rope_type(config)
+    if kind not in SUPPORTED_ROPE_TYPES:
+        raise UnsupportedConfigError(
+            f"rope scaling type {kind!r} is not supported by the gated decoder "
+            f"(supported: {', '.join(SUPPORTED_ROPE_TYPES)})")
+    rotary = rotary_cls(config)
+    return tuple(rotary.inv_freq.float().tolist()), float(rotary.attention_scaling)
+
+
+def refuse(config, flag: str, why: str, bad: Callable[[object], bool]) -> None:
+    """Raise for a config flag the gated decoder does not implement, instead of ignoring it."""
+    value = getattr(config, flag, None)
+    if bad(value):
+        raise UnsupportedConfigError(f"{config.model_type}: config flag {flag}={value!r} is not supported ({why})")
+
+
+from . import bloom, gpt2, gpt_neox, llama, opt  # noqa: E402,F401  (each registers itself)

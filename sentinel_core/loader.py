@@ -1,0 +1,131 @@
+"""load_baseline_model / load_adaptive_model, and the one-line errors users read when loading fails."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from huggingface_hub import errors as hub_errors
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from .convert import build_decoder
+from .errors import CheckpointError, GatedModelError, ModelNotFoundError, SentinelError
+from .families import get_family
+from .model import AdaptiveCausalLM
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _split_gguf(model_name: str, hf_kwargs: dict) -> str:
+    """A path to a .gguf file becomes its folder plus gguf_file=, as transformers wants."""
+    path = Path(str(model_name))
+    if path.suffix == ".gguf" and "gguf_file" not in hf_kwargs:
+        if not path.is_file():
+            raise ModelNotFoundError(f"no GGUF file at {path}: check the path")
+        hf_kwargs["gguf_file"] = path.name
+        return str(path.parent)
+    return str(model_name)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hub_error_to_sentinel(exc: BaseException, model_name: str) -> SentinelError | None:
+    """Map transformers'/huggingface-hub's failures to one line that names the fix."""
+    chain, cur = [], exc
+    while cur is not None and len(chain) < 10:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    kinds = tuple(type(e) for e in chain)
+
+    def has(cls) -> bool:
+        return any(issubclass(k, cls) for k in kinds)
+
+    if has(hub_errors.GatedRepoError):
+        return GatedModelError(
+            f"{model_name} is a gated repository: accept its licence on its hub page, then set HF_TOKEN "
+            f"(or run `hf auth login`) and retry")
+    if has(hub_errors.RepositoryNotFoundError):
+        return ModelNotFoundError(
+            f"no model named {model_name!r} on the hub: check the id (a private repo also needs HF_TOKEN)")
+    if has(hub_errors.LocalEntryNotFoundError) or has(hub_errors.OfflineModeIsEnabled) or "couldn't connect" in str(exc):
+        why = "HF_HUB_OFFLINE=1 is set" if _offline() else "the hub cannot be reached"
+        return ModelNotFoundError(
+            f"{model_name} is not in the Hugging Face cache and {why}: download it once where the hub is reachable "
+            f"(`hf download {model_name}`, then keep HF_HOME), or pass a local model folder")
+    if has(hub_errors.HFValidationError):
+        return ModelNotFoundError(f"{model_name!r} is neither a local model folder nor a valid hub id: check the path")
+    if isinstance(exc, OSError) and Path(model_name).is_dir():
+        return CheckpointError(f"{model_name} does not hold a loadable checkpoint ({exc}): re-save it with "
+                               f"save_pretrained")
+    return None
+
+
+@contextmanager
+def hub_errors_explained(model_name):
+    """Re-raise transformers'/hub failures as the SentinelError that names the fix, where one fits."""
+    try:
+        yield
+    except SentinelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - translated or re-raised
+        translated = _hub_error_to_sentinel(exc, str(model_name))
+        if translated is None:
+            raise
+        raise translated from exc
+
+
+def load_config(model_name: str, **hf_kwargs):
+    kwargs = dict(hf_kwargs)
+    name = _split_gguf(model_name, kwargs)
+    kwargs.setdefault("trust_remote_code", False)
+    with hub_errors_explained(model_name):
+        return AutoConfig.from_pretrained(name, **{k: v for k, v in kwargs.items()
+                                                   if k in ("gguf_file", "trust_remote_code", "revision", "token")})
+
+
+def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
+    """The Hugging Face AutoModelForCausalLM, in eval mode, refusing checkpoints that load incompletely."""
+    kwargs = dict(hf_kwargs)
+    name = _split_gguf(model_name, kwargs)
+    kwargs.setdefault("trust_remote_code", False)
+    dtype = resolve_dtype(dtype)
+    if dtype is None and "gguf_file" in kwargs:
+        dtype = torch.float32  # GGUF weights are dequantised; fp32 keeps them exactly
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    with hub_errors_explained(model_name):
+        model, info = AutoModelForCausalLM.from_pretrained(name, output_loading_info=True, **kwargs)
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, sorted(v)[:3]))}" for k, v in problems.items())
+        raise CheckpointError(f"{model_name} loads incompletely ({detail}): the checkpoint is corrupt or from another "
+                              f"architecture; re-download or re-save it")
+    return model.to(device).eval()
+
+
+def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=None) -> AdaptiveCausalLM:
+    """The gated decoder for `model_name`; built from `baseline_model` alone when one is given."""
+    dtype = resolve_dtype(dtype)
+    if baseline_model is not None:
+        get_family(baseline_model.config.model_type)
+        model = build_decoder(AdaptiveCausalLM, baseline_model, consume=False, config=baseline_model.config)
+        return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    config = load_config(model_name)
+    get_family(config.model_type)  # fail before reading any weights
+    baseline = load_baseline_model(model_name, device=device, dtype=dtype)
+    model = build_decoder(AdaptiveCausalLM, baseline, consume=True, config=baseline.config)
+    del baseline
+    return model

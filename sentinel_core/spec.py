@@ -1,0 +1,84 @@
+"""The architecture as data.
+
+A `DecoderSpec` says everything the gated decoder needs to know about a model: which norm, which
+positions, which MLP, which residual layout, which biases. Family converters
+(`sentinel_core/families/`) turn a Hugging Face config into a spec; the decoder never asks which
+family it is running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    family: str
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+
+    # Norms: "layernorm" (torch LayerNorm) or "rmsnorm" (Llama's, computed in fp32).
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    norm_affine: bool = True  # OPT can have LayerNorms without weight and bias
+    norm_bias: bool = True
+
+    # Positions: "learned" (absolute table), "rotary" or "alibi".
+    positions: str = "learned"
+    max_positions: int = 0
+    learned_position_offset: int = 0  # OPT stores two extra rows before position 0
+    positions_from_mask: bool = False  # OPT: position = cumsum(mask) - 1 when none are given
+    rotary_inv_freq: tuple[float, ...] = ()  # from transformers' own rope code, any scaling type
+    rotary_scaling: float = 1.0  # multiplies cos and sin (yarn's attention factor)
+
+    # Attention.
+    qkv_bias: bool = True
+    out_bias: bool = True
+    attn_scale: float | None = None  # None: head_dim ** -0.5
+    scale_by_inverse_layer_idx: bool = False  # GPT-2: an extra 1 / (layer + 1)
+
+    # Block layout.
+    pre_norm: bool = True  # False: post-LN (x = LN(x + f(x)), opt-350m)
+    parallel_residual: bool = False  # x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX)
+    residual_from_norm: bool = False  # BLOOM's apply_residual_connection_post_layernorm
+
+    # MLP: "dense" is down(act(up(x))), "gated" is down(act(gate(x)) * up(x)).
+    mlp: str = "dense"
+    activation: str = "gelu_new"
+    mlp_bias: bool = True
+
+    # Embeddings and head.
+    word_embed_dim: int = 0  # 0: hidden_size; OPT-350m projects 512 -> 1024 and back
+    embed_norm: bool = False  # BLOOM's word_embeddings_layernorm
+    final_norm: bool = True
+    tie_embeddings: bool = True
+
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
+        for name, value, allowed in (
+            ("norm", self.norm, ("layernorm", "rmsnorm")),
+            ("positions", self.positions, ("learned", "rotary", "alibi")),
+            ("mlp", self.mlp, ("dense", "gated")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"spec.{name}={value!r}; expected one of {allowed}")
+
+    @property
+    def embed_dim(self) -> int:
+        return self.word_embed_dim or self.hidden_size
+
+    @property
+    def rotary_dim(self) -> int:
+        return 2 * len(self.rotary_inv_freq)
+
+    @property
+    def scale(self) -> float:
+        return self.head_dim**-0.5 if self.attn_scale is None else self.attn_scale

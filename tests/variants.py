@@ -1,0 +1,45 @@
+"""Tiny HF configs, one per architecture variant the parity tests must cover."""
+
+from transformers import BloomConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig
+
+VOCAB = 512
+
+
+def _rope(theta: float, **scaling):
+    """Rope settings under both transformers 4.x (rope_theta/rope_scaling) and 5.x (rope_parameters) names."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"rope_parameters": {"rope_type": scaling.pop("rope_type", "default"), "rope_theta": theta, **scaling}}
+    return {"rope_theta": theta, **({"rope_scaling": scaling} if scaling else {})}
+
+
+def variants() -> dict:
+    common_gpt2 = dict(vocab_size=VOCAB, n_positions=64, n_embd=64, n_head=4, bos_token_id=1, eos_token_id=2)
+    return {
+        "gpt2": GPT2Config(**common_gpt2, n_layer=2),
+        "gpt2-inverse-layer-idx": GPT2Config(**common_gpt2, scale_attn_by_inverse_layer_idx=True, n_layer=3),
+        "opt-pre-ln": OPTConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=128,
+                                num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64),
+        "opt-350m-style": OPTConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, ffn_dim=128,
+                                    num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32,
+                                    do_layer_norm_before=False),
+        "neox-parallel": GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=128, max_position_embeddings=64, rotary_pct=0.25,
+                                       use_parallel_residual=True, tie_word_embeddings=False),
+        "neox-serial": GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=64, rotary_pct=0.5,
+                                     use_parallel_residual=False, tie_word_embeddings=False),
+        "bloom": BloomConfig(vocab_size=VOCAB, hidden_size=64, n_layer=2, n_head=4),
+        "bloom-post-ln-residual-6-heads": BloomConfig(vocab_size=VOCAB, hidden_size=72, n_layer=2, n_head=6,
+                                                      apply_residual_connection_post_layernorm=True),
+        "llama-gqa": LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                 tie_word_embeddings=False, **_rope(10000.0)),
+        "llama-bias-tied-llama3-rope": LlamaConfig(
+            vocab_size=VOCAB, hidden_size=96, intermediate_size=128, num_hidden_layers=2, num_attention_heads=6,
+            num_key_value_heads=2, head_dim=32, max_position_embeddings=256, attention_bias=True, mlp_bias=True,
+            tie_word_embeddings=True,
+            **_rope(500000.0, rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_max_position_embeddings=32)),
+    }
