@@ -29,6 +29,23 @@ def spec_for(hf_model) -> DecoderSpec:
     return dataclasses.replace(spec, tie_embeddings=hf_ties_embeddings(hf_model))
 
 
+def hf_module_name(hf_model, target: str) -> str:
+    """The HF module that a canonical parameter comes from, e.g. layers.3.attn.out -> model.layers.3.self_attn.o_proj.
+
+    Used to check gates against HF itself: zeroing a head's slice of the input of HF's output
+    projection must equal a zero gate.
+    """
+    spec = spec_for(hf_model)
+    names = dict(hf_model.named_modules())
+    for rule in get_family(spec.family).rules(spec):
+        if rule.target == f"{target}.weight":
+            for key in rule.sources[0].split("|"):
+                module = key.rsplit(".", 1)[0]
+                if module in names:
+                    return module
+    raise KeyError(f"no HF module maps to {target}")
+
+
 def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 

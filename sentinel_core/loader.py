@@ -67,9 +67,11 @@ def _hub_error_to_sentinel(exc: BaseException, model_name: str) -> SentinelError
             f"(`hf download {model_name}`, then keep HF_HOME), or pass a local model folder")
     if has(hub_errors.HFValidationError):
         return ModelNotFoundError(f"{model_name!r} is neither a local model folder nor a valid hub id: check the path")
-    if isinstance(exc, OSError) and Path(model_name).is_dir():
-        return CheckpointError(f"{model_name} does not hold a loadable checkpoint ({exc}): re-save it with "
-                               f"save_pretrained")
+    corrupt = isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith("safetensors")
+    if corrupt and Path(model_name).is_dir():
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return CheckpointError(f"{model_name} does not hold a loadable checkpoint ({first_line}): re-download it, "
+                               f"or re-save it with save_pretrained")
     return None
 
 

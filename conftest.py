@@ -1,0 +1,19 @@
+"""Command-line options of the compatibility matrix (registered here so `pytest matrix/ ...` and a plain
+`pytest` from the repository root both know them)."""
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("sentinel matrix")
+    group.addoption("--families", default="", help="comma-separated model_types to run (gpt2,opt,gpt_neox,bloom,llama)")
+    group.addoption("--models", default="", help="comma-separated substrings or globs of model ids")
+    group.addoption("--checks", default="", help="comma-separated checks: load,infer,quality,bench")
+    group.addoption("--devices", default="cpu", help="comma-separated devices: cpu,cuda")
+    group.addoption("--weights", default="default",
+                    help="hub|package|synthetic|all, comma-separated; default: everything that runs offline in "
+                         "the time budget (package + synthetic, hub rows where cached)")
+    group.addoption("--slow", action="store_true", help="include catalog entries marked slow")
+    group.addoption("--cuda-dtype", default="bfloat16", choices=["bfloat16", "float16"],
+                    help="dtype of CUDA rows (CPU rows are float32)")
+    group.addoption("--results", default="results/latest.jsonl", help="JSONL file the rows are appended to")
+    group.addoption("--results-append", action="store_true",
+                    help="append to --results instead of starting it afresh")

@@ -1,0 +1,88 @@
+"""The catalog (matrix/catalog.toml) as data: entries, their real configs, synthetic cuts."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+CATALOG_PATH = Path(__file__).with_name("catalog.toml")
+WEIGHT_SOURCES = ("hub", "package", "synthetic")
+LAYER_KEYS = ("num_hidden_layers", "n_layer")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    id: str
+    family: str
+    size: str
+    sources: tuple[str, ...]
+    config: dict = field(hash=False, compare=False)
+    gated: bool = False
+    synthetic_layers: int = 0
+    slow: bool = False
+
+    @property
+    def slug(self) -> str:
+        """The id as it appears in test ids and file names: facebook/opt-350m -> facebook-opt-350m."""
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", self.id)
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.id.startswith("tiny/")
+
+    @property
+    def num_layers(self) -> int:
+        return next(self.config[k] for k in LAYER_KEYS if k in self.config)
+
+    def hf_config(self, layers: int | None = None):
+        """The HF config of the real geometry; `layers` cuts the layer count (synthetic checkpoints)."""
+        from transformers import AutoConfig
+
+        values = dict(self.config)
+        if layers:
+            for key in LAYER_KEYS:
+                if key in values:
+                    values[key] = min(values[key], layers)
+        return AutoConfig.for_model(self.family, **values)
+
+    def synthetic_config(self):
+        return self.hf_config(self.synthetic_layers or None)
+
+    @property
+    def synthetic_is_cut(self) -> bool:
+        return bool(self.synthetic_layers) and self.synthetic_layers < self.num_layers
+
+    def size_in_params(self) -> float:
+        number, unit = float(self.size[:-1]), self.size[-1]
+        return number * {"M": 1e6, "B": 1e9}[unit]
+
+
+@cache
+def load_catalog(path: Path = CATALOG_PATH) -> tuple[CatalogEntry, ...]:
+    raw = tomllib.loads(Path(path).read_text())
+    entries = []
+    for item in raw["model"]:
+        unknown = set(item["sources"]) - set(WEIGHT_SOURCES)
+        if unknown:
+            raise ValueError(f"{path}: {item['id']} lists unknown weight sources {sorted(unknown)}")
+        entries.append(CatalogEntry(
+            id=item["id"], family=item["family"], size=item["size"], sources=tuple(item["sources"]),
+            config=item["config"], gated=item.get("gated", False),
+            synthetic_layers=item.get("synthetic_layers", 0), slow=item.get("slow", False)))
+    ids = [e.id for e in entries]
+    if len(ids) != len(set(ids)):
+        raise ValueError(f"{path}: duplicate ids")
+    return tuple(entries)
+
+
+def count_parameters(config) -> int:
+    """Parameters of the HF model for `config`, counted on the meta device (nothing allocated)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())

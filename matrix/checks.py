@@ -1,0 +1,279 @@
+"""The matrix's checks as plain functions: each takes a loaded model pair, returns metrics, and raises
+CheckFailed with a message that names the difference when the adaptive model is not the HF model."""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from sentinel_core import load_adaptive_model, load_baseline_model
+
+from . import grading
+
+
+class CheckFailed(AssertionError):
+    """A measured difference, with its numbers in the message."""
+
+
+@dataclass
+class ModelPair:
+    hf: object
+    adaptive: object
+    tokenizer: object | None
+    device: str
+    dtype: str
+    real_weights: bool
+    metrics: dict = field(default_factory=dict)  # load-time measurements
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs (sampled every 5 ms), in MiB."""
+
+    def __enter__(self):
+        self.start = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mb())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mb())
+        self.growth_mb = self.peak - self.start
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_load(fn, device: str):
+    """(result, seconds, peak MiB): CUDA max allocated on GPU, RSS growth on CPU."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        t = time.perf_counter()
+        result = fn()
+        synchronize(device)
+        return result, time.perf_counter() - t, (torch.cuda.max_memory_allocated() - before) / 2**20
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t
+    return result, seconds, mem.growth_mb
+
+
+def load_pair(folder, device: str, dtype: str, tokenizer=None, real_weights=False, hf_kwargs=None) -> ModelPair:
+    """HF eager baseline and the adaptive model, each loaded through its own public path and timed."""
+    hf_kwargs = dict(hf_kwargs or {})
+    hf, hf_s, hf_mb = timed_load(lambda: load_baseline_model(folder, device=device, dtype=dtype,
+                                                             attn_implementation="eager", **hf_kwargs), device)
+    loader = (lambda: load_adaptive_model(folder, baseline_model=hf, device=device, dtype=dtype)) if hf_kwargs \
+        else (lambda: load_adaptive_model(folder, device=device, dtype=dtype))
+    adaptive, ad_s, ad_mb = timed_load(loader, device)
+    metrics = {"load_s": round(ad_s, 3), "baseline_load_s": round(hf_s, 3), "peak_mem_mb": round(ad_mb, 1),
+               "baseline_peak_mem_mb": round(hf_mb, 1)}
+    return ModelPair(hf, adaptive, tokenizer, device, dtype, real_weights, metrics)
+
+
+# Inputs ---------------------------------------------------------------------------------------
+
+PROMPTS = [
+    "The history of the city begins in the twelfth century, when a small market grew up beside the river",
+    "Water boils at a lower temperature",
+    "In mathematics, a prime number is",
+]
+
+
+def input_batch(pair: ModelPair) -> tuple[torch.Tensor, torch.Tensor]:
+    """A left-padded batch of three rows of different lengths: real text with a tokenizer, else random ids."""
+    if pair.tokenizer is not None:
+        rows = [pair.tokenizer(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    else:
+        g = torch.Generator().manual_seed(0)
+        vocab = pair.adaptive.spec.vocab_size
+        rows = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (13, 9, 5)]
+    width = max(map(len, rows))
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    return ids.to(pair.device), mask.to(pair.device)
+
+
+def generate_positions(mask: torch.Tensor) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
+def _logprobs(model, ids, mask, **kw) -> torch.Tensor:
+    return model(ids, attention_mask=mask, **kw).logits.float().log_softmax(-1)
+
+
+# load -----------------------------------------------------------------------------------------
+
+def check_load(pair: ModelPair) -> dict:
+    n_hf = sum(p.numel() for p in pair.hf.parameters())
+    n_ad = sum(p.numel() for p in pair.adaptive.parameters())
+    gates = pair.adaptive.num_layers * pair.adaptive.num_heads
+    metrics = {**pair.metrics, "params_hf": n_hf, "params_adaptive": n_ad, "gates": gates,
+               "load_ratio": round(pair.metrics["load_s"] / max(pair.metrics["baseline_load_s"], 1e-9), 3)}
+    if n_ad != n_hf + gates:
+        raise CheckFailed(f"parameter count {n_ad:,} != HF {n_hf:,} + {gates} gates")
+    return metrics
+
+
+# infer ----------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def check_infer(pair: ModelPair) -> dict:
+    tol = grading.tolerance(pair.dtype)
+    model = pair.adaptive
+    ids, mask = input_batch(pair)
+    pos = generate_positions(mask)
+    real = mask.bool()
+    logits = model(ids, attention_mask=mask, position_ids=pos).logits
+    if not torch.isfinite(logits[real]).all():
+        raise CheckFailed("forward produced NaN or inf logits on real tokens")
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=None)
+    if out.shape != (ids.shape[0], ids.shape[1] + 16):
+        raise CheckFailed(f"generate returned shape {tuple(out.shape)}")
+
+    full = logits.float().log_softmax(-1)
+    padded_vs_alone = 0.0
+    for row in range(ids.shape[0]):
+        alone = _logprobs(model, ids[row:row + 1, real[row]], None)[0]
+        padded_vs_alone = max(padded_vs_alone, (full[row, real[row]] - alone).abs().max().item())
+
+    split = ids.shape[1] // 2
+    first = model(ids[:, :split], attention_mask=mask[:, :split], position_ids=pos[:, :split], use_cache=True)
+    rest = model(ids[:, split:], attention_mask=mask, position_ids=pos[:, split:],
+                 past_key_values=first.past_key_values, use_cache=True)
+    stitched = torch.cat([first.logits, rest.logits], dim=1).float().log_softmax(-1)
+    cache_diff = (stitched - full)[real].abs().max().item()
+    no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=None, use_cache=False)
+    greedy_cache_agreement = (out[:, ids.shape[1]:] == no_cache[:, ids.shape[1]:]).float().mean().item()
+
+    metrics = {"padded_vs_alone_max_diff": padded_vs_alone, "cache_vs_full_max_diff": cache_diff,
+               "greedy_cache_agreement": greedy_cache_agreement}
+    problems = []
+    if padded_vs_alone > tol.padded_vs_alone:
+        problems.append(f"left-padded rows differ from the rows alone by {padded_vs_alone:.2e} "
+                        f"(> {tol.padded_vs_alone:.0e})")
+    if cache_diff > tol.cache_vs_no_cache:
+        problems.append(f"cached decoding differs from a full forward by {cache_diff:.2e} "
+                        f"(> {tol.cache_vs_no_cache:.0e})")
+    if pair.dtype == "float32" and greedy_cache_agreement < 1.0:
+        problems.append(f"greedy tokens with cache agree with no-cache on only {greedy_cache_agreement:.0%}")
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return metrics
+
+
+# quality --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def rank_check(pair: ModelPair, prompt_ids, prompt_mask, ours, theirs, k: int) -> tuple[bool, int | None]:
+    """vLLM-style: where greedy tokens first differ, each side's token must be in the other's top-k."""
+    ok, first_divergence = True, None
+    start = prompt_ids.shape[1]
+    for row in range(ours.shape[0]):
+        diff = (ours[row, start:] != theirs[row, start:]).nonzero()
+        if not len(diff):
+            continue
+        at = start + diff[0].item()
+        first_divergence = at - start if first_divergence is None else min(first_divergence, at - start)
+        prefix = ours[row:row + 1, :at]
+        mask = torch.cat([prompt_mask[row:row + 1], prompt_mask.new_ones(1, at - start)], dim=1)
+        pos = generate_positions(mask)
+        top_ours = pair.adaptive(prefix, attention_mask=mask, position_ids=pos).logits[0, -1].topk(k).indices
+        hf_kw = {"position_ids": pos} if pair.adaptive.spec.positions != "alibi" else {}
+        top_theirs = pair.hf(prefix, attention_mask=mask, **hf_kw).logits[0, -1].topk(k).indices
+        ok &= bool((ours[row, at] == top_theirs).any() and (theirs[row, at] == top_ours).any())
+    return ok, first_divergence
+
+
+@torch.no_grad()
+def perplexity(model, ids: torch.Tensor, window: int) -> float:
+    nll, count = 0.0, 0
+    for start in range(0, ids.shape[1] - 1, window):
+        chunk = ids[:, start:start + window]
+        if chunk.shape[1] < 2:
+            break
+        logp = model(chunk).logits.double().log_softmax(-1)
+        nll -= logp[0, :-1].gather(-1, chunk[0, 1:, None]).sum().item()
+        count += chunk.shape[1] - 1
+    return math.exp(nll / count)
+
+
+@torch.no_grad()
+def check_quality(pair: ModelPair, text: str | None = None) -> dict:
+    tol = grading.tolerance(pair.dtype)
+    ids, mask = input_batch(pair)
+    real = mask.bool()
+    hf_kw = {"position_ids": generate_positions(mask)} if pair.adaptive.spec.positions != "alibi" else {}
+    ours = _logprobs(pair.adaptive, ids, mask, position_ids=generate_positions(mask))
+    theirs = _logprobs(pair.hf, ids, mask, **hf_kw)
+    max_diff = (ours - theirs).abs()[real].max().item()
+    kl = (theirs.exp() * (theirs - ours)).sum(-1)[real].mean().item()
+    top1 = (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean().item()
+
+    n = grading.GREEDY_TOKENS
+    g_theirs = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                eos_token_id=None, pad_token_id=0)
+    g_ours = pair.adaptive.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=None, pad_token_id=0)
+    agreement = (g_ours[:, ids.shape[1]:] == g_theirs[:, ids.shape[1]:]).float().mean().item()
+    identical = bool(torch.equal(g_ours, g_theirs))
+    rank_ok, first_div = (True, None) if identical else rank_check(pair, ids, mask, g_ours, g_theirs,
+                                                                  grading.RANK_CHECK_TOP_K)
+    metrics = {"max_logprob_diff": max_diff, "kl": kl, "top1_agreement": top1, "greedy_agreement": agreement,
+               "greedy_identical": identical, "first_greedy_divergence": first_div, "rank_check": rank_ok}
+    grade = grading.grade_quality(pair.dtype, max_diff, kl, identical, rank_ok)
+
+    if pair.real_weights and text is not None and pair.tokenizer is not None:
+        tokens = pair.tokenizer(text, return_tensors="pt")["input_ids"][:, :grading.PERPLEXITY_TOKENS].to(pair.device)
+        ppl_hf = perplexity(pair.hf, tokens, grading.PERPLEXITY_WINDOW)
+        ppl_ad = perplexity(pair.adaptive, tokens, grading.PERPLEXITY_WINDOW)
+        metrics.update(ppl=ppl_ad, baseline_ppl=ppl_hf, ppl_ratio=ppl_ad / ppl_hf, ppl_tokens=tokens.shape[1])
+        grade = grading.worst(grade, grading.grade_perplexity(pair.dtype, ppl_ad / ppl_hf))
+        metrics["sample_output"] = sample_output(pair)
+    metrics["grade"] = grade
+    if grade == grading.POOR:
+        raise CheckFailed(
+            f"adaptive differs from HF ({pair.dtype}): max |Δ log p| {max_diff:.3e} (Good ≤ {tol.max_logprob_diff:.0e}), "
+            f"KL {kl:.3e}, top-1 agreement {top1:.1%}, greedy {agreement:.1%} identical"
+            + (f", first divergence at token {first_div}, rank check {'passed' if rank_ok else 'failed'}"
+               if not identical else "")
+            + (f", perplexity ratio {metrics['ppl_ratio']:.6f}" if "ppl_ratio" in metrics else ""))
+    return metrics
+
+
+@torch.no_grad()
+def sample_output(pair: ModelPair) -> str:
+    tok = pair.tokenizer
+    enc = tok(grading.SAMPLE_PROMPT, return_tensors="pt").to(pair.device)
+    out = pair.adaptive.generate(enc["input_ids"], attention_mask=enc["attention_mask"],
+                                 max_new_tokens=grading.SAMPLE_TOKENS)
+    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)

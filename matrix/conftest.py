@@ -1,0 +1,215 @@
+"""The matrix as pytest rows: catalog entry × weight source × check × device, one result record each.
+
+Rows are generated here from matrix/catalog.toml, filtered by the options in the root conftest.py,
+ordered so that consecutive rows share a loaded model, and written to the results JSONL as each
+finishes (pass, fail or skip, with the reason).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import gc
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from matrix import records
+from matrix.catalog import CatalogEntry, load_catalog
+
+CHECK_ORDER = ("load", "infer", "quality", "bench")
+ROW_KEY = pytest.StashKey[dict]()
+records_written_key = pytest.StashKey[bool]()
+
+
+@dataclass(frozen=True)
+class Row:
+    entry: CatalogEntry
+    weights: str
+    check: str
+    device: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.entry.family}/{self.entry.slug}/{self.weights}/{self.check}/{self.device}"
+
+    @property
+    def model_key(self) -> tuple:
+        return (self.entry.id, self.weights, self.device)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _rows_for(check: str) -> list[Row]:
+    return [Row(entry, weights, check, device)
+            for entry in load_catalog() for weights in entry.sources for device in ("cpu", "cuda")]
+
+
+def pytest_generate_tests(metafunc):
+    if "row" not in metafunc.fixturenames:
+        return
+    rows = _rows_for(metafunc.module.CHECK)
+    params = []
+    for row in rows:
+        marks = []
+        if row.entry.slow:
+            marks.append(pytest.mark.slow)
+        if row.device == "cuda":
+            marks.append(pytest.mark.gpu)
+        if row.weights == "hub":
+            marks.append(pytest.mark.hub)
+        params.append(pytest.param(row, id=row.id, marks=marks))
+    metafunc.parametrize("row", params)
+
+
+def pytest_configure(config):
+    for name, text in (("slow", "large catalog entries, left out unless --slow"),
+                       ("gpu", "rows that need a CUDA device"), ("hub", "rows that need the real hub checkpoint")):
+        config.addinivalue_line("markers", f"{name}: {text}")
+    results = Path(config.getoption("--results"))
+    if not hasattr(config, "workerinput") and not config.getoption("--results-append") and results.exists():
+        results.unlink()  # a fresh file per run (the controller only, never an xdist worker)
+
+
+def _selected(row: Row, config) -> bool:
+    families = _csv(config.getoption("--families"))
+    models = _csv(config.getoption("--models"))
+    checks = _csv(config.getoption("--checks")) or ["load", "infer", "quality"]
+    devices = _csv(config.getoption("--devices"))
+    weights = _csv(config.getoption("--weights"))
+    if families and row.entry.family not in families:
+        return False
+    if models and not any(fnmatch.fnmatch(row.entry.id, m) or m in row.entry.id or m == row.entry.slug
+                          for m in models):
+        return False
+    if row.check not in checks or row.device not in devices:
+        return False
+    if "all" not in weights and "default" not in weights and row.weights not in weights:
+        return False
+    if row.entry.slow and not config.getoption("--slow") and not models:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    keep, drop = [], []
+    for item in items:
+        row = getattr(item, "callspec", None) and item.callspec.params.get("row")
+        if row is None:
+            keep.append(item)
+        else:
+            (keep if _selected(row, config) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+
+    def order(item):
+        row = getattr(item, "callspec", None) and item.callspec.params.get("row")
+        if row is None:
+            return (0, "", 0)
+        return (1, "/".join(row.model_key), CHECK_ORDER.index(row.check))
+
+    items[:] = sorted(keep, key=order)  # rows of one model run back to back and share its loaded pair
+
+
+# Loaded models ---------------------------------------------------------------------------------
+
+_PAIRS: dict[tuple, object] = {}  # model_key -> ModelPair, or the exception its loading raised
+
+
+def release_models() -> None:
+    _PAIRS.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _dtype(row: Row, config) -> str:
+    return "float32" if row.device == "cpu" else config.getoption("--cuda-dtype")
+
+
+def _provision(row: Row, config):
+    """The checkpoint folder, tokenizer and HF kwargs for a row, or pytest.skip with the reason."""
+    from matrix import sources
+
+    entry = row.entry
+    if row.weights == "synthetic":
+        return sources.synthetic_checkpoint(entry), None, False
+    if row.weights == "package":
+        folder = sources.package_checkpoint(entry)
+        return folder, sources.tokenizer_for(folder), True
+    folder = sources.hub_checkpoint(entry)  # skips with the reason when it cannot be had
+    return folder, sources.tokenizer_for(folder), True
+
+
+@pytest.fixture
+def pair(row, request):
+    from matrix.checks import load_pair
+
+    config = request.config
+    if row.device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    if row.model_key not in _PAIRS:
+        release_models()  # one model pair in memory at a time
+        try:
+            folder, tokenizer, real = _provision(row, config)
+            _PAIRS[row.model_key] = load_pair(folder, row.device, _dtype(row, config), tokenizer, real)
+        except pytest.skip.Exception:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as this model's failure, the run goes on
+            _PAIRS[row.model_key] = exc
+    loaded = _PAIRS[row.model_key]
+    if isinstance(loaded, Exception):
+        raise loaded
+    return loaded
+
+
+@pytest.fixture
+def metrics(request) -> dict:
+    """Test bodies put their measurements here; the report hook writes them into the row's record."""
+    return request.node.stash.setdefault(ROW_KEY, {})
+
+
+# Records ---------------------------------------------------------------------------------------
+
+def _reason(report, call) -> str:
+    if report.skipped:
+        longrepr = report.longrepr
+        return longrepr[2].removeprefix("Skipped: ") if isinstance(longrepr, tuple) else str(longrepr)
+    if call is not None and call.excinfo is not None:
+        exc = call.excinfo.value
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        kind = type(exc).__name__
+        if isinstance(exc, torch.OutOfMemoryError):
+            release_models()
+            return f"out of memory: {message[:200]}"
+        return message if kind in ("CheckFailed", "AssertionError") else f"{kind}: {message}"
+    return ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    row = getattr(item, "callspec", None) and item.callspec.params.get("row")
+    if row is None or item.stash.get(records_written_key, False):
+        return report
+    final = (call.when == "call") or (call.when == "setup" and not report.passed)
+    if not final:
+        return report
+    item.stash[records_written_key] = True
+    config = item.config
+    entry = row.entry
+    record = {
+        "family": entry.family, "model": entry.id, "weights": row.weights, "check": row.check,
+        "device": row.device, "dtype": _dtype(row, config),
+        "outcome": "passed" if report.passed else "skipped" if report.skipped else "failed",
+        "reason": _reason(report, call), "metrics": item.stash.get(ROW_KEY, {}),
+        "env": records.environment(row.device), "time": records.now(),
+        "duration_s": round(report.duration, 3),
+        "synthetic_layers": entry.synthetic_layers if (row.weights == "synthetic" and entry.synthetic_is_cut) else None,
+    }
+    records.append_record(config.getoption("--results"), record)
+    return report
+

@@ -1,0 +1,81 @@
+"""Every tolerance and grade the matrix and the report use, in one place.
+
+fp32 is held to exactness (the adaptive model is the HF model); bf16/fp16 rows compare two
+implementations that round differently, so they are judged the way vLLM's model tests judge them:
+greedy tokens may part ways only where both sides' tokens are in each other's top-k.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GOOD, FAIR, POOR = "Good", "Fair", "Poor"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_logprob_diff: float  # max |log p(adaptive) - log p(HF)| over real tokens, for Good
+    fair_logprob_diff: float  # ... for Fair
+    max_kl: float  # mean KL(HF || adaptive) per token, for Good
+    fair_kl: float
+    padded_vs_alone: float  # |log p| diff between a left-padded row and the same row alone
+    cache_vs_no_cache: float  # |log p| diff between cached decoding and one full forward
+    ppl_ratio: float  # |ppl(adaptive) / ppl(HF) - 1| for Good
+    fair_ppl_ratio: float
+
+
+TOLERANCES = {
+    "float32": Tolerance(max_logprob_diff=1e-4, fair_logprob_diff=1e-3, max_kl=1e-6, fair_kl=1e-4,
+                         padded_vs_alone=1e-4, cache_vs_no_cache=1e-4, ppl_ratio=1e-4, fair_ppl_ratio=1e-3),
+    "bfloat16": Tolerance(max_logprob_diff=0.25, fair_logprob_diff=1.0, max_kl=2e-3, fair_kl=2e-2,
+                          padded_vs_alone=0.5, cache_vs_no_cache=0.5, ppl_ratio=5e-3, fair_ppl_ratio=2e-2),
+    "float16": Tolerance(max_logprob_diff=0.05, fair_logprob_diff=0.25, max_kl=2e-4, fair_kl=2e-3,
+                         padded_vs_alone=0.1, cache_vs_no_cache=0.1, ppl_ratio=1e-3, fair_ppl_ratio=5e-3),
+}
+
+RANK_CHECK_TOP_K = 5  # vLLM-style: at the first greedy divergence each token must be in the other's top 5
+GREEDY_TOKENS = 32
+SAMPLE_PROMPT = "The adaptive transformer architecture enables AI systems to"
+SAMPLE_TOKENS = 24
+PERPLEXITY_TOKENS = 1024  # of real English text, in windows of PERPLEXITY_WINDOW
+PERPLEXITY_WINDOW = 512
+
+
+def tolerance(dtype: str) -> Tolerance:
+    return TOLERANCES[dtype]
+
+
+def grade_quality(dtype: str, max_logprob_diff: float, kl: float, greedy_identical: bool,
+                  rank_check_passed: bool) -> str:
+    """Good: equal within the dtype's bar and greedy identical; Fair: close, divergence only between
+    near-ties; Poor: anything else (the row fails)."""
+    tol = tolerance(dtype)
+    if max_logprob_diff <= tol.max_logprob_diff and kl <= tol.max_kl and greedy_identical:
+        return GOOD
+    if dtype != "float32" and max_logprob_diff <= tol.fair_logprob_diff and kl <= tol.fair_kl and (
+            greedy_identical or rank_check_passed):
+        return FAIR
+    return POOR
+
+
+def grade_perplexity(dtype: str, ratio: float) -> str:
+    tol = tolerance(dtype)
+    off = abs(ratio - 1.0)
+    return GOOD if off <= tol.ppl_ratio else FAIR if off <= tol.fair_ppl_ratio else POOR
+
+
+def worst(*grades: str) -> str:
+    order = [GOOD, FAIR, POOR]
+    return max(grades, key=order.index)
+
+
+# Regression view (`python -m reports diff OLD NEW`): a metric has moved when it changed by more than
+# DIFF_RELATIVE of its old value; metrics listed in DIFF_ABSOLUTE use that absolute change instead
+# (tiny parity numbers jump by large factors while staying far inside their tolerance).
+DIFF_RELATIVE = 0.10
+DIFF_ABSOLUTE = {"max_logprob_diff": 1e-4, "kl": 1e-5, "ppl_ratio": 1e-4, "padded_vs_alone_max_diff": 1e-4,
+                 "cache_vs_full_max_diff": 1e-4, "top1_agreement": 0.01, "greedy_agreement": 0.01,
+                 "peak_mem_mb": 16.0, "baseline_peak_mem_mb": 16.0}
+DIFF_IGNORED = {"sample_output", "first_greedy_divergence"}
+
+# Status rules of the report live in reports/status.py; benchmark ratios are reported, not graded.

@@ -1,0 +1,1 @@
+"""Render SUPPORTED_MODELS.md and an HTML report from the matrix's result records (results/*.jsonl)."""

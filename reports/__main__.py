@@ -1,0 +1,67 @@
+"""python -m reports [RESULTS ...] [--check] [--html PATH] [--output PATH]
+python -m reports diff OLD NEW"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .load import RecordError, load_results
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = ROOT / "SUPPORTED_MODELS.md"
+DEFAULT_RESULTS = ROOT / "results"
+
+
+def first_difference(expected: str, actual: str) -> str:
+    exp, act = expected.splitlines(), actual.splitlines()
+    for number, (a, b) in enumerate(zip(exp, act), 1):
+        if a != b:
+            return f"line {number}: records render {a!r}, file has {b!r}"
+    return f"line {min(len(exp), len(act)) + 1}: lengths differ ({len(exp)} rendered vs {len(act)} in file)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["diff"]:
+        from .diff import main as diff_main
+
+        return diff_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
+    parser.add_argument("results", nargs="*", help="JSONL files or folders (default: results/)")
+    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="the Markdown page to write or check")
+    parser.add_argument("--check", action="store_true", help="fail if the page differs from what the records render")
+    parser.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+    args = parser.parse_args(argv)
+
+    from .render import render_markdown
+
+    paths = args.results or ([DEFAULT_RESULTS] if DEFAULT_RESULTS.exists() else [])
+    try:
+        records = load_results(paths)
+    except RecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    page = render_markdown(records)
+    output = Path(args.output)
+    if args.check:
+        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        if current != page:
+            print(f"error: {output.name} is out of date ({first_difference(page, current)}); "
+                  f"run `python -m reports` and commit it", file=sys.stderr)
+            return 1
+        print(f"{output.name} matches {len(records)} records")
+    else:
+        output.write_text(page, encoding="utf-8")
+        print(f"wrote {output} from {len(records)} records")
+    if args.html:
+        from .html import render_html
+
+        Path(args.html).write_text(render_html(records), encoding="utf-8")
+        print(f"wrote {args.html}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Reading result records: validation with file:line errors, and merging several runs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+KNOWN_FIELDS = {"family", "model", "weights", "check", "device", "dtype", "outcome", "reason", "metrics", "env",
+                "time", "duration_s", "synthetic_layers"}
+REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
+OUTCOMES = ("passed", "failed", "skipped")
+
+
+class RecordError(ValueError):
+    """A results file that cannot be read; the message names the file and line."""
+
+
+def record_key(record: dict) -> tuple:
+    return (record["model"], record["weights"], record["check"], record["device"], record["dtype"])
+
+
+def result_files(paths: list[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.jsonl")))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise RecordError(f"{path}: no such results file or folder")
+    return files
+
+
+def read_records(path: Path) -> list[dict]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise RecordError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete the line") from None
+            if not isinstance(record, dict):
+                raise RecordError(f"{path}:{number}: a record must be a JSON object")
+            missing = [k for k in REQUIRED_FIELDS if k not in record]
+            if missing:
+                raise RecordError(f"{path}:{number}: record lacks {', '.join(missing)}")
+            if record["outcome"] not in OUTCOMES:
+                raise RecordError(f"{path}:{number}: outcome {record['outcome']!r} is not one of {OUTCOMES}")
+            unknown = sorted(set(record) - KNOWN_FIELDS)
+            if unknown:
+                warnings.warn(f"{path}:{number}: ignoring unknown field(s) {', '.join(unknown)}", stacklevel=2)
+                record = {k: v for k, v in record.items() if k in KNOWN_FIELDS}
+            record.setdefault("metrics", {})
+            record.setdefault("env", {})
+            record.setdefault("reason", "")
+            out.append(record)
+    return out
+
+
+def merge(records: list[dict]) -> list[dict]:
+    """The newest record per (model, weights, check, device, dtype); ties keep the later file's."""
+    newest: dict[tuple, dict] = {}
+    for record in records:
+        key = record_key(record)
+        if key not in newest or record["time"] >= newest[key]["time"]:
+            newest[key] = record
+    return list(newest.values())
+
+
+def load_results(paths: list[str | Path]) -> list[dict]:
+    records: list[dict] = []
+    for path in result_files(paths):
+        records.extend(read_records(path))
+    return merge(records)

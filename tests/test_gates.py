@@ -1,0 +1,143 @@
+"""Gates change the computation: gate 0 == HF with that head's context zeroed; prune == gate 0."""
+
+import pytest
+import torch
+
+from sentinel_core import load_adaptive_model, load_baseline_model
+from sentinel_core.convert import hf_module_name
+from variants import variants
+
+TOL = 1e-4
+# (layer, head) pairs to switch off: a head in the middle of layer 0 and the last head of layer 1.
+OFF = {0: [1], 1: [0, 2]}
+
+
+@pytest.fixture(scope="module", params=list(variants()))
+def pair(request, synthetic_folders):
+    folder = synthetic_folders(request.param)
+    hf = load_baseline_model(folder, attn_implementation="eager")
+    return request.param, hf, load_adaptive_model(folder, baseline_model=hf)
+
+
+def zero_heads_in_hf(hf, adaptive, off):
+    """Forward pre-hooks that zero each head's context slice before HF's own output projection."""
+    hd = adaptive.spec.head_dim
+    handles = []
+    for layer, heads in off.items():
+        module = hf.get_submodule(hf_module_name(hf, f"layers.{layer}.attn.out"))
+
+        def hook(mod, args, heads=heads):
+            (x, *rest) = args
+            x = x.clone()
+            for h in heads:
+                x[..., h * hd:(h + 1) * hd] = 0
+            return (x, *rest)
+
+        handles.append(module.register_forward_pre_hook(hook))
+    return handles
+
+
+@torch.no_grad()
+def test_zero_gate_equals_hf_with_head_context_zeroed(pair, left_padded_batch):
+    name, hf, adaptive = pair
+    ids, mask = left_padded_batch
+    for layer, heads in OFF.items():
+        adaptive.gates[layer, heads] = 0
+    handles = zero_heads_in_hf(hf, adaptive, OFF)
+    try:
+        theirs = hf(ids, attention_mask=mask).logits.log_softmax(-1)
+        ours = adaptive(ids, attention_mask=mask).logits.log_softmax(-1)
+    finally:
+        for h in handles:
+            h.remove()
+        adaptive.gates.fill_(1)
+    real = mask.bool()
+    assert (ours - theirs).abs()[real].max().item() <= TOL, name
+    # ...and the gate really changed something.
+    unchanged = hf(ids, attention_mask=mask).logits.log_softmax(-1)
+    assert (ours - unchanged).abs()[real].max().item() > 1e-2, f"{name}: zero gates changed nothing"
+
+
+@torch.no_grad()
+def test_fractional_gate_scales_head_context(pair, left_padded_batch):
+    name, hf, adaptive = pair
+    ids, mask = left_padded_batch
+    hd = adaptive.spec.head_dim
+    module = hf.get_submodule(hf_module_name(hf, "layers.0.attn.out"))
+
+    def half(mod, args):
+        x = args[0].clone()
+        x[..., hd:2 * hd] *= 0.5
+        return (x, *args[1:])
+
+    handle = module.register_forward_pre_hook(half)
+    adaptive.gates[0, 1] = 0.5
+    try:
+        theirs = hf(ids, attention_mask=mask).logits.log_softmax(-1)
+        ours = adaptive(ids, attention_mask=mask).logits.log_softmax(-1)
+    finally:
+        handle.remove()
+        adaptive.gates.fill_(1)
+    assert (ours - theirs).abs()[mask.bool()].max().item() <= TOL, name
+
+
+@torch.no_grad()
+def test_prune_heads_equals_zero_gates_with_fewer_parameters(pair, left_padded_batch, synthetic_folders):
+    name, hf, _ = pair
+    ids, mask = left_padded_batch
+    gated = load_adaptive_model(name, baseline_model=hf)
+    pruned = load_adaptive_model(name, baseline_model=hf)
+    for layer, heads in OFF.items():
+        gated.gates[layer, heads] = 0
+    n_before = sum(p.numel() for p in pruned.parameters())
+    pruned.prune_heads(OFF)
+    n_after = sum(p.numel() for p in pruned.parameters())
+    assert n_after < n_before, name
+    assert pruned.pruned_heads() == {0: [1], 1: [0, 2]}
+    assert torch.equal(pruned.gates[0, 1], torch.tensor(0.0))
+    a = gated(ids, attention_mask=mask).logits.log_softmax(-1)
+    b = pruned(ids, attention_mask=mask).logits.log_softmax(-1)
+    assert (a - b).abs()[mask.bool()].max().item() <= TOL, name
+    # Decoding with the cache works on the pruned model and agrees with the gated one.
+    assert torch.equal(gated.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=None),
+                       pruned.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=None))
+
+
+@torch.no_grad()
+def test_gqa_kv_head_stays_until_its_whole_group_is_pruned(synthetic_folders, left_padded_batch):
+    hf = load_baseline_model(synthetic_folders("llama-gqa"), attn_implementation="eager")
+    model = load_adaptive_model("llama-gqa", baseline_model=hf)  # 4 query heads, 2 KV heads: groups {0,1}, {2,3}
+    attn = model.layers[0].attn
+    hd, hidden = model.spec.head_dim, model.spec.hidden_size
+    model.prune_heads({0: [0]})
+    assert (attn.num_heads, attn.num_kv_heads) == (3, 2)
+    assert attn.qkv.weight.shape == ((3 + 2 * 2) * hd, hidden)
+    model.prune_heads({0: [1]})  # group 0 now empty: its KV head goes
+    assert (attn.num_heads, attn.num_kv_heads) == (2, 1)
+    assert attn.qkv.weight.shape == ((2 + 2 * 1) * hd, hidden)
+    assert attn.kv_of_head.tolist() == [0, 0]
+    # Uneven groups after pruning: head 2 of group 1 alone goes; logits still equal the gated model.
+    model.prune_heads({1: [2]})
+    gated = load_adaptive_model("llama-gqa", baseline_model=hf)
+    gated.gates[0, [0, 1]] = 0
+    gated.gates[1, 2] = 0
+    ids, mask = left_padded_batch
+    a = gated(ids, attention_mask=mask).logits
+    b = model(ids, attention_mask=mask).logits
+    assert (a - b).abs()[mask.bool()].max().item() <= TOL
+
+
+def test_prune_rejects_unknown_heads(synthetic_folders):
+    model = load_adaptive_model(synthetic_folders("gpt2"))
+    with pytest.raises(ValueError, match="no head"):
+        model.prune_heads({0: [99]})
+    with pytest.raises(ValueError, match="no head"):
+        model.prune_heads({7: [0]})
+
+
+def test_gates_are_one_writable_tensor(synthetic_folders):
+    model = load_adaptive_model(synthetic_folders("bloom"))
+    assert model.gates.shape == (model.num_layers, model.num_heads)
+    with torch.no_grad():
+        model.gates[1, 3] = 0.25
+    assert model.gates[1, 3].item() == 0.25

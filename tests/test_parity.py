@@ -1,0 +1,91 @@
+"""Adaptive model with all gates at 1 == Hugging Face eager, fp32 CPU, every parameter randomised."""
+
+import pytest
+import torch
+
+from sentinel_core import load_adaptive_model, load_baseline_model
+from variants import variants
+
+VARIANTS = list(variants())
+LOGPROB_TOL = 1e-4  # fp32: the brief's bar for "the same model"
+NEW_TOKENS = 16
+
+
+@pytest.fixture(scope="module", params=VARIANTS)
+def pair(request, synthetic_folders):
+    folder = synthetic_folders(request.param)
+    hf = load_baseline_model(folder, attn_implementation="eager")
+    adaptive = load_adaptive_model(folder)  # its own load: the path users take
+    return request.param, hf, adaptive
+
+
+def generate_positions(mask):
+    # What HF generate passes: cumsum(mask) - 1, padding set to 1.
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+
+@torch.no_grad()
+def test_logprobs_match_hf_on_left_padded_batch(pair, left_padded_batch):
+    name, hf, adaptive = pair
+    ids, mask = left_padded_batch
+    ours = adaptive(ids, attention_mask=mask).logits.log_softmax(-1)
+    theirs = hf(ids, attention_mask=mask).logits.log_softmax(-1)
+    real = mask.bool()
+    diff = (ours - theirs).abs()[real].max().item()
+    assert diff <= LOGPROB_TOL, f"{name}: max |log p diff| {diff:.3e} over real tokens"
+    # A forward with explicit generate-style positions must match too.
+    pos = generate_positions(mask)
+    ours = adaptive(ids, attention_mask=mask, position_ids=pos).logits.log_softmax(-1)
+    if "position_ids" in hf.forward.__code__.co_varnames:
+        theirs = hf(ids, attention_mask=mask, position_ids=pos).logits.log_softmax(-1)
+        assert (ours - theirs).abs()[real].max().item() <= LOGPROB_TOL
+
+
+@torch.no_grad()
+def test_greedy_tokens_match_hf_generate(pair, left_padded_batch):
+    name, hf, adaptive = pair
+    ids, mask = left_padded_batch
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                         do_sample=False, eos_token_id=None, pad_token_id=0)
+    ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=0)
+    assert ours.shape == (ids.shape[0], ids.shape[1] + NEW_TOKENS)
+    assert torch.equal(ours, theirs), f"{name}: greedy tokens differ from HF generate"
+
+
+@torch.no_grad()
+def test_cache_equals_no_cache(pair, left_padded_batch):
+    name, _, adaptive = pair
+    ids, mask = left_padded_batch
+    pos = generate_positions(mask)
+    full = adaptive(ids, attention_mask=mask, position_ids=pos).logits
+    split = 9
+    first = adaptive(ids[:, :split], attention_mask=mask[:, :split], position_ids=pos[:, :split], use_cache=True)
+    rest = adaptive(ids[:, split:], attention_mask=mask, position_ids=pos[:, split:],
+                    past_key_values=first.past_key_values, use_cache=True)
+    stitched = torch.cat([first.logits, rest.logits], dim=1)
+    real = mask.bool()
+    assert (stitched - full).abs()[real].max().item() <= 1e-4
+    with_cache = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None)
+    without = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None,
+                                use_cache=False)
+    assert torch.equal(with_cache, without)
+
+
+@torch.no_grad()
+def test_padded_rows_equal_rows_alone(pair, left_padded_batch):
+    name, _, adaptive = pair
+    ids, mask = left_padded_batch
+    batch = adaptive(ids, attention_mask=mask, position_ids=generate_positions(mask)).logits
+    for row in range(ids.shape[0]):
+        real = mask[row].bool()
+        alone = adaptive(ids[row:row + 1, real]).logits[0]
+        assert (batch[row, real] - alone).abs().max().item() <= 1e-4, f"{name}: row {row}"
+
+
+def test_parameter_count_is_hf_plus_one_gate_per_head(pair):
+    _, hf, adaptive = pair
+    n_hf = sum(p.numel() for p in hf.parameters())
+    n_ad = sum(p.numel() for p in adaptive.parameters())
+    assert n_ad == n_hf + adaptive.num_layers * adaptive.num_heads
+    assert adaptive.gates.shape == (adaptive.num_layers, adaptive.num_heads)
+    assert torch.equal(adaptive.gates, torch.ones_like(adaptive.gates))
