@@ -147,6 +147,8 @@ def check_load(pair: ModelPair) -> dict:
 
 # infer ----------------------------------------------------------------------------------------
 
+INFER_NEW_TOKENS = 8  # cached vs uncached greedy; the logits themselves are compared over the whole batch
+
 @torch.no_grad()
 def check_infer(pair: ModelPair) -> dict:
     tol = grading.tolerance(pair.dtype)
@@ -157,8 +159,8 @@ def check_infer(pair: ModelPair) -> dict:
     logits = model(ids, attention_mask=mask, position_ids=pos).logits
     if not torch.isfinite(logits[real]).all():
         raise CheckFailed("forward produced NaN or inf logits on real tokens")
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=None)
-    if out.shape != (ids.shape[0], ids.shape[1] + 16):
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=None)
+    if out.shape != (ids.shape[0], ids.shape[1] + INFER_NEW_TOKENS):
         raise CheckFailed(f"generate returned shape {tuple(out.shape)}")
 
     full = logits.float().log_softmax(-1)
@@ -173,7 +175,8 @@ def check_infer(pair: ModelPair) -> dict:
                  past_key_values=first.past_key_values, use_cache=True)
     stitched = torch.cat([first.logits, rest.logits], dim=1).float().log_softmax(-1)
     cache_diff = (stitched - full)[real].abs().max().item()
-    no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=None, use_cache=False)
+    no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=None,
+                              use_cache=False)
     greedy_cache_agreement = (out[:, ids.shape[1]:] == no_cache[:, ids.shape[1]:]).float().mean().item()
 
     metrics = {"padded_vs_alone_max_diff": padded_vs_alone, "cache_vs_full_max_diff": cache_diff,
@@ -222,8 +225,8 @@ def perplexity(model, ids: torch.Tensor, window: int) -> float:
         chunk = ids[:, start:start + window]
         if chunk.shape[1] < 2:
             break
-        logp = model(chunk).logits.double().log_softmax(-1)
-        nll -= logp[0, :-1].gather(-1, chunk[0, 1:, None]).sum().item()
+        logits = model(chunk).logits[0, :-1].float()
+        nll += torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="sum").double().item()
         count += chunk.shape[1] - 1
     return math.exp(nll / count)
 

@@ -32,7 +32,9 @@ def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
                 continue  # tied weights are randomised once
             seen.add(id(p))
             if isinstance(module, nn.Embedding):
-                normal(p, 1.0)
+                # Logits of a tied head are h·E with |h| ~ sqrt(dim): this keeps their spread near a
+                # trained model's (std ~4) instead of growing with the width.
+                normal(p, 4.0 * p.shape[1] ** -0.5)
             elif p.dim() >= 2:
                 fan_in = p.shape[0] if isinstance(module, Conv1D) else p.shape[1]
                 normal(p, fan_in**-0.5)

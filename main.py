@@ -1,0 +1,3 @@
+from sentinel_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,312 @@
+"""The `sentinel` / `python main.py` command line: generate text with the gated decoder.
+
+    python main.py --model_name distilgpt2 --prompt "The meaning of life is"
+    python main.py --model_name distilgpt2 --prompt "Once upon a time" --do_sample --seed 1 --baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+import torch
+
+from .errors import CheckpointError, SentinelError
+
+DESCRIPTION = "Generate text with a Hugging Face causal LM rebuilt as Sentinel's gated decoder."
+
+EPILOG = """\
+decoding:
+  Greedy decoding is the default. Sampling is switched on by --do_sample, or by giving any
+  sampling knob that changes the distribution: --temperature other than 0 or 1, --top_k above 0,
+  or --top_p below 1. --temperature 0 means greedy (and is refused together with --do_sample).
+  --repetition_penalty applies to greedy and sampled decoding alike.
+  Sampling without --seed draws a random seed and prints it in the header, so any run can be
+  repeated with --seed. Adaptive and --baseline runs sample from the same seed: their outputs
+  agree as long as their next-token distributions agree.
+
+output:
+  A header line (model, family, device, dtype, gates = layers x heads) is printed first, then the
+  prompt and its continuation are streamed to stdout as they are generated, special tokens
+  skipped. With --baseline the Hugging Face model then generates with the same settings; both
+  outputs are labelled and a last line says whether their token ids are identical.
+  Errors are one line on stderr, "error: ...", with exit status 2.
+
+examples:
+  python main.py --model_name distilgpt2 --prompt "The meaning of life is"
+  python main.py --model_name gpt2 --prompt "Once upon a time" --do_sample --top_p 0.9 --seed 1
+  python main.py --model_name ./my-checkpoint --prompt "Hello" --baseline
+  python main.py --model_name ./tinyllama.Q8_0.gguf --prompt "Hello"
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sentinel", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_name", required=True,
+                   help="hub id (distilgpt2, meta-llama/Llama-3.2-1B), local model folder, or path to a .gguf file")
+    p.add_argument("--prompt", required=True, help="text to continue")
+    p.add_argument("--max_new_tokens", type=_positive_int, default=50, help="tokens to generate (default: 50)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto (default) is cuda when available, else cpu")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="auto (default) is float32 on cpu, bfloat16 on cuda")
+    g = p.add_argument_group("decoding (greedy unless sampling is asked for; see below)")
+    g.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", type=_non_negative_float, default=None,
+                   help="sampling temperature (default 1.0); a value other than 0 or 1 turns sampling on; "
+                        "0 means greedy")
+    g.add_argument("--top_k", type=_non_negative_int, default=None,
+                   help="keep the k most likely tokens when sampling (default 0: off); above 0 turns sampling on")
+    g.add_argument("--top_p", type=_probability, default=None,
+                   help="nucleus sampling mass (default 1.0: off); below 1 turns sampling on")
+    g.add_argument("--repetition_penalty", type=_positive_float, default=1.0,
+                   help="HF repetition penalty, greedy or sampled (default 1.0: off)")
+    g.add_argument("--seed", type=int, default=None,
+                   help="seed for torch and the sampler (default: a random seed, printed in the header)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also generate with the Hugging Face model, same settings, and print both outputs")
+    p.add_argument("--trust_remote_code", action="store_true",
+                   help="allow the checkpoint's own Python code (off by default; only for repos you trust)")
+    return p
+
+
+def sampling_settings(args) -> dict:
+    """do_sample/temperature/top_k/top_p as generate wants them, from the rule in the --help epilog."""
+    temperature = 1.0 if args.temperature is None else args.temperature
+    top_k = args.top_k or 0
+    top_p = 1.0 if args.top_p is None else args.top_p
+    if temperature == 0:
+        if args.do_sample:
+            raise SentinelError("--temperature 0 means greedy decoding; drop --do_sample or give a temperature above 0")
+        return {"do_sample": False, "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+    do_sample = args.do_sample or temperature != 1.0 or top_k > 0 or top_p < 1.0
+    return {"do_sample": do_sample, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SentinelError("--device cuda was asked for but CUDA is not available: use --device cpu")
+    return name
+
+
+def resolve_dtype_name(name: str, device: str) -> str:
+    if name == "auto":
+        return "bfloat16" if device == "cuda" else "float32"
+    return name
+
+
+def load_tokenizer(model_name: str, trust_remote_code: bool = False):
+    """The model's own HF tokenizer (a .gguf path: the tokenizer inside the GGUF file)."""
+    from transformers import AutoTokenizer
+
+    from .loader import _split_gguf, hub_errors_explained
+
+    kwargs: dict = {}
+    name = _split_gguf(model_name, kwargs)
+    try:
+        with hub_errors_explained(model_name):
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+    except SentinelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot load is the user's to fix
+        raise CheckpointError(f"{model_name}: its tokenizer does not load ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}): save the tokenizer "
+                              f"next to the weights with tokenizer.save_pretrained") from exc
+    # transformers 5 builds an empty tokenizer from config.json alone rather than failing.
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise CheckpointError(f"{model_name} has no tokenizer files (tokenizer.json, tokenizer_config.json, ...): "
+                              f"save the model's tokenizer into it with tokenizer.save_pretrained")
+    return tokenizer
+
+
+def eos_token_ids(model_name: str, config, baseline=None) -> list[int]:
+    """End-of-sequence ids as HF generate uses them: generation_config.json first, else the model config."""
+    from pathlib import Path
+
+    gen_config = getattr(baseline, "generation_config", None)
+    if gen_config is None and Path(str(model_name)).suffix != ".gguf":
+        try:
+            from transformers import GenerationConfig
+
+            gen_config = GenerationConfig.from_pretrained(str(model_name))
+        except Exception:  # noqa: BLE001 - no generation_config.json: the model config decides
+            gen_config = None
+    eos = getattr(gen_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
+
+
+def _header(args, model, device: str, dtype_name: str, sampling: dict, seed) -> str:
+    L, H = model.num_layers, model.num_heads
+    decoding = "sample" if sampling["do_sample"] else "greedy"
+    if sampling["do_sample"]:
+        knobs = [f"temperature={sampling['temperature']:g}"]
+        if sampling["top_k"]:
+            knobs.append(f"top_k={sampling['top_k']}")
+        if sampling["top_p"] < 1.0:
+            knobs.append(f"top_p={sampling['top_p']:g}")
+        decoding += f" ({', '.join(knobs)}, seed={seed})"
+    if args.repetition_penalty != 1.0:
+        decoding += f", repetition_penalty={args.repetition_penalty:g}"
+    return (f"sentinel | model: {args.model_name} | family: {model.spec.family} | device: {device} | "
+            f"dtype: {dtype_name} | heads: {L} layers x {H} heads = {L * H} gates | decoding: {decoding}")
+
+
+def encode_prompt(tokenizer, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask [1, T]; an empty prompt starts from BOS."""
+    input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    if input_ids.shape[1] == 0:
+        if tokenizer.bos_token_id is None:
+            raise SentinelError("the prompt is empty and the tokenizer has no BOS token to start from: give a prompt")
+        input_ids = torch.tensor([[tokenizer.bos_token_id]])
+    return input_ids, torch.ones_like(input_ids)
+
+
+def _check_context(spec, prompt_len: int, max_new_tokens: int) -> None:
+    if spec.positions == "learned" and spec.max_positions and prompt_len + max_new_tokens > spec.max_positions:
+        raise SentinelError(f"prompt ({prompt_len} tokens) + --max_new_tokens {max_new_tokens} exceeds the model's "
+                            f"{spec.max_positions} positions: shorten the prompt or lower --max_new_tokens")
+
+
+def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
+    a, b = a.flatten().tolist(), b.flatten().tolist()
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def run(args) -> int:
+    from transformers import TextStreamer
+
+    from .families import get_family
+    from .loader import load_adaptive_model, load_baseline_model, load_config
+
+    sampling = sampling_settings(args)
+    device = resolve_device(args.device)
+    dtype_name = resolve_dtype_name(args.dtype, device)
+    seed = args.seed
+    if seed is None and sampling["do_sample"]:
+        seed = random.SystemRandom().randrange(2**32)
+    if seed is not None:
+        torch.manual_seed(seed)
+
+    trc = args.trust_remote_code
+    config = load_config(args.model_name, trust_remote_code=trc)
+    # An unsupported family or config flag, a missing tokenizer or a too-long prompt fail before any weights are read.
+    spec = get_family(config.model_type).to_spec(config)
+    tokenizer = load_tokenizer(args.model_name, trust_remote_code=trc)
+    input_ids, attention_mask = encode_prompt(tokenizer, args.prompt)
+    _check_context(spec, input_ids.shape[1], args.max_new_tokens)
+
+    baseline = None
+    if args.baseline or trc:
+        # load_adaptive_model(name) takes no HF kwargs, so remote code goes through an HF model we load.
+        baseline = load_baseline_model(args.model_name, device=device, dtype=dtype_name, trust_remote_code=trc)
+        model = load_adaptive_model(args.model_name, baseline_model=baseline, device=device, dtype=dtype_name)
+        if not args.baseline:
+            baseline = None
+    else:
+        model = load_adaptive_model(args.model_name, device=device, dtype=dtype_name)
+
+    print(_header(args, model, device, dtype_name, sampling, seed), flush=True)
+
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+
+    eos = eos_token_ids(args.model_name, config, baseline)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    settings = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
+                    eos_token_id=eos or None, pad_token_id=pad, **sampling)
+
+    def streamer():
+        return TextStreamer(tokenizer, skip_prompt=False, skip_special_tokens=True)
+
+    if baseline is not None:
+        print("[adaptive]", flush=True)
+    generator = None
+    if sampling["do_sample"]:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    ours = model.generate(input_ids, attention_mask=attention_mask, streamer=streamer(), generator=generator,
+                          **settings)
+
+    if baseline is not None:
+        print("[baseline: transformers]", flush=True)
+        hf_settings = dict(settings)
+        if not sampling["do_sample"]:  # HF warns about sampling knobs in greedy mode
+            for knob in ("temperature", "top_k", "top_p"):
+                hf_settings.pop(knob)
+        if seed is not None:
+            torch.manual_seed(seed)  # HF samples from the global generator: same seed, same draws
+        with torch.no_grad():
+            theirs = baseline.generate(input_ids, attention_mask=attention_mask, streamer=streamer(),
+                                       **hf_settings)
+        first = _first_difference(ours.cpu(), theirs.cpu())
+        if first is None:
+            print("[match] adaptive and baseline token ids are identical", flush=True)
+        else:
+            print(f"[differ] adaptive and baseline token ids first differ at generated token "
+                  f"{first - input_ids.shape[1]}", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        return run(args)
+    except SentinelError as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
