@@ -61,6 +61,11 @@ class CatalogEntry:
 
 
 @cache
+def family_architectures(path: Path = CATALOG_PATH) -> dict[str, str]:
+    return dict(tomllib.loads(Path(path).read_text()).get("families", {}))
+
+
+@cache
 def load_catalog(path: Path = CATALOG_PATH) -> tuple[CatalogEntry, ...]:
     raw = tomllib.loads(Path(path).read_text())
     entries = []

@@ -35,6 +35,12 @@ class Row:
         return f"{self.entry.family}/{self.entry.slug}/{self.weights}/{self.check}/{self.device}"
 
     @property
+    def synthetic_layers(self) -> int | None:
+        """Layers kept in a cut synthetic checkpoint (None: the real depth); benchmarks use every layer."""
+        cut = self.weights == "synthetic" and self.entry.synthetic_is_cut and self.check != "bench"
+        return self.entry.synthetic_layers if cut else None
+
+    @property
     def model_key(self) -> tuple:
         return (self.entry.id, self.weights, self.device)
 
@@ -167,6 +173,21 @@ def pair(row, request):
 
 
 @pytest.fixture
+def bench_folder(row, request):
+    """The checkpoint a bench row times; the bench loads its own models (HF with its default attention)."""
+    if row.device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    release_models()
+    if row.weights == "synthetic":
+        from matrix import sources
+
+        folder = sources.synthetic_checkpoint(row.entry, full_depth=True)
+    else:
+        folder, _, _ = _provision(row, request.config)
+    return folder, row.device, _dtype(row, request.config)
+
+
+@pytest.fixture
 def metrics(request) -> dict:
     """Test bodies put their measurements here; the report hook writes them into the row's record."""
     return request.node.stash.setdefault(ROW_KEY, {})
@@ -208,7 +229,7 @@ def pytest_runtest_makereport(item, call):
         "reason": _reason(report, call), "metrics": item.stash.get(ROW_KEY, {}),
         "env": records.environment(row.device), "time": records.now(),
         "duration_s": round(report.duration, 3),
-        "synthetic_layers": entry.synthetic_layers if (row.weights == "synthetic" and entry.synthetic_is_cut) else None,
+        "synthetic_layers": row.synthetic_layers,
     }
     records.append_record(config.getoption("--results"), record)
     return report

@@ -147,11 +147,13 @@ def wikipedia_text() -> str:
 
 # Weight sources of matrix rows -----------------------------------------------------------------
 
-def synthetic_checkpoint(entry) -> Path:
-    """The entry's real config (cut to entry.synthetic_layers) with random weights, cached on disk."""
+def synthetic_checkpoint(entry, full_depth: bool = False) -> Path:
+    """The entry's real config with random weights, cached on disk; cut to entry.synthetic_layers
+    unless `full_depth` (benchmarks time the real geometry, every layer)."""
     from sentinel_core.synthetic import cached_synthetic_checkpoint
 
-    return cached_synthetic_checkpoint(entry.synthetic_config(), cache_dir() / "synthetic", entry.slug)
+    config = entry.hf_config() if full_depth else entry.synthetic_config()
+    return cached_synthetic_checkpoint(config, cache_dir() / "synthetic", entry.slug)
 
 
 PACKAGED = {SMOLLM2_HUB_ID: smollm2_checkpoint}

@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 from tabulate import tabulate
 
-from matrix.catalog import load_catalog
+from matrix.catalog import family_architectures, load_catalog
 
 from . import status as rules
 
@@ -24,12 +24,6 @@ def _env():
 
 def _fmt(x: float) -> str:
     return f"{x:.1e}" if abs(x) < 1e-2 and x != 0 else f"{x:.3g}"
-
-
-def _family_info() -> dict:
-    from sentinel_core.families import FAMILIES
-
-    return {name: fam.architecture for name, fam in FAMILIES.items()}
 
 
 def model_order(records: list[dict]) -> list[tuple[str, str]]:
@@ -79,7 +73,7 @@ def build_context(records: list[dict]) -> dict:
     for r in records:
         by_model[r["model"]].append(r)
     devices = sorted({r["device"] for r in records}, key=lambda d: (d != "cpu", d))
-    archs = _family_info()
+    archs = family_architectures()
     catalog = {e.id: e for e in load_catalog()}
 
     families = []

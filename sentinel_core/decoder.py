@@ -81,6 +81,9 @@ class KVCache:
     def __len__(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
+    def seen(self) -> int:
+        return len(self)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.keys[layer] is not None:
             k = torch.cat([self.keys[layer], k], dim=2)
@@ -88,15 +91,53 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
-    def reorder(self, index: torch.Tensor) -> None:
-        self.keys = [None if k is None else k.index_select(0, index) for k in self.keys]
-        self.values = [None if v is None else v.index_select(0, index) for v in self.values]
+    def advance(self, steps: int) -> None:
+        """Nothing to do: the length is the tensors' own."""
+
+
+class StaticKVCache:
+    """Preallocated keys and values, [batch, kv_heads, max_len, head_dim] per layer.
+
+    The write position is a device tensor, so a decode step has fixed shapes, needs no host sync
+    and can be captured in a CUDA graph. Attention reads the whole buffer; the mask hides the
+    slots not written yet.
+    """
+
+    def __init__(self, model, batch: int, max_len: int):
+        device, dtype = model.embed.weight.device, model.embed.weight.dtype
+        shape = lambda attn: (batch, attn.num_kv_heads, max_len, attn.head_dim)  # noqa: E731
+        self.keys = [torch.zeros(shape(layer.attn), device=device, dtype=dtype) for layer in model.layers]
+        self.values = [torch.zeros(shape(layer.attn), device=device, dtype=dtype) for layer in model.layers]
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        self.max_len = max_len
+
+    def seen(self) -> torch.Tensor:
+        return self.pos
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.pos + torch.arange(k.shape[2], device=k.device)
+        self.keys[layer].index_copy_(2, index, k)
+        self.values[layer].index_copy_(2, index, v)
+        return self.keys[layer], self.values[layer]
+
+    def advance(self, steps: int) -> None:
+        self.pos += steps
 
 
 @dataclass
 class CausalLMOutput:
     logits: torch.Tensor
-    past_key_values: KVCache | None = None
+    past_key_values: KVCache | StaticKVCache | None = None
+
+
+@dataclass
+class AttentionMask:
+    """How a forward's queries may attend: an additive bias [B, 1, T, S], or SDPA's own causal mask,
+    or nothing (one new token over an unpadded cache); ALiBi adds per-head distances on top."""
+
+    bias: torch.Tensor | None
+    causal: bool
+    alibi_pos: torch.Tensor | None  # [B, 1, 1, S] key positions for ALiBi
 
 
 class GatedAttention(nn.Module):
@@ -123,10 +164,11 @@ class GatedAttention(nn.Module):
         group = spec.num_heads // spec.num_kv_heads
         self.register_buffer("head_ids", torch.arange(spec.num_heads, device=device), persistent=False)
         self.register_buffer("kv_of_head", self.head_ids // group, persistent=False)
+        self._uniform_groups = True
         if spec.positions == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(spec.num_heads).to(device), persistent=False)
 
-    def forward(self, x, gates, rope, attn_bias, alibi_pos, cache: KVCache | None):
+    def forward(self, x, gates, rope, mask: AttentionMask, cache):
         B, T, _ = x.shape
         hd, nh, nkv = self.head_dim, self.num_heads, self.num_kv_heads
         q, k, v = self.qkv(x).split([nh * hd, nkv * hd, nkv * hd], dim=-1)
@@ -138,14 +180,24 @@ class GatedAttention(nn.Module):
             q, k = apply_rotary(q, cos, sin, self.rotary_dim), apply_rotary(k, cos, sin, self.rotary_dim)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        if nkv != nh:
+        grouped = nkv != nh
+        if grouped and not self.uniform_groups:  # uneven groups after pruning: one KV row per query head
             k, v = k.index_select(1, self.kv_of_head), v.index_select(1, self.kv_of_head)
-        if alibi_pos is not None:
-            alibi = (self.alibi_slopes.view(1, -1, 1, 1) * alibi_pos).to(attn_bias.dtype)
-            attn_bias = attn_bias + alibi.index_select(1, self.head_ids)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=self.scale)
-        y = y * gates.index_select(0, self.head_ids).to(y.dtype).view(1, -1, 1, 1)
+            grouped = False
+        bias = mask.bias
+        if mask.alibi_pos is not None:
+            alibi = (self.alibi_slopes.index_select(0, self.head_ids).view(1, -1, 1, 1) * mask.alibi_pos)
+            bias = alibi.to(q.dtype) if bias is None else bias + alibi.to(bias.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=mask.causal and bias is None,
+                                           scale=self.scale, enable_gqa=grouped)
+        layer_gates = gates if self.num_heads == gates.shape[0] else gates.index_select(0, self.head_ids)
+        y = y * layer_gates.to(y.dtype).view(1, -1, 1, 1)
         return self.out(y.transpose(1, 2).reshape(B, T, nh * hd))
+
+    @property
+    def uniform_groups(self) -> bool:
+        """Query heads read KV heads in equal consecutive groups (always so until pruning makes them uneven)."""
+        return self._uniform_groups
 
     @torch.no_grad()
     def prune(self, heads: set[int]) -> None:
@@ -167,6 +219,9 @@ class GatedAttention(nn.Module):
                                        device=self.head_ids.device)
         self.head_ids = self.head_ids[keep]
         self.num_heads, self.num_kv_heads = len(keep), len(kv_keep)
+        group = self.num_heads // self.num_kv_heads
+        self._uniform_groups = (self.num_heads % self.num_kv_heads == 0
+                                and self.kv_of_head.tolist() == [i // group for i in range(self.num_heads)])
 
 
 def _take_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
@@ -211,9 +266,9 @@ class Block(nn.Module):
         self.mlp_norm = make_norm(spec)
         self.mlp = MLP(spec)
 
-    def forward(self, x, gates, rope, attn_bias, alibi_pos, cache):
+    def forward(self, x, gates, rope, mask: AttentionMask, cache):
         s = self.spec
-        attend = lambda h: self.attn(h, gates, rope, attn_bias, alibi_pos, cache)  # noqa: E731
+        attend = lambda h: self.attn(h, gates, rope, mask, cache)  # noqa: E731
         if s.parallel_residual:  # GPT-NeoX adds in this order: mlp + attn + x
             return self.mlp(self.mlp_norm(x)) + attend(self.attn_norm(x)) + x
         h_in = self.attn_norm(x) if s.pre_norm else x
@@ -269,20 +324,21 @@ class GatedDecoder(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
                 use_cache=False, logits_to_keep: int = 0) -> CausalLMOutput:
+        """attention_mask covers past and new tokens ([B, S]; for a StaticKVCache, [B, max_len])."""
         s = self.spec
         B, T = input_ids.shape
         cache = past_key_values if past_key_values is not None else (KVCache(s.num_layers) if use_cache else None)
-        past = len(cache) if cache is not None else 0
+        past = cache.seen() if cache is not None else 0
+        static = isinstance(cache, StaticKVCache)
         device = input_ids.device
-        if attention_mask is None:
-            attention_mask = torch.ones(B, past + T, dtype=torch.long, device=device)
-        mask = attention_mask.long()
+        query_pos = past + torch.arange(T, device=device)
 
         if position_ids is None:
-            if s.positions_from_mask:
-                position_ids = (mask.cumsum(-1) * mask - 1)[:, past:]
+            if s.positions_from_mask and attention_mask is not None:
+                positions = attention_mask.long().cumsum(-1) * attention_mask.long() - 1
+                position_ids = positions.index_select(1, query_pos)
             else:
-                position_ids = torch.arange(past, past + T, device=device).expand(B, T)
+                position_ids = query_pos.expand(B, T)
 
         x = self.embed(input_ids)
         dtype = x.dtype
@@ -293,19 +349,13 @@ class GatedDecoder(nn.Module):
         if s.embed_norm:
             x = self.embed_norm(x)
 
-        # Additive bias [B, 1, T, S]: a query sees itself, earlier positions and no padding.
-        # finfo.min rather than -inf keeps fully padded rows finite, as transformers does.
-        key_pos = torch.arange(past + T, device=device)
-        query_pos = torch.arange(past, past + T, device=device)
-        allowed = (key_pos[None, :] <= query_pos[:, None])[None] & mask[:, None, :].bool()
-        attn_bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        attn_bias = attn_bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-
+        mask = self.attention_mask(attention_mask, B, T, past, query_pos,
+                                   cache.max_len if static else None, dtype, device)
         rope = self.rope(position_ids, dtype) if s.positions == "rotary" else None
-        alibi_pos = ((mask.cumsum(-1) - 1) * mask)[:, None, None, :].float() if s.positions == "alibi" else None
-
         for layer, gates in zip(self.layers, self.gates):
-            x = layer(x, gates, rope, attn_bias, alibi_pos, cache)
+            x = layer(x, gates, rope, mask, cache)
+        if cache is not None:
+            cache.advance(T)
         if s.final_norm:
             x = self.final_norm(x)
         if hasattr(self, "project_out"):
@@ -313,3 +363,24 @@ class GatedDecoder(nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return CausalLMOutput(logits=self.lm_head(x), past_key_values=cache)
+
+    def attention_mask(self, attention_mask, B, T, past, query_pos, static_len, dtype, device) -> AttentionMask:
+        """Without padding, SDPA's own causal mask (or none for one new token) keeps the fast kernels;
+        otherwise an additive bias: a query sees itself, earlier positions and no padding. finfo.min
+        rather than -inf keeps fully padded rows finite, as transformers does."""
+        alibi = self.spec.positions == "alibi"
+        if attention_mask is None and static_len is None and not alibi:
+            single_new_token = T == 1
+            first_chunk = isinstance(past, int) and past == 0
+            if single_new_token or first_chunk:
+                return AttentionMask(bias=None, causal=not single_new_token, alibi_pos=None)
+        S = static_len if static_len is not None else past + T
+        if attention_mask is None:
+            attention_mask = torch.ones(B, S, dtype=torch.long, device=device)
+        keys = attention_mask.long()
+        key_pos = torch.arange(S, device=device)
+        allowed = (key_pos[None, :] <= query_pos[:, None])[None] & keys[:, None, :].bool()
+        bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        bias = bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        alibi_pos = ((keys.cumsum(-1) - 1) * keys)[:, None, None, :].float() if alibi else None
+        return AttentionMask(bias=bias, causal=False, alibi_pos=alibi_pos)

@@ -11,7 +11,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from .decoder import GatedDecoder, KVCache
+from .decoder import GatedDecoder, KVCache, StaticKVCache
 from .spec import DecoderSpec
 
 
@@ -73,45 +73,136 @@ class AdaptiveCausalLM(GatedDecoder):
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
-                 use_cache=True, streamer=None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Ids [B, T + new], prompt included. Positions follow HF generate: cumsum(mask) - 1."""
+                 use_cache=True, streamer=None, generator: torch.Generator | None = None,
+                 static_cache: bool = False, cuda_graph: bool = False) -> torch.Tensor:
+        """Ids [B, T + new], prompt included. Positions follow HF generate: cumsum(mask) - 1.
+
+        `static_cache` preallocates the KV cache; `cuda_graph` (CUDA only) also captures one decode
+        step in a CUDA graph and replays it: same tokens as eager, far less launch overhead.
+        """
         if eos_token_id is None and self.config is not None:
             eos_token_id = getattr(self.config, "eos_token_id", None)
         eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
         if pad_token_id is None:
             pad_token_id = (getattr(self.config, "pad_token_id", None) if self.config is not None else None)
             pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        if cuda_graph and input_ids.device.type != "cuda":
+            raise ValueError("cuda_graph=True needs the model and inputs on a CUDA device")
         B = input_ids.shape[0]
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
         processors = self._logits_processors(do_sample, temperature, top_k, top_p, repetition_penalty)
         eos_t = torch.tensor(eos, device=input_ids.device)
         unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
+        decoding = _Decoding(self, input_ids, attention_mask, max_new_tokens, use_cache,
+                             static_cache or cuda_graph, cuda_graph)
         ids = input_ids
-        cache = KVCache(self.num_layers) if use_cache else None
-        step_ids = ids
         if streamer is not None:
             streamer.put(input_ids.cpu())
-        for _ in range(max_new_tokens):
-            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-            positions = positions[:, -step_ids.shape[1]:]
-            out = self(step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                       logits_to_keep=1)
-            scores = processors(ids, out.logits[:, -1].float())
+        logits = decoding.prefill()
+        for step in range(max_new_tokens):
+            scores = processors(ids, logits.float())
             if do_sample:
-                probs = torch.softmax(scores, dim=-1)
-                next_ids = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                next_ids = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
             else:
                 next_ids = scores.argmax(-1)
             next_ids = torch.where(unfinished, next_ids, torch.full_like(next_ids, pad_token_id))
             ids = torch.cat([ids, next_ids[:, None]], dim=1)
-            mask = torch.cat([mask, mask.new_ones(B, 1)], dim=1)
-            step_ids = next_ids[:, None] if use_cache else ids
             if streamer is not None:
                 streamer.put(next_ids.cpu())
             if eos:
                 unfinished &= ~torch.isin(next_ids, eos_t)
                 if not unfinished.any():
                     break
+            if step + 1 < max_new_tokens:
+                logits = decoding.step(next_ids)
         if streamer is not None:
             streamer.end()
         return ids
+
+
+class _Decoding:
+    """The forward passes of one generate call: prefill, then one step per new token.
+
+    Without padding no mask is passed at all, so SDPA runs its causal fast path; with padding the
+    mask grows with the sequence and positions follow it. A static cache keeps every shape fixed,
+    which is what lets a CUDA graph replay the step.
+    """
+
+    def __init__(self, model, input_ids, attention_mask, max_new_tokens, use_cache, static, cuda_graph):
+        self.model, self.input_ids = model, input_ids
+        self.mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
+        self.padded = attention_mask is not None and bool((self.mask == 0).any())  # one sync, before decoding
+        self.use_cache, self.static, self.cuda_graph = use_cache or static, static, cuda_graph
+        self.max_len = input_ids.shape[1] + max_new_tokens
+        self.graph = None
+
+    @staticmethod
+    def positions(mask: torch.Tensor) -> torch.Tensor:
+        return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+
+    def prefill(self) -> torch.Tensor:
+        model, ids = self.model, self.input_ids
+        B, T = ids.shape
+        if self.static:
+            self.cache = StaticKVCache(model, B, self.max_len)
+            self.full_mask = torch.zeros(B, self.max_len, dtype=ids.dtype, device=ids.device)
+            self.full_mask[:, :T] = self.mask
+            positions = self.positions(self.mask)
+            self.next_pos = positions[:, -1:] + 1
+            out = model(ids, attention_mask=self.full_mask, position_ids=positions, past_key_values=self.cache,
+                        logits_to_keep=1)
+            return out.logits[:, -1]
+        self.cache = KVCache(model.num_layers) if self.use_cache else None
+        self.ids = ids
+        return self._forward(ids).logits[:, -1]
+
+    def _forward(self, ids):
+        if not self.padded:
+            return self.model(ids, past_key_values=self.cache, use_cache=self.use_cache, logits_to_keep=1)
+        positions = self.positions(self.mask)[:, -ids.shape[1]:]
+        return self.model(ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache,
+                          use_cache=self.use_cache, logits_to_keep=1)
+
+    def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        if self.static:
+            return self._static_step(next_ids)
+        if self.padded:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        if self.use_cache:
+            return self._forward(next_ids[:, None]).logits[:, -1]
+        self.ids = torch.cat([self.ids, next_ids[:, None]], dim=1)
+        return self._forward(self.ids).logits[:, -1]
+
+    def _static_body(self) -> torch.Tensor:
+        self.full_mask.index_fill_(1, self.cache.pos.view(1), 1)
+        out = self.model(self.step_ids, attention_mask=self.full_mask, position_ids=self.next_pos,
+                         past_key_values=self.cache, logits_to_keep=1)
+        self.next_pos.add_(1)
+        return out.logits[:, -1]
+
+    def _static_step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "step_ids"):
+            self.step_ids = next_ids[:, None].clone()
+            if self.cuda_graph:
+                self._capture()
+        else:
+            self.step_ids.copy_(next_ids[:, None])
+        if self.graph is None:
+            return self._static_body()
+        self.graph.replay()
+        return self.graph_logits
+
+    def _capture(self) -> None:
+        # Warm up on a side stream (as torch.cuda.graphs asks), then undo the warm-up's writes.
+        saved = (self.cache.pos.clone(), self.next_pos.clone(), self.full_mask.clone())
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                self._static_body()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.cache.pos.copy_(saved[0])
+        self.next_pos.copy_(saved[1])
+        self.full_mask.copy_(saved[2])
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.graph_logits = self._static_body()

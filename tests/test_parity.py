@@ -50,6 +50,10 @@ def test_greedy_tokens_match_hf_generate(pair, left_padded_batch):
     ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=0)
     assert ours.shape == (ids.shape[0], ids.shape[1] + NEW_TOKENS)
     assert torch.equal(ours, theirs), f"{name}: greedy tokens differ from HF generate"
+    unpadded = ids[:, 8:]  # no mask at all: SDPA's causal fast path
+    theirs = hf.generate(unpadded, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                         eos_token_id=None, pad_token_id=0)
+    assert torch.equal(adaptive.generate(unpadded, max_new_tokens=NEW_TOKENS, eos_token_id=None), theirs)
 
 
 @torch.no_grad()
@@ -89,3 +93,16 @@ def test_parameter_count_is_hf_plus_one_gate_per_head(pair):
     assert n_ad == n_hf + adaptive.num_layers * adaptive.num_heads
     assert adaptive.gates.shape == (adaptive.num_layers, adaptive.num_heads)
     assert torch.equal(adaptive.gates, torch.ones_like(adaptive.gates))
+
+
+@torch.no_grad()
+def test_static_cache_generate_equals_dynamic(pair, left_padded_batch):
+    name, _, adaptive = pair
+    ids, mask = left_padded_batch
+    dynamic = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None)
+    static = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None,
+                               static_cache=True)
+    assert torch.equal(static, dynamic), name
+    unpadded = ids[:, 8:]  # every row real: the mask-free fast path
+    assert torch.equal(adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=None, static_cache=True),
+                       adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=None))

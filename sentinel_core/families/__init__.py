@@ -7,7 +7,7 @@ it at the bottom of this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -31,10 +31,8 @@ class Rule:
 @dataclass(frozen=True)
 class Family:
     model_type: str
-    architecture: str  # a few words for reports
     to_spec: Callable[[object], DecoderSpec]
     rules: Callable[[DecoderSpec], list[Rule]]
-    examples: tuple[str, ...] = field(default=())
 
 
 FAMILIES: dict[str, Family] = {}

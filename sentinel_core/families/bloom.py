@@ -42,5 +42,4 @@ def rules(s: DecoderSpec) -> list[Rule]:
     ]
 
 
-register(Family("bloom", "ALiBi, embedding LayerNorm, GELU MLP", to_spec, rules,
-                ("bigscience/bloom-560m", "bigscience/bloom-1b1")))
+register(Family("bloom", to_spec, rules))

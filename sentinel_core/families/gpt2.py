@@ -44,5 +44,4 @@ def rules(s: DecoderSpec) -> list[Rule]:
     ]
 
 
-register(Family("gpt2", "learned positions, pre-LN, GELU MLP", to_spec, rules,
-                ("distilgpt2", "gpt2", "gpt2-medium")))
+register(Family("gpt2", to_spec, rules))

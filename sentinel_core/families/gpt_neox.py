@@ -47,5 +47,4 @@ def rules(s: DecoderSpec) -> list[Rule]:
     ]
 
 
-register(Family("gpt_neox", "partial rotary, parallel residual, GELU MLP", to_spec, rules,
-                ("EleutherAI/pythia-70m", "EleutherAI/pythia-410m")))
+register(Family("gpt_neox", to_spec, rules))

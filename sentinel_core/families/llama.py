@@ -49,5 +49,4 @@ def rules(s: DecoderSpec) -> list[Rule]:
     ]
 
 
-register(Family("llama", "RMSNorm, rotary (scaled), GQA, SwiGLU MLP", to_spec, rules,
-                ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "HuggingFaceTB/SmolLM2-135M-Instruct")))
+register(Family("llama", to_spec, rules))

@@ -54,5 +54,4 @@ def rules(s: DecoderSpec) -> list[Rule]:
     ]
 
 
-register(Family("opt", "learned positions (offset 2), pre- or post-LN, ReLU MLP", to_spec, rules,
-                ("facebook/opt-125m", "facebook/opt-350m")))
+register(Family("opt", to_spec, rules))

@@ -1,0 +1,147 @@
+"""The bench check: the adaptive model and the HF baseline timed side by side, same process, device
+and dtype. Timed functions synchronize the GPU inside; warm-up runs are not counted."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+
+import torch
+
+from sentinel_core import load_adaptive_model, load_baseline_model
+
+from .checks import CheckFailed, synchronize, timed_load
+
+PREFILL_TOKENS = 512
+DECODE_PROMPT = 16
+DECODE_TOKENS = 128
+BATCHES = (1, 8)
+PRUNE_FRACTION = 0.5
+
+
+def time_runs(fn, device: str, rounds: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def param_mb(model) -> float:
+    return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+
+
+def peak_working_mb(fn, device: str) -> float:
+    """Memory a call needs beyond what is already allocated (CUDA max allocated; RSS growth on CPU)."""
+    from .checks import PeakRSS
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return (torch.cuda.max_memory_allocated() - before) / 2**20
+    with PeakRSS() as mem:
+        fn()
+    return mem.growth_mb
+
+
+class Side:
+    """One model's timings: prefill latency, decode throughput at each batch size, memory."""
+
+    def __init__(self, model, device, vocab, max_positions, adaptive: bool, rounds: int):
+        self.model, self.device, self.adaptive, self.rounds = model, device, adaptive, rounds
+        g = torch.Generator().manual_seed(0)
+        self.prefill_len = min(PREFILL_TOKENS, max_positions)
+        self.new_tokens = min(DECODE_TOKENS, max_positions - DECODE_PROMPT)
+        self.prefill_ids = torch.randint(3, vocab, (1, self.prefill_len), generator=g).to(device)
+        self.prompts = {b: torch.randint(3, vocab, (b, DECODE_PROMPT), generator=g).to(device) for b in BATCHES}
+
+    @torch.no_grad()
+    def prefill(self):
+        return self.model(self.prefill_ids)
+
+    @torch.no_grad()
+    def decode(self, batch: int, **kw):
+        ids = self.prompts[batch]
+        if self.adaptive:
+            return self.model.generate(ids, max_new_tokens=self.new_tokens, eos_token_id=None, **kw)
+        return self.model.generate(ids, max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
+                                   do_sample=False, eos_token_id=None, pad_token_id=0)
+
+    def measure(self, prefix: str) -> dict:
+        prefill = time_runs(self.prefill, self.device, rounds=max(5, self.rounds * 3))
+        out = {f"{prefix}prefill_ms": 1e3 * statistics.median(prefill),
+               f"{prefix}prefill_p90_ms": 1e3 * percentile(prefill, 0.9)}
+        for b in BATCHES:
+            runs = time_runs(lambda b=b: self.decode(b), self.device, rounds=self.rounds)
+            key = "decode_tokens_per_s" if b == 1 else f"decode_b{b}_tokens_per_s"
+            out[f"{prefix}{key}"] = b * self.new_tokens / statistics.median(runs)
+        out[f"{prefix}peak_mem_mb"] = param_mb(self.model) + peak_working_mb(lambda: self.decode(max(BATCHES)),
+                                                                              self.device)
+        return out
+
+
+def prune_half(model) -> dict[int, list[int]]:
+    """The first half of every layer's heads: in GQA whole groups go, so KV heads halve too."""
+    heads = {layer: list(range(int(model.num_heads * PRUNE_FRACTION))) for layer in range(model.num_layers)}
+    model.prune_heads(heads)
+    return heads
+
+
+def run_bench(folder, device: str, dtype: str, benchmark=None) -> dict:
+    rounds = 3 if device == "cuda" else 1
+    hf, hf_s, _ = timed_load(lambda: load_baseline_model(folder, device=device, dtype=dtype), device)
+    adaptive, ad_s, _ = timed_load(lambda: load_adaptive_model(folder, device=device, dtype=dtype), device)
+    spec = adaptive.spec
+    max_positions = spec.max_positions or getattr(hf.config, "max_position_embeddings", 2048) or 2048
+    ours = Side(adaptive, device, spec.vocab_size, max_positions, True, rounds)
+    theirs = Side(hf, device, spec.vocab_size, max_positions, False, rounds)
+    metrics = {"load_s": ad_s, "baseline_load_s": hf_s, "prefill_tokens": ours.prefill_len,
+               "decode_prompt_tokens": DECODE_PROMPT, "decode_new_tokens": ours.new_tokens,
+               "batch_sizes": list(BATCHES), "attn_baseline": getattr(hf.config, "_attn_implementation", None)}
+    metrics.update(theirs.measure("baseline_"))
+    metrics.update(ours.measure(""))
+    if benchmark is not None:  # pytest-benchmark's own statistics for the headline number
+        benchmark.pedantic(lambda: ours.decode(1), rounds=rounds, warmup_rounds=1)
+        metrics["benchmark_decode_median_s"] = benchmark.stats.stats.median
+
+    if device == "cuda":
+        for b in BATCHES:
+            graphed = ours.decode(b, cuda_graph=True)
+            # The graph replays the static-cache step: it must give exactly that step's tokens.
+            if not torch.equal(graphed, ours.decode(b, static_cache=True)):
+                raise CheckFailed(f"CUDA-graph decode (batch {b}) gave other tokens than eager static-cache decode")
+            dynamic = ours.decode(b)[:, DECODE_PROMPT:]
+            agreement = (graphed[:, DECODE_PROMPT:] == dynamic).float().mean().item()
+            metrics["graph_vs_dynamic_agreement" + ("" if b == 1 else f"_b{b}")] = agreement
+            runs = time_runs(lambda b=b: ours.decode(b, cuda_graph=True), device, rounds=rounds)
+            key = "graph_decode_tokens_per_s" if b == 1 else f"graph_decode_b{b}_tokens_per_s"
+            metrics[key] = b * ours.new_tokens / statistics.median(runs)
+        metrics["weights_mb"] = param_mb(adaptive)
+
+    del hf, theirs
+    gc.collect()
+    prune_half(adaptive)
+    pruned = ours.measure("pruned_")
+    metrics.update({k: v for k, v in pruned.items() if "peak" not in k})
+    metrics["pruned_fraction"] = PRUNE_FRACTION
+    metrics["pruning_curve"] = [[0.0, metrics["decode_b8_tokens_per_s"]],
+                                [PRUNE_FRACTION, pruned["pruned_decode_b8_tokens_per_s"]]]
+    for key in ("decode_tokens_per_s", "decode_b8_tokens_per_s"):
+        metrics[f"pruned_{key.removesuffix('_tokens_per_s')}_speedup"] = pruned[f"pruned_{key}"] / metrics[key]
+    metrics["pruned_prefill_speedup"] = metrics["prefill_ms"] / pruned["pruned_prefill_ms"]
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
