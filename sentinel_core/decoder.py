@@ -8,14 +8,19 @@ exactly; a gate at 0 is the same as removing the head.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.activations import ACT2FN
 
 from .spec import DecoderSpec
+
+
+DETERMINISTIC_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def bloom_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -132,12 +137,12 @@ class CausalLMOutput:
 
 @dataclass
 class AttentionMask:
-    """How a forward's queries may attend: an additive bias [B, 1, T, S], or SDPA's own causal mask,
-    or nothing (one new token over an unpadded cache); ALiBi adds per-head distances on top."""
+    """How a forward's queries may attend: an additive bias, or SDPA's own causal mask, or nothing
+    (one new token over an unpadded cache). ALiBi's per-head distances are added once per forward."""
 
-    bias: torch.Tensor | None
+    bias: torch.Tensor | None  # [B, 1, T, S], or [B, heads, T, S] with ALiBi (per_head)
     causal: bool
-    alibi_pos: torch.Tensor | None  # [B, 1, 1, S] key positions for ALiBi
+    per_head: bool = False
 
 
 class GatedAttention(nn.Module):
@@ -165,8 +170,6 @@ class GatedAttention(nn.Module):
         self.register_buffer("head_ids", torch.arange(spec.num_heads, device=device), persistent=False)
         self.register_buffer("kv_of_head", self.head_ids // group, persistent=False)
         self._uniform_groups = True
-        if spec.positions == "alibi":
-            self.register_buffer("alibi_slopes", alibi_slopes(spec.num_heads).to(device), persistent=False)
 
     def forward(self, x, gates, rope, mask: AttentionMask, cache):
         B, T, _ = x.shape
@@ -180,16 +183,21 @@ class GatedAttention(nn.Module):
             q, k = apply_rotary(q, cos, sin, self.rotary_dim), apply_rotary(k, cos, sin, self.rotary_dim)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
+        bias = mask.bias
+        # GQA: SDPA reads shared KV heads itself (enable_gqa) on the mask-free flash path; with a bias
+        # mask it would fall back to kernels that are not deterministic run to run in bf16, so there
+        # (and for the uneven groups pruning leaves) each query head gets its KV row explicitly.
         grouped = nkv != nh
-        if grouped and not self.uniform_groups:  # uneven groups after pruning: one KV row per query head
+        if grouped and (bias is not None or not self.uniform_groups):
             k, v = k.index_select(1, self.kv_of_head), v.index_select(1, self.kv_of_head)
             grouped = False
-        bias = mask.bias
-        if mask.alibi_pos is not None:
-            alibi = (self.alibi_slopes.index_select(0, self.head_ids).view(1, -1, 1, 1) * mask.alibi_pos)
-            bias = alibi.to(q.dtype) if bias is None else bias + alibi.to(bias.dtype)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=mask.causal and bias is None,
-                                           scale=self.scale, enable_gqa=grouped)
+        if mask.per_head and self.num_heads != bias.shape[1]:  # ALiBi bias of a pruned layer: its heads' rows
+            bias = bias.index_select(1, self.head_ids)
+        # cuDNN's attention was seen to differ run to run in bf16 (H200, torch 2.11); decoding must be
+        # reproducible (a CUDA-graph replay has to give eager's tokens), so it is left out on CUDA.
+        with sdpa_kernel(DETERMINISTIC_SDPA_BACKENDS) if q.is_cuda else nullcontext():
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=mask.causal and bias is None,
+                                               scale=self.scale, enable_gqa=grouped)
         layer_gates = gates if self.num_heads == gates.shape[0] else gates.index_select(0, self.head_ids)
         y = y * layer_gates.to(y.dtype).view(1, -1, 1, 1)
         return self.out(y.transpose(1, 2).reshape(B, T, nh * hd))
@@ -312,6 +320,8 @@ class GatedDecoder(nn.Module):
         if s.positions == "rotary":
             self.register_buffer("inv_freq", torch.tensor(s.rotary_inv_freq, dtype=torch.float32, device=device),
                                  persistent=False)
+        if s.positions == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(s.num_heads).to(device), persistent=False)
         for layer in self.layers:
             layer.attn.init_buffers(s, device)
 
@@ -373,7 +383,7 @@ class GatedDecoder(nn.Module):
             single_new_token = T == 1
             first_chunk = isinstance(past, int) and past == 0
             if single_new_token or first_chunk:
-                return AttentionMask(bias=None, causal=not single_new_token, alibi_pos=None)
+                return AttentionMask(bias=None, causal=not single_new_token)
         S = static_len if static_len is not None else past + T
         if attention_mask is None:
             attention_mask = torch.ones(B, S, dtype=torch.long, device=device)
@@ -382,5 +392,7 @@ class GatedDecoder(nn.Module):
         allowed = (key_pos[None, :] <= query_pos[:, None])[None] & keys[:, None, :].bool()
         bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
         bias = bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
-        alibi_pos = ((keys.cumsum(-1) - 1) * keys)[:, None, None, :].float() if alibi else None
-        return AttentionMask(bias=bias, causal=False, alibi_pos=alibi_pos)
+        if alibi:  # BLOOM: slope[h] * key position (from the mask), computed in fp32, added in the dtype
+            key_positions = ((keys.cumsum(-1) - 1) * keys)[:, None, None, :].float()
+            bias = bias + (self.alibi_slopes.view(1, -1, 1, 1) * key_positions).to(dtype)
+        return AttentionMask(bias=bias, causal=False, per_head=alibi)
