@@ -103,7 +103,7 @@ def prune_half(model) -> dict[int, list[int]]:
 
 
 def run_bench(folder, device: str, dtype: str, benchmark=None) -> dict:
-    rounds = 3 if device == "cuda" else 1
+    rounds = 3 if device == "cuda" else 2
     hf, hf_s, _ = timed_load(lambda: load_baseline_model(folder, device=device, dtype=dtype), device)
     adaptive, ad_s, _ = timed_load(lambda: load_adaptive_model(folder, device=device, dtype=dtype), device)
     spec = adaptive.spec

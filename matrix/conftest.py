@@ -67,13 +67,15 @@ def pytest_generate_tests(metafunc):
             marks.append(pytest.mark.gpu)
         if row.weights == "hub":
             marks.append(pytest.mark.hub)
+        marks.append(pytest.mark.xdist_group("/".join(row.model_key)))  # --dist loadgroup: one worker per model
         params.append(pytest.param(row, id=row.id, marks=marks))
     metafunc.parametrize("row", params)
 
 
 def pytest_configure(config):
     for name, text in (("slow", "large catalog entries, left out unless --slow"),
-                       ("gpu", "rows that need a CUDA device"), ("hub", "rows that need the real hub checkpoint")):
+                       ("gpu", "rows that need a CUDA device"), ("hub", "rows that need the real hub checkpoint"),
+                       ("xdist_group", "rows of one model, kept on one xdist worker with --dist loadgroup")):
         config.addinivalue_line("markers", f"{name}: {text}")
     results = Path(config.getoption("--results"))
     if not hasattr(config, "workerinput") and not config.getoption("--results-append") and results.exists():

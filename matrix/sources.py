@@ -194,3 +194,19 @@ def tokenizer_for(folder):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder)
+
+
+def perplexity_text() -> tuple[str, str]:
+    """(name, text) for perplexity: WikiText-2 (test split) where `datasets` and the hub are at hand,
+    else the Wikipedia sample shipped in matrix/data."""
+    from huggingface_hub import constants
+
+    if importlib.util.find_spec("datasets") is not None and not constants.HF_HUB_OFFLINE:
+        try:
+            import datasets
+
+            rows = datasets.load_dataset("wikitext", "wikitext-2-raw-v1", split="test")["text"]
+            return "wikitext-2-raw-v1 test", "".join(rows)
+        except Exception:  # noqa: BLE001 - no hub, no cache: the shipped sample is the fallback
+            pass
+    return "enwiki sample (matrix/data)", wikipedia_text()

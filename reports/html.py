@@ -13,7 +13,7 @@ def bar_chart(title: str, bars: list[tuple[str, list[float]]], series: list[str]
               reference: float | None = None) -> str:
     """Horizontal grouped bars as SVG; `reference` draws a vertical line (e.g. ratio 1.0)."""
     colors = ["#3b6fb6", "#e0873a", "#5a9e57"]
-    row_h, bar_h, left, width = 14 * max(1, len(series)) + 10, 12, 300, 420
+    row_h, bar_h, left, width = 14 * max(1, len(series)) + 10, 12, 380, 420
     values = [v for _, vs in bars for v in vs if v is not None] + ([reference] if reference else [])
     top = max(values) * 1.1 if values else 1.0
     height = 40 + row_h * len(bars) + 20
@@ -25,7 +25,8 @@ def bar_chart(title: str, bars: list[tuple[str, list[float]]], series: list[str]
                    f'<text x="{left + 140 * i + 14}" y="33" font-size="11">{escape(name)}</text>')
     for row, (label, vs) in enumerate(bars):
         y = 44 + row * row_h
-        out.append(f'<text x="{left - 6}" y="{y + bar_h}" font-size="11" text-anchor="end">{escape(label)}</text>')
+        short = label if len(label) <= 58 else "…" + label[-57:]
+        out.append(f'<text x="{left - 6}" y="{y + bar_h}" font-size="11" text-anchor="end">{escape(short)}</text>')
         for i, v in enumerate(vs):
             if v is None:
                 continue
@@ -81,10 +82,12 @@ def plots(records: list[dict]) -> list[str]:
         charts.append(bar_chart("Decode throughput, batch 1", decode, ["adaptive", "Hugging Face"], "tokens/s"))
         ratios = [(name, [vs[0] / vs[1] if vs[1] else None]) for name, vs in decode]
         charts.append(bar_chart("Adaptive / HF decode speed (line: 1.0)", ratios, ["ratio"], "×", reference=1.0))
-    quality = [(f"{r['model']} ({r['weights']}, {r['device']})", [r["metrics"]["max_logprob_diff"]])
-               for r in records if r["check"] == "quality" and "max_logprob_diff" in r.get("metrics", {})]
-    if quality:
-        charts.append(bar_chart("Max |Δ log p| against HF, per row", quality, ["max |Δ log p|"], ""))
+    quality = [r for r in records if r["check"] == "quality" and "max_logprob_diff" in r.get("metrics", {})]
+    for device, dtype in sorted({(r["device"], r["dtype"]) for r in quality}):
+        rows = sorted((r for r in quality if (r["device"], r["dtype"]) == (device, dtype)), key=lambda r: r["model"])
+        charts.append(bar_chart(f"Max |Δ log p| against HF ({device} {DTYPE_SHORT.get(dtype, dtype)}), per model",
+                                [(f"{r['model']} ({r['weights']})", [r["metrics"]["max_logprob_diff"]]) for r in rows],
+                                ["max |Δ log p|"], ""))
     curves = {label(r): [tuple(p) for p in r["metrics"]["pruning_curve"]]
               for r in records if r.get("metrics", {}).get("pruning_curve")}
     if curves:

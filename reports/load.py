@@ -20,11 +20,17 @@ def record_key(record: dict) -> tuple:
     return (record["model"], record["weights"], record["check"], record["device"], record["dtype"])
 
 
+# The matrix's default output: a scratch file of the last local run (git ignores it). The committed
+# evidence has names of its own (cpu-offline.jsonl, h200.jsonl, ...); a folder read skips the scratch
+# file so the page renders the same from a clean clone. Name it explicitly to include it.
+SCRATCH_RESULTS = "latest.jsonl"
+
+
 def result_files(paths: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(sorted(path.glob("*.jsonl")))
+            files.extend(sorted(p for p in path.glob("*.jsonl") if p.name != SCRATCH_RESULTS))
         elif path.exists():
             files.append(path)
         else:

@@ -132,7 +132,7 @@ def known_issues(records: list[dict]) -> list[str]:
     skipped: dict[str, list[str]] = defaultdict(list)
     for r in records:
         if r["outcome"] == "skipped":
-            skipped[_generic_reason(r)].append(r["model"])
+            skipped[f"{_generic_reason(r)} ({r['weights']} rows on {r['device']})"].append(r["model"])
     for reason, models in sorted(skipped.items()):
         unique = sorted(set(models))
         items.append(f"❔ {len(unique)} model(s) not tested: {reason} — {', '.join(unique[:6])}"
@@ -162,9 +162,13 @@ def benchmark_table(records: list[dict]) -> str | None:
                      f"{m.get('decode_tokens_per_s', 0):.0f}", ratio("decode_tokens_per_s", "baseline_decode_tokens_per_s"),
                      f"{m.get('decode_b8_tokens_per_s', 0):.0f}",
                      ratio("decode_b8_tokens_per_s", "baseline_decode_b8_tokens_per_s"),
-                     f"{m.get('peak_mem_mb', 0):.0f}", ratio("peak_mem_mb", "baseline_peak_mem_mb")])
+                     f"{m.get('peak_mem_mb', 0):.0f}", ratio("peak_mem_mb", "baseline_peak_mem_mb"),
+                     f"{m['graph_decode_tokens_per_s']:.0f}" if m.get("graph_decode_tokens_per_s") else "",
+                     " / ".join(f"{m[k]:.2f}" for k in ("pruned_decode_speedup", "pruned_decode_b8_speedup",
+                                                         "pruned_prefill_speedup") if k in m)])
     return tabulate(rows, ["Model", "Weights", "Device", "Dtype", "Prefill ms", "Prefill speed vs HF",
-                           "Decode tok/s (b1)", "vs HF", "Decode tok/s (b8)", "vs HF", "Peak MiB", "vs HF"],
+                           "Decode tok/s (b1)", "vs HF", "Decode tok/s (b8)", "vs HF", "Peak MiB", "vs HF",
+                           "CUDA-graph decode tok/s (b1)", "50% heads pruned: speedup b1 / b8 / prefill"],
                     tablefmt="github")
 
 

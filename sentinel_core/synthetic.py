@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -68,7 +70,12 @@ def cached_synthetic_checkpoint(config, cache_dir: str | Path, name: str, seed: 
     """Like make_synthetic_checkpoint, reusing a folder made earlier for the same config, seed and transformers."""
     folder = Path(cache_dir) / f"{name.replace('/', '--')}-{config_fingerprint(config, seed)}"
     if not (folder / "config.json").exists():
-        tmp = folder.with_name(folder.name + ".partial")
+        # A private folder renamed into place: concurrent makers (xdist workers) never see half a checkpoint.
+        tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
         make_synthetic_checkpoint(config, tmp, seed)
-        tmp.rename(folder)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished first; the checkpoints are identical
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -1,4 +1,6 @@
-"""The matrix can fail: a converter with two weights swapped makes `quality` fail, naming the difference."""
+"""The matrix run as users run it: it can fail (a converter with two weights swapped makes `quality`
+fail, naming the difference), goes on after an out-of-memory error, loses no finished row when the
+process dies, and writes whole lines under pytest-xdist."""
 
 import json
 import os
@@ -9,11 +11,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_matrix(tmp_path, *extra):
+def run_matrix(tmp_path, *extra, models="tiny/opt"):
     results = tmp_path / "rows.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'tests' / 'plugins'}{os.pathsep}{ROOT}",
            "SENTINEL_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "matrix/", "--models", "tiny/opt", "--weights",
+    proc = subprocess.run([sys.executable, "-m", "pytest", "matrix/", "--models", models, "--weights",
                            "synthetic", "--results", str(results), "-q", *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
@@ -36,3 +38,23 @@ def test_same_rows_pass_with_the_real_converter(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert {r["check"] for r in rows} == {"load", "infer", "quality"}
     assert len(rows) == 6 and all(r["outcome"] == "passed" for r in rows)  # tiny/opt and tiny/opt-post-ln
+
+
+def test_out_of_memory_fails_its_rows_and_the_run_goes_on(tmp_path):
+    proc, rows = run_matrix(tmp_path, "-p", "oom_on_post_ln")
+    assert proc.returncode == 1
+    oom = [r for r in rows if r["model"] == "tiny/opt-post-ln"]
+    assert len(oom) == 3 and all(r["outcome"] == "failed" and r["reason"].startswith("out of memory") for r in oom)
+    assert all(r["outcome"] == "passed" for r in rows if r["model"] == "tiny/opt") and len(rows) == 6
+
+
+def test_a_crash_keeps_every_finished_row(tmp_path):
+    proc, rows = run_matrix(tmp_path, "-p", "crash_after_two_rows")
+    assert proc.returncode == 3
+    assert len(rows) == 2 and all(r["outcome"] == "passed" for r in rows)
+
+
+def test_xdist_workers_write_whole_lines(tmp_path):
+    proc, rows = run_matrix(tmp_path, "-n", "2", "--dist", "loadgroup", models="tiny/*")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert len(rows) == 3 * 6 and len({(r["model"], r["check"]) for r in rows}) == 18
