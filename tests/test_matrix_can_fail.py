@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+FAKE_TOKEN = "hf_sentinelTestTokenNeverWritten"
 
 
 def run_matrix(tmp_path, *extra, models="tiny/opt"):
     results = tmp_path / "rows.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'tests' / 'plugins'}{os.pathsep}{ROOT}",
-           "SENTINEL_CACHE": str(tmp_path / "cache")}
+           "SENTINEL_CACHE": str(tmp_path / "cache"), "HF_TOKEN": FAKE_TOKEN}
     proc = subprocess.run([sys.executable, "-m", "pytest", "matrix/", "--models", models, "--weights",
                            "synthetic", "--results", str(results), "-q", *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -38,6 +39,7 @@ def test_same_rows_pass_with_the_real_converter(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert {r["check"] for r in rows} == {"load", "infer", "quality"}
     assert len(rows) == 6 and all(r["outcome"] == "passed" for r in rows)  # tiny/opt and tiny/opt-post-ln
+    assert FAKE_TOKEN not in (tmp_path / "rows.jsonl").read_text()  # tokens never reach the records
 
 
 def test_out_of_memory_fails_its_rows_and_the_run_goes_on(tmp_path):
