@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import jinja2
+import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix.catalog import family_architectures, load_catalog
@@ -13,6 +14,9 @@ from matrix.catalog import family_architectures, load_catalog
 from . import status as rules
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# Column widths must not depend on whether the optional wcwidth package is installed (it counts an
+# emoji as two columns), or the committed page would differ between machines and --check would flap.
+tabulate_module.WIDE_CHARS_MODE = False
 CHECK_TITLES = {"load": "Loading", "infer": "Inference", "quality": "Quality"}
 DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
