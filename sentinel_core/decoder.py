@@ -143,6 +143,11 @@ class AttentionMask:
     bias: torch.Tensor | None  # [B, 1, T, S], or [B, heads, T, S] with ALiBi (per_head)
     causal: bool
     per_head: bool = False
+    window_bias: torch.Tensor | None = None  # the same with a sliding window, for windowed layers
+    window_causal: bool = False
+
+    def for_layer(self, windowed: bool) -> tuple[torch.Tensor | None, bool]:
+        return (self.window_bias, self.window_causal) if windowed else (self.bias, self.causal)
 
 
 class GatedAttention(nn.Module):
@@ -161,6 +166,7 @@ class GatedAttention(nn.Module):
         self.num_kv_heads = spec.num_kv_heads
         self.scale = spec.scale / (layer_idx + 1 if spec.scale_by_inverse_layer_idx else 1)
         self.rotary_dim = spec.rotary_dim
+        self.windowed = bool(spec.sliding_layers and spec.sliding_layers[layer_idx])
         qkv_out = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv = nn.Linear(spec.hidden_size, qkv_out, bias=spec.qkv_bias)
         self.out = nn.Linear(self.num_heads * self.head_dim, spec.hidden_size, bias=spec.out_bias)
@@ -183,7 +189,7 @@ class GatedAttention(nn.Module):
             q, k = apply_rotary(q, cos, sin, self.rotary_dim), apply_rotary(k, cos, sin, self.rotary_dim)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        bias = mask.bias
+        bias, causal = mask.for_layer(self.windowed)
         # GQA: SDPA reads shared KV heads itself (enable_gqa) on the mask-free flash path; with a bias
         # mask it would fall back to kernels that are not deterministic run to run in bf16, so there
         # (and for the uneven groups pruning leaves) each query head gets its KV row explicitly.
@@ -196,7 +202,7 @@ class GatedAttention(nn.Module):
         # cuDNN's attention was seen to differ run to run in bf16 (H200, torch 2.11); decoding must be
         # reproducible (a CUDA-graph replay has to give eager's tokens), so it is left out on CUDA.
         with sdpa_kernel(DETERMINISTIC_SDPA_BACKENDS) if q.is_cuda else nullcontext():
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=mask.causal and bias is None,
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None,
                                                scale=self.scale, enable_gqa=grouped)
         layer_gates = gates if self.num_heads == gates.shape[0] else gates.index_select(0, self.head_ids)
         y = y * layer_gates.to(y.dtype).view(1, -1, 1, 1)
@@ -376,23 +382,38 @@ class GatedDecoder(nn.Module):
 
     def attention_mask(self, attention_mask, B, T, past, query_pos, static_len, dtype, device) -> AttentionMask:
         """Without padding, SDPA's own causal mask (or none for one new token) keeps the fast kernels;
-        otherwise an additive bias: a query sees itself, earlier positions and no padding. finfo.min
-        rather than -inf keeps fully padded rows finite, as transformers does."""
-        alibi = self.spec.positions == "alibi"
+        otherwise an additive bias: a query sees itself, earlier positions (within the sliding window,
+        for windowed layers) and no padding. finfo.min rather than -inf keeps fully padded rows finite,
+        as transformers does."""
+        s = self.spec
+        alibi = s.positions == "alibi"
+        window = s.sliding_window if any(s.sliding_layers) else None
         if attention_mask is None and static_len is None and not alibi:
             single_new_token = T == 1
             first_chunk = isinstance(past, int) and past == 0
-            if single_new_token or first_chunk:
-                return AttentionMask(bias=None, causal=not single_new_token)
+            window_binds = window is not None and past + T > window
+            if (single_new_token or first_chunk) and not window_binds:
+                fast = AttentionMask(bias=None, causal=not single_new_token)
+                fast.window_causal = fast.causal
+                return fast
         S = static_len if static_len is not None else past + T
         if attention_mask is None:
             attention_mask = torch.ones(B, S, dtype=torch.long, device=device)
         keys = attention_mask.long()
         key_pos = torch.arange(S, device=device)
-        allowed = (key_pos[None, :] <= query_pos[:, None])[None] & keys[:, None, :].bool()
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        bias = bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+        causal = key_pos[None, :] <= query_pos[:, None]
+        padding = keys[:, None, :].bool()
+
+        def additive(allowed: torch.Tensor) -> torch.Tensor:
+            bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+            return bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+        bias = additive(causal[None] & padding)
         if alibi:  # BLOOM: slope[h] * key position (from the mask), computed in fp32, added in the dtype
             key_positions = ((keys.cumsum(-1) - 1) * keys)[:, None, None, :].float()
             bias = bias + (self.alibi_slopes.view(1, -1, 1, 1) * key_positions).to(dtype)
-        return AttentionMask(bias=bias, causal=False, per_head=alibi)
+        window_bias = None
+        if window is not None:  # HF: key allowed when key > query - window
+            in_window = key_pos[None, :] > query_pos[:, None] - window
+            window_bias = additive((causal & in_window)[None] & padding)
+        return AttentionMask(bias=bias, causal=False, per_head=alibi, window_bias=window_bias)

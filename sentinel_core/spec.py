@@ -39,6 +39,8 @@ class DecoderSpec:
     # Attention.
     qkv_bias: bool = True
     out_bias: bool = True
+    sliding_window: int | None = None  # a query sees at most this many keys (itself included) ...
+    sliding_layers: tuple[bool, ...] = ()  # ... in the layers flagged here (Mistral: all; Qwen2: per layer_types)
     attn_scale: float | None = None  # None: head_dim ** -0.5
     scale_by_inverse_layer_idx: bool = False  # GPT-2: an extra 1 / (layer + 1)
 
@@ -61,6 +63,8 @@ class DecoderSpec:
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
+        if self.sliding_layers and len(self.sliding_layers) != self.num_layers:
+            raise ValueError(f"sliding_layers has {len(self.sliding_layers)} entries for {self.num_layers} layers")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
         for name, value, allowed in (

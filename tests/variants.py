@@ -1,6 +1,6 @@
 """Tiny HF configs, one per architecture variant the parity tests must cover."""
 
-from transformers import BloomConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig
+from transformers import BloomConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
 
 VOCAB = 512
 
@@ -42,4 +42,13 @@ def variants() -> dict:
             tie_word_embeddings=True,
             **_rope(500000.0, rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                     original_max_position_embeddings=32)),
+        "mistral-sliding-window": MistralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                max_position_embeddings=128, sliding_window=5,
+                                                tie_word_embeddings=False, **_rope(10000.0)),
+        "qwen2-qkv-bias-sliding-layer": Qwen2Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                                                    num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                                    max_position_embeddings=128, use_sliding_window=True,
+                                                    sliding_window=6, max_window_layers=1,
+                                                    tie_word_embeddings=True, **_rope(1000000.0)),
     }

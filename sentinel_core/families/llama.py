@@ -6,11 +6,12 @@ from ..spec import DecoderSpec
 from . import Family, Rule, fused, layers, linear, norm, register, rotary_frequencies
 
 
-def to_spec(c) -> DecoderSpec:
-    inv_freq, scaling = rotary_frequencies(c, LlamaRotaryEmbedding)
+def to_spec(c, family: str = "llama", rotary_cls=LlamaRotaryEmbedding, **overrides) -> DecoderSpec:
+    """Llama's spec; Llama-shaped families (Mistral, Qwen2) pass their rotary class and differences."""
+    inv_freq, scaling = rotary_frequencies(c, rotary_cls)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    return DecoderSpec(
-        family="llama",
+    fields = dict(
+        family=family,
         vocab_size=c.vocab_size,
         hidden_size=c.hidden_size,
         num_layers=c.num_hidden_layers,
@@ -23,13 +24,14 @@ def to_spec(c) -> DecoderSpec:
         positions="rotary",
         rotary_inv_freq=inv_freq,
         rotary_scaling=scaling,
-        qkv_bias=c.attention_bias,
-        out_bias=c.attention_bias,
+        qkv_bias=getattr(c, "attention_bias", False),
+        out_bias=getattr(c, "attention_bias", False),
         mlp="gated",
         activation=c.hidden_act,
         mlp_bias=getattr(c, "mlp_bias", False),
         tie_embeddings=c.tie_word_embeddings,
     )
+    return DecoderSpec(**{**fields, **overrides})
 
 
 def rules(s: DecoderSpec) -> list[Rule]:
