@@ -5,7 +5,8 @@
 def pytest_addoption(parser):
     group = parser.getgroup("sentinel matrix")
     group.addoption("--families", default="", help="comma-separated model_types to run (gpt2,opt,gpt_neox,bloom,llama)")
-    group.addoption("--models", default="", help="comma-separated substrings or globs of model ids")
+    group.addoption("--models", default="",
+                    help="comma-separated model ids (exact, or globs like 'gpt2*'); an exact id includes a slow entry")
     group.addoption("--checks", default="", help="comma-separated checks: load,infer,quality,bench")
     group.addoption("--devices", default="cpu", help="comma-separated devices: cpu,cuda")
     group.addoption("--weights", default="default",
@@ -15,5 +16,5 @@ def pytest_addoption(parser):
     group.addoption("--cuda-dtype", default="bfloat16", choices=["bfloat16", "float16"],
                     help="dtype of CUDA rows (CPU rows are float32)")
     group.addoption("--results", default="results/latest.jsonl", help="JSONL file the rows are appended to")
-    group.addoption("--results-append", action="store_true",
-                    help="append to --results instead of starting it afresh")
+    group.addoption("--results-fresh", action="store_true",
+                    help="start --results afresh instead of appending (the newest record per row wins anyway)")

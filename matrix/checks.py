@@ -18,7 +18,11 @@ from . import grading
 
 
 class CheckFailed(AssertionError):
-    """A measured difference, with its numbers in the message."""
+    """A measured difference, with its numbers in the message and in `metrics` (the record keeps them)."""
+
+    def __init__(self, message: str, metrics: dict | None = None):
+        super().__init__(message)
+        self.metrics = metrics or {}
 
 
 @dataclass
@@ -141,7 +145,7 @@ def check_load(pair: ModelPair) -> dict:
     metrics = {**pair.metrics, "params_hf": n_hf, "params_adaptive": n_ad, "gates": gates,
                "load_ratio": round(pair.metrics["load_s"] / max(pair.metrics["baseline_load_s"], 1e-9), 3)}
     if n_ad != n_hf + gates:
-        raise CheckFailed(f"parameter count {n_ad:,} != HF {n_hf:,} + {gates} gates")
+        raise CheckFailed(f"parameter count {n_ad:,} != HF {n_hf:,} + {gates} gates", metrics)
     return metrics
 
 
@@ -191,7 +195,7 @@ def check_infer(pair: ModelPair) -> dict:
     if pair.dtype == "float32" and greedy_cache_agreement < 1.0:
         problems.append(f"greedy tokens with cache agree with no-cache on only {greedy_cache_agreement:.0%}")
     if problems:
-        raise CheckFailed("; ".join(problems))
+        raise CheckFailed("; ".join(problems), metrics)
     return metrics
 
 
@@ -269,7 +273,7 @@ def check_quality(pair: ModelPair, text: str | None = None) -> dict:
             f"KL {kl:.3e}, top-1 agreement {top1:.1%}, greedy {agreement:.1%} identical"
             + (f", first divergence at token {first_div}, rank check {'passed' if rank_ok else 'failed'}"
                if not identical else "")
-            + (f", perplexity ratio {metrics['ppl_ratio']:.6f}" if "ppl_ratio" in metrics else ""))
+            + (f", perplexity ratio {metrics['ppl_ratio']:.6f}" if "ppl_ratio" in metrics else ""), metrics)
     return metrics
 
 

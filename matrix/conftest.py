@@ -77,9 +77,17 @@ def pytest_configure(config):
                        ("gpu", "rows that need a CUDA device"), ("hub", "rows that need the real hub checkpoint"),
                        ("xdist_group", "rows of one model, kept on one xdist worker with --dist loadgroup")):
         config.addinivalue_line("markers", f"{name}: {text}")
+    # Records are appended (the newest per row wins in the report), so a filtered run never wipes the
+    # evidence of other rows; --results-fresh starts the file afresh (not for --collect-only, and only
+    # in the controller, never in an xdist worker).
     results = Path(config.getoption("--results"))
-    if not hasattr(config, "workerinput") and not config.getoption("--results-append") and results.exists():
-        results.unlink()  # a fresh file per run (the controller only, never an xdist worker)
+    fresh = config.getoption("--results-fresh") and not config.getoption("collectonly")
+    if fresh and not hasattr(config, "workerinput") and results.exists():
+        results.unlink()
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
 
 
 def _selected(row: Row, config) -> bool:
@@ -90,14 +98,14 @@ def _selected(row: Row, config) -> bool:
     weights = _csv(config.getoption("--weights"))
     if families and row.entry.family not in families:
         return False
-    if models and not any(fnmatch.fnmatch(row.entry.id, m) or m in row.entry.id or m == row.entry.slug
-                          for m in models):
+    named = any(m in (row.entry.id, row.entry.slug) for m in models)
+    if models and not named and not any(fnmatch.fnmatchcase(row.entry.id, m) for m in models if _is_glob(m)):
         return False
     if row.check not in checks or row.device not in devices:
         return False
     if "all" not in weights and "default" not in weights and row.weights not in weights:
         return False
-    if row.entry.slow and not config.getoption("--slow") and not models:
+    if row.entry.slow and not config.getoption("--slow") and not named:
         return False
     return True
 
@@ -212,6 +220,12 @@ def _reason(report, call) -> str:
     return ""
 
 
+def _failure_metrics(call) -> dict:
+    """A failed check's measurements travel on its CheckFailed; the record keeps them."""
+    exc = call.excinfo.value if call is not None and call.excinfo is not None else None
+    return dict(getattr(exc, "metrics", None) or {})
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -228,7 +242,7 @@ def pytest_runtest_makereport(item, call):
         "family": entry.family, "model": entry.id, "weights": row.weights, "check": row.check,
         "device": row.device, "dtype": _dtype(row, config),
         "outcome": "passed" if report.passed else "skipped" if report.skipped else "failed",
-        "reason": _reason(report, call), "metrics": item.stash.get(ROW_KEY, {}),
+        "reason": _reason(report, call), "metrics": {**item.stash.get(ROW_KEY, {}), **_failure_metrics(call)},
         "env": records.environment(row.device), "time": records.now(),
         "duration_s": round(report.duration, 3),
         "synthetic_layers": row.synthetic_layers,

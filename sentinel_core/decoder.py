@@ -173,9 +173,23 @@ class GatedAttention(nn.Module):
 
     def init_buffers(self, spec: DecoderSpec, device) -> None:
         group = spec.num_heads // spec.num_kv_heads
-        self.register_buffer("head_ids", torch.arange(spec.num_heads, device=device), persistent=False)
-        self.register_buffer("kv_of_head", self.head_ids // group, persistent=False)
+        # Persistent: a pruned model's state_dict says which heads each layer kept.
+        self.register_buffer("head_ids", torch.arange(spec.num_heads, device=device))
+        self.register_buffer("kv_of_head", self.head_ids // group)
         self._uniform_groups = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loading a pruned model's weights prunes this layer the same way first (or refuses)."""
+        saved = state_dict.get(prefix + "head_ids")
+        if saved is not None and hasattr(self, "head_ids"):
+            current, kept = set(self.head_ids.tolist()), set(saved.tolist())
+            if kept - current:
+                raise ValueError(f"layer {self.layer_idx}: the state dict keeps heads {sorted(kept - current)} "
+                                 f"that this model has already pruned")
+            if current - kept:
+                with torch.no_grad():
+                    self.prune(current - kept)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x, gates, rope, mask: AttentionMask, cache):
         B, T, _ = x.shape
@@ -208,6 +222,12 @@ class GatedAttention(nn.Module):
         y = y * layer_gates.to(y.dtype).view(1, -1, 1, 1)
         return self.out(y.transpose(1, 2).reshape(B, T, nh * hd))
 
+    def _groups_are_uniform(self) -> bool:
+        if self.num_heads % self.num_kv_heads:
+            return False
+        group = self.num_heads // self.num_kv_heads
+        return self.kv_of_head.tolist() == [i // group for i in range(self.num_heads)]
+
     @property
     def uniform_groups(self) -> bool:
         """Query heads read KV heads in equal consecutive groups (always so until pruning makes them uneven)."""
@@ -233,9 +253,8 @@ class GatedAttention(nn.Module):
                                        device=self.head_ids.device)
         self.head_ids = self.head_ids[keep]
         self.num_heads, self.num_kv_heads = len(keep), len(kv_keep)
-        group = self.num_heads // self.num_kv_heads
-        self._uniform_groups = (self.num_heads % self.num_kv_heads == 0
-                                and self.kv_of_head.tolist() == [i // group for i in range(self.num_heads)])
+        self._uniform_groups = self._groups_are_uniform()
+
 
 
 def _take_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:

@@ -123,11 +123,13 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
     dtype = resolve_dtype(dtype)
     if baseline_model is not None:
         get_family(baseline_model.config.model_type)
-        model = build_decoder(AdaptiveCausalLM, baseline_model, consume=False, config=baseline_model.config)
+        model = build_decoder(AdaptiveCausalLM, baseline_model, consume=False, config=baseline_model.config,
+                              generation_config=getattr(baseline_model, "generation_config", None))
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     config = load_config(model_name)
     get_family(config.model_type)  # fail before reading any weights
     baseline = load_baseline_model(model_name, device=device, dtype=dtype)
-    model = build_decoder(AdaptiveCausalLM, baseline, consume=True, config=baseline.config)
+    model = build_decoder(AdaptiveCausalLM, baseline, consume=True, config=baseline.config,
+                          generation_config=getattr(baseline, "generation_config", None))
     del baseline
     return model

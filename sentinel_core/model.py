@@ -16,9 +16,10 @@ from .spec import DecoderSpec
 
 
 class AdaptiveCausalLM(GatedDecoder):
-    def __init__(self, spec: DecoderSpec, config=None):
+    def __init__(self, spec: DecoderSpec, config=None, generation_config=None):
         super().__init__(spec)
         self.config = config
+        self.generation_config = generation_config  # the checkpoint's, for eos/pad defaults
 
     @property
     def num_layers(self) -> int:
@@ -41,13 +42,19 @@ class AdaptiveCausalLM(GatedDecoder):
         """Remove heads (original head ids per layer) for real: fewer weights, less compute.
 
         Their gates are set to 0 so `gates` keeps describing the model; in GQA a KV head goes only
-        when every query head reading it is gone.
+        when every query head reading it is gone. Every request is checked before anything changes.
         """
+        plan: dict[int, set[int]] = {}
         for layer, head_list in heads.items():
-            doomed = set(head_list)
-            bad = [h for h in doomed if not 0 <= h < self.num_heads]
-            if not 0 <= layer < self.num_layers or bad:
-                raise ValueError(f"prune_heads: no head {bad or head_list} in layer {layer}")
+            layer = int(layer)
+            doomed = {int(h) for h in head_list}  # tensors hash by identity: ints compare by value
+            if not 0 <= layer < self.num_layers or any(not 0 <= h < self.num_heads for h in doomed):
+                raise ValueError(f"prune_heads: no head {sorted(doomed)} in layer {layer}")
+            remaining = set(self.layers[layer].attn.head_ids.tolist()) - doomed
+            if not remaining:
+                raise ValueError(f"prune_heads: layer {layer} would have no heads left; set its gates to 0 instead")
+            plan[layer] = doomed
+        for layer, doomed in plan.items():
             self.layers[layer].attn.prune(doomed)
             self.gates[layer, sorted(doomed)] = 0
 
@@ -55,6 +62,14 @@ class AdaptiveCausalLM(GatedDecoder):
         all_heads = set(range(self.num_heads))
         return {i: sorted(all_heads - set(layer.attn.head_ids.tolist()))
                 for i, layer in enumerate(self.layers) if layer.attn.num_heads != self.num_heads}
+
+    def _default_token(self, name: str):
+        """As HF generate: the checkpoint's generation_config first (it may list several eos ids), then its config."""
+        for source in (self.generation_config, self.config):
+            value = getattr(source, name, None) if source is not None else None
+            if value is not None:
+                return value
+        return None
 
     def _logits_processors(self, do_sample, temperature, top_k, top_p, repetition_penalty) -> LogitsProcessorList:
         # transformers' own processors, so sampling means exactly what it means in HF generate.
@@ -80,11 +95,13 @@ class AdaptiveCausalLM(GatedDecoder):
         `static_cache` preallocates the KV cache; `cuda_graph` (CUDA only) also captures one decode
         step in a CUDA graph and replays it: same tokens as eager, far less launch overhead.
         """
-        if eos_token_id is None and self.config is not None:
-            eos_token_id = getattr(self.config, "eos_token_id", None)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if eos_token_id is None:
+            eos_token_id = self._default_token("eos_token_id")
         eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
         if pad_token_id is None:
-            pad_token_id = (getattr(self.config, "pad_token_id", None) if self.config is not None else None)
+            pad_token_id = self._default_token("pad_token_id")
             pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
         if cuda_graph and input_ids.device.type != "cuda":
             raise ValueError("cuda_graph=True needs the model and inputs on a CUDA device")

@@ -168,3 +168,18 @@ def test_loader_does_not_keep_weights_twice(synthetic_folders):
     assert all(p.numel() == 0 for p in hf.parameters()), "HF tensors still alive after a consuming conversion"
     storages = [p.untyped_storage().data_ptr() for p in model.parameters()]
     assert len(storages) == len(set(storages))
+
+
+def test_bloom_slow_but_exact_tensor_parallel_is_refused(tmp_path):
+    from transformers import BloomConfig
+
+    make_synthetic_checkpoint(BloomConfig(vocab_size=64, hidden_size=32, n_layer=1, n_head=2, pretraining_tp=2,
+                                          slow_but_exact=True), tmp_path)
+    with pytest.raises(UnsupportedConfigError, match="slow_but_exact"):
+        load_adaptive_model(tmp_path)
+
+
+def test_generate_needs_at_least_one_new_token(synthetic_folders):
+    model = load_adaptive_model(synthetic_folders("gpt2"))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=0)

@@ -141,3 +141,33 @@ def test_gates_are_one_writable_tensor(synthetic_folders):
     with torch.no_grad():
         model.gates[1, 3] = 0.25
     assert model.gates[1, 3].item() == 0.25
+
+
+def test_prune_is_checked_whole_before_anything_changes(synthetic_folders):
+    model = load_adaptive_model(synthetic_folders("gpt2"))
+    shape = model.layers[0].attn.qkv.weight.shape
+    with pytest.raises(ValueError, match="no head"):
+        model.prune_heads({0: [1], 7: [0]})
+    with pytest.raises(ValueError, match="layer 1 would have no heads left"):
+        model.prune_heads({0: [1], 1: [0, 1, 2, 3]})
+    assert model.layers[0].attn.qkv.weight.shape == shape and model.pruned_heads() == {}
+    assert torch.equal(model.gates, torch.ones_like(model.gates))
+    model.prune_heads({0: torch.tensor([1, 2])})  # tensor ids compare by value
+    assert model.pruned_heads() == {0: [1, 2]}
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["gpt2", "bloom", "llama-gqa"])
+def test_pruned_state_dict_round_trip(name, synthetic_folders, left_padded_batch):
+    ids, mask = left_padded_batch
+    folder = synthetic_folders(name)
+    pruned = load_adaptive_model(folder)
+    pruned.prune_heads({0: [1], 1: [0, 2]})
+    fresh = load_adaptive_model(folder)
+    fresh.load_state_dict(pruned.state_dict())  # prunes itself the same way first
+    assert fresh.pruned_heads() == pruned.pruned_heads()
+    assert torch.equal(fresh(ids, attention_mask=mask).logits, pruned(ids, attention_mask=mask).logits)
+    other = load_adaptive_model(folder)
+    other.prune_heads({0: [2]})
+    with pytest.raises(ValueError, match="already pruned"):
+        other.load_state_dict(pruned.state_dict())

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_TOKEN = "hf_sentinelTestTokenNeverWritten"
 
 
-def run_matrix(tmp_path, *extra, models="tiny/opt"):
+def run_matrix(tmp_path, *extra, models="tiny/opt*"):
     results = tmp_path / "rows.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'tests' / 'plugins'}{os.pathsep}{ROOT}",
            "SENTINEL_CACHE": str(tmp_path / "cache"), "HF_TOKEN": FAKE_TOKEN}
@@ -30,6 +30,7 @@ def test_swapped_weights_fail_quality_with_the_difference_named(tmp_path):
     assert quality and all(r["outcome"] == "failed" for r in quality)
     for r in quality:
         assert "max |Δ log p|" in r["reason"] and "adaptive differs from HF (float32)" in r["reason"], r["reason"]
+        assert r["metrics"]["max_logprob_diff"] > 1e-2 and r["metrics"]["grade"] == "Poor"  # numbers kept
     # The load check cannot see a swap of two same-shaped weights; quality must.
     assert all(r["outcome"] == "passed" for r in rows if r["check"] == "load")
 

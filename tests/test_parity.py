@@ -106,3 +106,18 @@ def test_static_cache_generate_equals_dynamic(pair, left_padded_batch):
     unpadded = ids[:, 8:]  # every row real: the mask-free fast path
     assert torch.equal(adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=None, static_cache=True),
                        adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=None))
+
+
+@torch.no_grad()
+def test_eos_from_generation_config_list_matches_hf(synthetic_folders, left_padded_batch):
+    """Several eos ids in generation_config (as Llama-3-Instruct has): rows stop and pad as in HF."""
+    hf = load_baseline_model(synthetic_folders("llama-gqa"), attn_implementation="eager")
+    ids, mask = left_padded_batch
+    free = hf.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    stop_ids = [int(free[0, ids.shape[1] + 2]), int(free[1, ids.shape[1] + 4])]  # tokens the rows will emit
+    hf.generation_config.eos_token_id = stop_ids
+    hf.generation_config.pad_token_id = 0
+    adaptive = load_adaptive_model("llama-gqa", baseline_model=hf)
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=8)
+    assert torch.equal(ours, theirs)

@@ -1,10 +1,12 @@
 """BLOOM: ALiBi, embedding LayerNorm, fused QKV interleaved per head, optional residual from the LN output."""
 
 from ..spec import DecoderSpec
-from . import Family, Rule, layers, linear, norm, per_head_qkv_to_blocks, register
+from . import Family, Rule, layers, linear, norm, per_head_qkv_to_blocks, refuse, register
 
 
 def to_spec(c) -> DecoderSpec:
+    refuse(c, "slow_but_exact", "with pretraining_tp > 1 HF drops the attention and MLP output biases",
+           lambda value: bool(value) and c.pretraining_tp > 1)
     return DecoderSpec(
         family="bloom",
         vocab_size=c.vocab_size,
