@@ -10,7 +10,7 @@ from pathlib import Path
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 WEIGHT_SOURCES = ("hub", "package", "synthetic")
-LAYER_KEYS = ("num_hidden_layers", "n_layer")
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,9 @@ class CatalogEntry:
             for key in LAYER_KEYS:
                 if key in values:
                     values[key] = min(values[key], layers)
+            if "attention_types" in values:  # GPT-Neo's per-layer kinds, [[kinds, repeats], ...]: keep the first ones
+                kinds = [kind for group, repeats in values["attention_types"] for _ in range(repeats) for kind in group]
+                values["attention_types"] = [[[kind], 1] for kind in kinds[:layers]]
         return AutoConfig.for_model(self.family, **values)
 
     def synthetic_config(self):

@@ -1,6 +1,6 @@
 """Tiny HF configs, one per architecture variant the parity tests must cover."""
 
-from transformers import BloomConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
+from transformers import BloomConfig, GPT2Config, GPTNeoConfig, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
 
 VOCAB = 512
 
@@ -42,6 +42,10 @@ def variants() -> dict:
             tie_word_embeddings=True,
             **_rope(500000.0, rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                     original_max_position_embeddings=32)),
+        "gpt-neo-local-layers": GPTNeoConfig(vocab_size=VOCAB, hidden_size=64, num_layers=3, num_heads=4,
+                                             max_position_embeddings=128, window_size=5,
+                                             attention_types=[[["global", "local"], 1], [["local"], 1]],
+                                             bos_token_id=1, eos_token_id=2),
         "mistral-sliding-window": MistralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
                                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                                 max_position_embeddings=128, sliding_window=5,
