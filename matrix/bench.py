@@ -78,7 +78,7 @@ class Side:
     def decode(self, batch: int, **kw):
         ids = self.prompts[batch]
         if self.adaptive:
-            return self.model.generate(ids, max_new_tokens=self.new_tokens, eos_token_id=None, **kw)
+            return self.model.generate(ids, max_new_tokens=self.new_tokens, eos_token_id=[], **kw)
         return self.model.generate(ids, max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
                                    do_sample=False, eos_token_id=None, pad_token_id=0)
 

@@ -163,7 +163,7 @@ def check_infer(pair: ModelPair) -> dict:
     logits = model(ids, attention_mask=mask, position_ids=pos).logits
     if not torch.isfinite(logits[real]).all():
         raise CheckFailed("forward produced NaN or inf logits on real tokens")
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=None)
+    out = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=[])
     if out.shape != (ids.shape[0], ids.shape[1] + INFER_NEW_TOKENS):
         raise CheckFailed(f"generate returned shape {tuple(out.shape)}")
 
@@ -179,7 +179,7 @@ def check_infer(pair: ModelPair) -> dict:
                  past_key_values=first.past_key_values, use_cache=True)
     stitched = torch.cat([first.logits, rest.logits], dim=1).float().log_softmax(-1)
     cache_diff = (stitched - full)[real].abs().max().item()
-    no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=None,
+    no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=[],
                               use_cache=False)
     greedy_cache_agreement = (out[:, ids.shape[1]:] == no_cache[:, ids.shape[1]:]).float().mean().item()
 
@@ -250,7 +250,8 @@ def check_quality(pair: ModelPair, text: str | None = None) -> dict:
     n = grading.GREEDY_TOKENS
     g_theirs = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                                 eos_token_id=None, pad_token_id=0)
-    g_ours = pair.adaptive.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=None, pad_token_id=0)
+    # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
+    g_ours = pair.adaptive.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=[], pad_token_id=0)
     agreement = (g_ours[:, ids.shape[1]:] == g_theirs[:, ids.shape[1]:]).float().mean().item()
     identical = bool(torch.equal(g_ours, g_theirs))
     rank_ok, first_div = (True, None) if identical else rank_check(pair, ids, mask, g_ours, g_theirs,

@@ -296,12 +296,16 @@ class Block(nn.Module):
         self.spec = spec
         self.attn_norm = make_norm(spec)
         self.attn = GatedAttention(spec, layer_idx)
-        self.mlp_norm = make_norm(spec)
+        if not spec.shared_norm:
+            self.mlp_norm = make_norm(spec)
         self.mlp = MLP(spec)
 
     def forward(self, x, gates, rope, mask: AttentionMask, cache):
         s = self.spec
         attend = lambda h: self.attn(h, gates, rope, mask, cache)  # noqa: E731
+        if s.shared_norm:  # StableLM's parallel block: one norm, added as x + attn + mlp
+            h = self.attn_norm(x)
+            return x + attend(h) + self.mlp(h)
         if s.parallel_residual:  # GPT-NeoX adds in this order: mlp + attn + x
             return self.mlp(self.mlp_norm(x)) + attend(self.attn_norm(x)) + x
         h_in = self.attn_norm(x) if s.pre_norm else x

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -89,8 +90,11 @@ class AdaptiveCausalLM(GatedDecoder):
     def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
                  use_cache=True, streamer=None, generator: torch.Generator | None = None,
-                 static_cache: bool = False, cuda_graph: bool = False) -> torch.Tensor:
+                 static_cache: bool = False, cuda_graph: bool = False, min_new_tokens: int = 0) -> torch.Tensor:
         """Ids [B, T + new], prompt included. Positions follow HF generate: cumsum(mask) - 1.
+
+        eos_token_id None takes the checkpoint's (generation_config, then config), as HF does; [] means
+        no eos at all. min_new_tokens forbids eos before that many new tokens (HF's processor).
 
         `static_cache` preallocates the KV cache; `cuda_graph` (CUDA only) also captures one decode
         step in a CUDA graph and replays it: same tokens as eager, far less launch overhead.
@@ -107,6 +111,9 @@ class AdaptiveCausalLM(GatedDecoder):
             raise ValueError("cuda_graph=True needs the model and inputs on a CUDA device")
         B = input_ids.shape[0]
         processors = self._logits_processors(do_sample, temperature, top_k, top_p, repetition_penalty)
+        if min_new_tokens and eos:
+            processors.insert(0, MinNewTokensLengthLogitsProcessor(input_ids.shape[1], min_new_tokens, eos,
+                                                                   device=input_ids.device))
         eos_t = torch.tensor(eos, device=input_ids.device)
         unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
         decoding = _Decoding(self, input_ids, attention_mask, max_new_tokens, use_cache,

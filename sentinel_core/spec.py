@@ -47,6 +47,7 @@ class DecoderSpec:
     # Block layout.
     pre_norm: bool = True  # False: post-LN (x = LN(x + f(x)), opt-350m)
     parallel_residual: bool = False  # x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX)
+    shared_norm: bool = False  # parallel blocks with one norm: x + attn(ln(x)) + mlp(ln(x)) (StableLM)
     residual_from_norm: bool = False  # BLOOM's apply_residual_connection_post_layernorm
 
     # MLP: "dense" is down(act(up(x))), "gated" is down(act(gate(x)) * up(x)).

@@ -20,8 +20,8 @@ def test_bf16_matches_hf_and_graph_decode_matches_eager(name, synthetic_folders,
     theirs = hf(ids, attention_mask=mask).logits.float().log_softmax(-1)
     real = mask.bool()
     assert (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean() >= 0.95
-    eager = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=None)
-    graphed = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=None, cuda_graph=True)
+    eager = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=[])
+    graphed = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=[], cuda_graph=True)
     assert torch.equal(graphed, eager)
-    static = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=None, static_cache=True)
+    static = model.generate(ids, attention_mask=mask, max_new_tokens=16, eos_token_id=[], static_cache=True)
     assert torch.equal(static, eager)

@@ -99,8 +99,8 @@ def test_prune_heads_equals_zero_gates_with_fewer_parameters(pair, left_padded_b
     b = pruned(ids, attention_mask=mask).logits.log_softmax(-1)
     assert (a - b).abs()[mask.bool()].max().item() <= TOL, name
     # Decoding with the cache works on the pruned model and agrees with the gated one.
-    assert torch.equal(gated.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=None),
-                       pruned.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=None))
+    assert torch.equal(gated.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=[]),
+                       pruned.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=[]))
 
 
 @torch.no_grad()

@@ -47,13 +47,14 @@ def test_greedy_tokens_match_hf_generate(pair, left_padded_batch):
     ids, mask = left_padded_batch
     theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
                          do_sample=False, eos_token_id=None, pad_token_id=0)
-    ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=0)
+    # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
+    ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=[], pad_token_id=0)
     assert ours.shape == (ids.shape[0], ids.shape[1] + NEW_TOKENS)
     assert torch.equal(ours, theirs), f"{name}: greedy tokens differ from HF generate"
     unpadded = ids[:, 8:]  # no mask at all: SDPA's causal fast path
     theirs = hf.generate(unpadded, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
                          eos_token_id=None, pad_token_id=0)
-    assert torch.equal(adaptive.generate(unpadded, max_new_tokens=NEW_TOKENS, eos_token_id=None), theirs)
+    assert torch.equal(adaptive.generate(unpadded, max_new_tokens=NEW_TOKENS, eos_token_id=[], pad_token_id=0), theirs)
 
 
 @torch.no_grad()
@@ -69,8 +70,8 @@ def test_cache_equals_no_cache(pair, left_padded_batch):
     stitched = torch.cat([first.logits, rest.logits], dim=1)
     real = mask.bool()
     assert (stitched - full).abs()[real].max().item() <= 1e-4
-    with_cache = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None)
-    without = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None,
+    with_cache = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=[])
+    without = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=[],
                                 use_cache=False)
     assert torch.equal(with_cache, without)
 
@@ -99,13 +100,13 @@ def test_parameter_count_is_hf_plus_one_gate_per_head(pair):
 def test_static_cache_generate_equals_dynamic(pair, left_padded_batch):
     name, _, adaptive = pair
     ids, mask = left_padded_batch
-    dynamic = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None)
-    static = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=None,
+    dynamic = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=[])
+    static = adaptive.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, eos_token_id=[],
                                static_cache=True)
     assert torch.equal(static, dynamic), name
     unpadded = ids[:, 8:]  # every row real: the mask-free fast path
-    assert torch.equal(adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=None, static_cache=True),
-                       adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=None))
+    assert torch.equal(adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=[], static_cache=True),
+                       adaptive.generate(unpadded, max_new_tokens=8, eos_token_id=[]))
 
 
 @torch.no_grad()
@@ -113,11 +114,25 @@ def test_eos_from_generation_config_list_matches_hf(synthetic_folders, left_padd
     """Several eos ids in generation_config (as Llama-3-Instruct has): rows stop and pad as in HF."""
     hf = load_baseline_model(synthetic_folders("llama-gqa"), attn_implementation="eager")
     ids, mask = left_padded_batch
-    free = hf.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    free = hf.generate(ids, attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False, pad_token_id=0)
     stop_ids = [int(free[0, ids.shape[1] + 2]), int(free[1, ids.shape[1] + 4])]  # tokens the rows will emit
     hf.generation_config.eos_token_id = stop_ids
     hf.generation_config.pad_token_id = 0
     adaptive = load_adaptive_model("llama-gqa", baseline_model=hf)
     theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
     ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=8)
+    assert torch.equal(ours, theirs)
+
+
+@torch.no_grad()
+def test_min_new_tokens_holds_eos_back_as_hf_does(synthetic_folders, left_padded_batch):
+    hf = load_baseline_model(synthetic_folders("gpt2"), attn_implementation="eager")
+    adaptive = load_adaptive_model("gpt2", baseline_model=hf)
+    ids, mask = left_padded_batch
+    free = adaptive.generate(ids, attention_mask=mask, max_new_tokens=6, eos_token_id=[])
+    eos = int(free[0, ids.shape[1] + 1])  # row 0 would stop at its 2nd new token
+    theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=6, min_new_tokens=4, do_sample=False,
+                         eos_token_id=eos, pad_token_id=0)
+    ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=6, min_new_tokens=4, eos_token_id=eos,
+                             pad_token_id=0)
     assert torch.equal(ours, theirs)

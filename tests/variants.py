@@ -1,6 +1,6 @@
 """Tiny HF configs, one per architecture variant the parity tests must cover."""
 
-from transformers import BloomConfig, GPT2Config, GPTNeoConfig, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config
+from transformers import BloomConfig, GPT2Config, GPTNeoConfig, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config, StableLmConfig
 
 VOCAB = 512
 
@@ -46,6 +46,16 @@ def variants() -> dict:
                                              max_position_embeddings=128, window_size=5,
                                              attention_types=[[["global", "local"], 1], [["local"], 1]],
                                              bos_token_id=1, eos_token_id=2),
+        "stablelm-qkv-bias": StableLmConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                                            use_qkv_bias=True, tie_word_embeddings=False,
+                                            **_rope(10000.0, partial_rotary_factor=0.25)),
+        "stablelm-parallel-shared-norm": StableLmConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                                                        num_hidden_layers=2, num_attention_heads=4,
+                                                        num_key_value_heads=4,
+                                                        max_position_embeddings=128, use_parallel_residual=True,
+                                                        tie_word_embeddings=False,
+                                                        **_rope(10000.0, partial_rotary_factor=0.5)),
         "mistral-sliding-window": MistralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
                                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                                 max_position_embeddings=128, sliding_window=5,
