@@ -229,8 +229,9 @@ def perplexity(model, ids: torch.Tensor, window: int) -> float:
         chunk = ids[:, start:start + window]
         if chunk.shape[1] < 2:
             break
-        logits = model(chunk).logits[0, :-1].float()
-        nll += torch.nn.functional.cross_entropy(logits, chunk[0, 1:], reduction="sum").double().item()
+        logp = model(chunk).logits[0, :-1].float().log_softmax(-1)
+        # Per-token log-probs in fp32, their sum in fp64: an fp32 sum would round both models' totals alike.
+        nll -= logp.gather(-1, chunk[0, 1:, None]).double().sum().item()
         count += chunk.shape[1] - 1
     return math.exp(nll / count)
 
