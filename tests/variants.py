@@ -11,7 +11,8 @@ def _rope(theta: float, **scaling):
 
     if int(transformers.__version__.split(".")[0]) >= 5:
         return {"rope_parameters": {"rope_type": scaling.pop("rope_type", "default"), "rope_theta": theta, **scaling}}
-    return {"rope_theta": theta, **({"rope_scaling": scaling} if scaling else {})}
+    partial = {"partial_rotary_factor": scaling.pop("partial_rotary_factor")} if "partial_rotary_factor" in scaling else {}
+    return {"rope_theta": theta, **partial, **({"rope_scaling": scaling} if scaling else {})}
 
 
 def variants() -> dict:
