@@ -166,6 +166,7 @@ class GatedAttention(nn.Module):
         self.num_kv_heads = spec.num_kv_heads
         self.scale = spec.scale / (layer_idx + 1 if spec.scale_by_inverse_layer_idx else 1)
         self.rotary_dim = spec.rotary_dim
+        self.rotary_interleaved = spec.rotary_interleaved
         self.windowed = bool(spec.sliding_layers and spec.sliding_layers[layer_idx])
         qkv_out = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv = nn.Linear(spec.hidden_size, qkv_out, bias=spec.qkv_bias)
@@ -200,7 +201,8 @@ class GatedAttention(nn.Module):
         v = v.view(B, T, nkv, hd).transpose(1, 2)
         if rope is not None:
             cos, sin = rope
-            q, k = apply_rotary(q, cos, sin, self.rotary_dim), apply_rotary(k, cos, sin, self.rotary_dim)
+            q = apply_rotary(q, cos, sin, self.rotary_dim, self.rotary_interleaved)
+            k = apply_rotary(k, cos, sin, self.rotary_dim, self.rotary_interleaved)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
         bias, causal = mask.for_layer(self.windowed)
@@ -267,11 +269,17 @@ def _take_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     return new
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int) -> torch.Tensor:
+def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int,
+                 interleaved: bool = False) -> torch.Tensor:
+    rotate = rotate_every_two if interleaved else rotate_half
     if rotary_dim == x.shape[-1]:
-        return x * cos + rotate_half(x) * sin
+        return x * cos + rotate(x) * sin
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
-    return torch.cat([x_rot * cos + rotate_half(x_rot) * sin, x_pass], dim=-1)
+    return torch.cat([x_rot * cos + rotate(x_rot) * sin, x_pass], dim=-1)
 
 
 class MLP(nn.Module):
@@ -336,7 +344,7 @@ class GatedDecoder(nn.Module):
         self.layers = nn.ModuleList(Block(spec, i) for i in range(spec.num_layers))
         if spec.final_norm:
             self.final_norm = make_norm(spec)
-        self.lm_head = nn.Linear(spec.embed_dim, spec.vocab_size, bias=False)
+        self.lm_head = nn.Linear(spec.embed_dim, spec.vocab_size, bias=spec.lm_head_bias)
         self.gates = nn.Parameter(torch.ones(spec.num_layers, spec.num_heads))
 
     def tie_weights(self) -> None:
@@ -357,7 +365,7 @@ class GatedDecoder(nn.Module):
     def rope(self, position_ids: torch.Tensor, dtype):
         # As transformers does it: fp32 angles, cos/sin scaled, then cast to the activations' dtype.
         freqs = position_ids[..., None].float() * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)
+        emb = freqs.repeat_interleave(2, dim=-1) if self.spec.rotary_interleaved else torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos() * self.spec.rotary_scaling, emb.sin() * self.spec.rotary_scaling
         return cos.to(dtype)[:, None], sin.to(dtype)[:, None]
 

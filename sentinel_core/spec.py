@@ -35,6 +35,7 @@ class DecoderSpec:
     positions_from_mask: bool = False  # OPT: position = cumsum(mask) - 1 when none are given
     rotary_inv_freq: tuple[float, ...] = ()  # from transformers' own rope code, any scaling type
     rotary_scaling: float = 1.0  # multiplies cos and sin (yarn's attention factor)
+    rotary_interleaved: bool = False  # GPT-J rotates pairs (0,1), (2,3)... instead of the two halves
 
     # Attention.
     qkv_bias: bool = True
@@ -60,6 +61,7 @@ class DecoderSpec:
     embed_norm: bool = False  # BLOOM's word_embeddings_layernorm
     final_norm: bool = True
     tie_embeddings: bool = True
+    lm_head_bias: bool = False  # GPT-J
 
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 

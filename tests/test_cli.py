@@ -145,15 +145,15 @@ def test_unknown_model_offline_is_one_error_line(capsys):
 
 
 def test_unsupported_family_lists_the_supported_ones(tmp_path, capsys):
-    from transformers import GPTJConfig
+    from transformers import GPTBigCodeConfig
 
-    make_synthetic_checkpoint(GPTJConfig(vocab_size=512, n_positions=64, n_embd=32, n_layer=1, n_head=4,
-                                         rotary_dim=4, bos_token_id=1, eos_token_id=2), tmp_path)
+    make_synthetic_checkpoint(GPTBigCodeConfig(vocab_size=512, n_positions=64, n_embd=32, n_layer=1, n_head=4,
+                                               bos_token_id=1, eos_token_id=2), tmp_path)
     code, out, err = run(capsys, "--model_name", tmp_path, "--prompt", "hi")
     assert code == 2 and out == ""
     lines = error_lines(err)
     assert len(lines) == 1, err
-    assert "'gptj'" in lines[0] and ", ".join(sorted(FAMILIES)) in lines[0]
+    assert "'gpt_bigcode'" in lines[0] and ", ".join(sorted(FAMILIES)) in lines[0]
 
 
 def test_checkpoint_without_tokenizer_is_an_error(checkpoint, tmp_path, capsys):

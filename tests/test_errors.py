@@ -47,14 +47,14 @@ def test_gated_repo_names_token(monkeypatch):
 
 
 def test_unsupported_model_type_lists_families(tmp_path):
-    from transformers import GPTJConfig
+    from transformers import GPTBigCodeConfig
 
-    make_synthetic_checkpoint(GPTJConfig(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=32,
-                                         rotary_dim=8), tmp_path)
+    make_synthetic_checkpoint(GPTBigCodeConfig(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=32,
+                                               bos_token_id=1, eos_token_id=2), tmp_path)
     with pytest.raises(UnsupportedModelError) as exc:
         load_adaptive_model(tmp_path)
     text = one_line(exc)
-    assert "gptj" in text
+    assert "gpt_bigcode" in text
     for family in ("gpt2", "opt", "gpt_neox", "bloom", "llama"):
         assert family in text
 

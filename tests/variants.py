@@ -1,6 +1,6 @@
 """Tiny HF configs, one per architecture variant the parity tests must cover."""
 
-from transformers import BloomConfig, GPT2Config, GPTNeoConfig, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config, StableLmConfig
+from transformers import BloomConfig, GPT2Config, GPTJConfig, GPTNeoConfig, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config, StableLmConfig
 
 VOCAB = 512
 
@@ -57,6 +57,8 @@ def variants() -> dict:
                                                         max_position_embeddings=128, use_parallel_residual=True,
                                                         tie_word_embeddings=False,
                                                         **_rope(10000.0, partial_rotary_factor=0.5)),
+        "gptj-interleaved-rotary": GPTJConfig(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=128,
+                                              rotary_dim=8, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2),
         "mistral-sliding-window": MistralConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
                                                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                                                 max_position_embeddings=128, sliding_window=5,
