@@ -6,8 +6,9 @@ import json
 import warnings
 from pathlib import Path
 
-KNOWN_FIELDS = {"family", "model", "weights", "check", "device", "dtype", "outcome", "reason", "metrics", "env",
-                "time", "duration_s", "synthetic_layers"}
+from matrix.records import RECORD_FIELDS
+
+KNOWN_FIELDS = set(RECORD_FIELDS)  # what the matrix writes (matrix/records.py)
 REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
 OUTCOMES = ("passed", "failed", "skipped")
 

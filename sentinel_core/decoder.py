@@ -215,11 +215,8 @@ class GatedAttention(nn.Module):
             grouped = False
         if mask.per_head and self.num_heads != bias.shape[1]:  # ALiBi bias of a pruned layer: its heads' rows
             bias = bias.index_select(1, self.head_ids)
-        # cuDNN's attention was seen to differ run to run in bf16 (H200, torch 2.11); decoding must be
-        # reproducible (a CUDA-graph replay has to give eager's tokens), so it is left out on CUDA.
-        with sdpa_kernel(DETERMINISTIC_SDPA_BACKENDS) if q.is_cuda else nullcontext():
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None,
-                                               scale=self.scale, enable_gqa=grouped)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None,
+                                           scale=self.scale, enable_gqa=grouped)
         layer_gates = gates if self.num_heads == gates.shape[0] else gates.index_select(0, self.head_ids)
         y = y * layer_gates.to(y.dtype).view(1, -1, 1, 1)
         return self.out(y.transpose(1, 2).reshape(B, T, nh * hd))
@@ -399,8 +396,11 @@ class GatedDecoder(nn.Module):
         mask = self.attention_mask(attention_mask, B, T, past, query_pos,
                                    cache.max_len if static else None, dtype, device)
         rope = self.rope(position_ids, dtype) if s.positions == "rotary" else None
-        for layer, gates in zip(self.layers, self.gates):
-            x = layer(x, gates, rope, mask, cache)
+        # cuDNN's attention was seen to differ run to run in bf16 (H200, torch 2.11); decoding must be
+        # reproducible (a CUDA-graph replay has to give eager's tokens), so it is left out on CUDA.
+        with sdpa_kernel(DETERMINISTIC_SDPA_BACKENDS) if x.is_cuda else nullcontext():
+            for layer, gates in zip(self.layers, self.gates):
+                x = layer(x, gates, rope, mask, cache)
         if cache is not None:
             cache.advance(T)
         if s.final_norm:

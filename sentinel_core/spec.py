@@ -8,7 +8,7 @@ family it is running.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,6 @@ class DecoderSpec:
     tie_embeddings: bool = True
     lm_head_bias: bool = False  # GPT-J
 
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self):
         if self.sliding_layers and len(self.sliding_layers) != self.num_layers:
