@@ -37,24 +37,31 @@ def activation(name: str):
 
 
 class RMSNorm(nn.Module):
-    """Llama's RMSNorm: statistics in fp32, weight applied in the input dtype."""
+    """Llama's RMSNorm: statistics in fp32, weight applied in the input dtype.
 
-    def __init__(self, dim: int, eps: float):
+    Gemma's (unit_offset) scales by 1 + weight and does it in fp32 before the cast, so the two
+    round differently in half precision.
+    """
+
+    def __init__(self, dim: int, eps: float, unit_offset: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.zeros(dim) if unit_offset else torch.ones(dim))
         self.eps = eps
+        self.unit_offset = unit_offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.unit_offset:
+            return (x * (1.0 + self.weight.float())).to(dtype)
         return self.weight * x.to(dtype)
 
 
 def make_norm(spec: DecoderSpec, dim: int | None = None) -> nn.Module:
     dim = dim or spec.hidden_size
     if spec.norm == "rmsnorm":
-        return RMSNorm(dim, spec.norm_eps)
+        return RMSNorm(dim, spec.norm_eps, spec.norm_unit_offset)
     return nn.LayerNorm(dim, eps=spec.norm_eps, elementwise_affine=spec.norm_affine,
                         bias=spec.norm_bias and spec.norm_affine)
 
@@ -386,6 +393,9 @@ class GatedDecoder(nn.Module):
 
         x = self.embed(input_ids)
         dtype = x.dtype
+        if s.embed_scale != 1.0:
+            # HF multiplies by the scale rounded to the activations' dtype; a Python float keeps CUDA graphs capturable.
+            x = x * torch.tensor(s.embed_scale, dtype=dtype).item()
         if hasattr(self, "project_in"):
             x = self.project_in(x)
         if s.positions == "learned":

@@ -27,6 +27,7 @@ class DecoderSpec:
     norm_eps: float = 1e-5
     norm_affine: bool = True  # OPT can have LayerNorms without weight and bias
     norm_bias: bool = True
+    norm_unit_offset: bool = False  # Gemma's RMSNorm scales by (1 + weight), in fp32
 
     # Positions: "learned" (absolute table), "rotary" or "alibi".
     positions: str = "learned"
@@ -59,10 +60,10 @@ class DecoderSpec:
     # Embeddings and head.
     word_embed_dim: int = 0  # 0: hidden_size; OPT-350m projects 512 -> 1024 and back
     embed_norm: bool = False  # BLOOM's word_embeddings_layernorm
+    embed_scale: float = 1.0  # Gemma multiplies embeddings by sqrt(hidden_size), cast to the activations' dtype
     final_norm: bool = True
     tie_embeddings: bool = True
-    lm_head_bias: bool = False  # GPT-J
-
+    lm_head_bias: bool = False  # GPT-J, Phi
 
     def __post_init__(self):
         if self.sliding_layers and len(self.sliding_layers) != self.num_layers:

@@ -1,6 +1,7 @@
 """Tiny HF configs, one per architecture variant the parity tests must cover."""
 
-from transformers import BloomConfig, GPT2Config, GPTJConfig, GPTNeoConfig, GPTNeoXConfig, LlamaConfig, MistralConfig, OPTConfig, Qwen2Config, StableLmConfig
+from transformers import (BloomConfig, FalconConfig, GemmaConfig, GPT2Config, GPTJConfig, GPTNeoConfig, GPTNeoXConfig,
+                          LlamaConfig, MistralConfig, OPTConfig, PhiConfig, Phi3Config, Qwen2Config, StableLmConfig)
 
 VOCAB = 512
 
@@ -68,4 +69,28 @@ def variants() -> dict:
                                                     max_position_embeddings=128, use_sliding_window=True,
                                                     sliding_window=6, max_window_layers=1,
                                                     tie_word_embeddings=True, **_rope(1000000.0)),
+        "phi-partial-rotary-parallel": PhiConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, max_position_embeddings=128,
+                                             tie_word_embeddings=False, **_rope(10000.0, partial_rotary_factor=0.5)),
+        "phi3-fused-gqa-sliding-window": Phi3Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                    max_position_embeddings=128, sliding_window=5,
+                                                    tie_word_embeddings=False, pad_token_id=0, bos_token_id=1,
+                                                    eos_token_id=2, **_rope(10000.0)),
+        "falcon-7b-style-multi-query-parallel": FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+                                                             num_attention_heads=4, multi_query=True,
+                                                             parallel_attn=True, bias=False, ffn_hidden_size=128,
+                                                             **_rope(10000.0)),
+        "falcon-40b-style-grouped-two-norms-bias": FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+                                                                num_attention_heads=4, num_kv_heads=2,
+                                                                new_decoder_architecture=True, parallel_attn=True,
+                                                                num_ln_in_parallel_attn=2, bias=True,
+                                                                ffn_hidden_size=96, **_rope(10000.0)),
+        "falcon-serial-multi-head": FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+                                                 num_attention_heads=4, multi_query=False, parallel_attn=False,
+                                                 bias=True, tie_word_embeddings=False, **_rope(10000.0)),
+        "gemma-multi-query-wide-heads": GemmaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                                                    head_dim=32, max_position_embeddings=128, pad_token_id=0,
+                                                    bos_token_id=1, eos_token_id=2, **_rope(10000.0)),
     }

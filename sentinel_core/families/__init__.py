@@ -131,4 +131,4 @@ def refuse(config, flag: str, why: str, bad: Callable[[object], bool]) -> None:
         raise UnsupportedConfigError(f"{config.model_type}: config flag {flag}={value!r} is not supported ({why})")
 
 
-from . import bloom, gpt2, gpt_neo, gpt_neox, gptj, llama, mistral, opt, qwen2, stablelm  # noqa: E402,F401  (each registers itself)
+from . import bloom, falcon, gemma, gpt2, gpt_neo, gpt_neox, gptj, llama, mistral, opt, phi, phi3, qwen2, stablelm  # noqa: E402,F401  (each registers itself)
