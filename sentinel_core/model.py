@@ -17,6 +17,8 @@ from .spec import DecoderSpec
 
 
 class AdaptiveCausalLM(GatedDecoder):
+    adaptive_path = "native"  # built by a converter in families/; the other path is generic.GenericGatedLM
+
     def __init__(self, spec: DecoderSpec, config=None, generation_config=None):
         super().__init__(spec)
         self.config = config
@@ -59,6 +61,12 @@ class AdaptiveCausalLM(GatedDecoder):
             self.layers[layer].attn.prune(doomed)
             self.gates[layer, sorted(doomed)] = 0
 
+    def compiled_forward(self):
+        """forward through torch.compile, made once per model (shapes are specialised on first use)."""
+        if getattr(self, "_compiled_forward", None) is None:
+            self._compiled_forward = torch.compile(self.forward, dynamic=False)
+        return self._compiled_forward
+
     def pruned_heads(self) -> dict[int, list[int]]:
         all_heads = set(range(self.num_heads))
         return {i: sorted(all_heads - set(layer.attn.head_ids.tolist()))
@@ -90,7 +98,8 @@ class AdaptiveCausalLM(GatedDecoder):
     def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
                  use_cache=True, streamer=None, generator: torch.Generator | None = None,
-                 static_cache: bool = False, cuda_graph: bool = False, min_new_tokens: int = 0) -> torch.Tensor:
+                 static_cache: bool = False, cuda_graph: bool = False, compiled: bool = False,
+                 min_new_tokens: int = 0) -> torch.Tensor:
         """Ids [B, T + new], prompt included. Positions follow HF generate: cumsum(mask) - 1.
 
         eos_token_id None takes the checkpoint's (generation_config, then config), as HF does; [] means
@@ -98,6 +107,9 @@ class AdaptiveCausalLM(GatedDecoder):
 
         `static_cache` preallocates the KV cache; `cuda_graph` (CUDA only) also captures one decode
         step in a CUDA graph and replays it: same tokens as eager, far less launch overhead.
+        `compiled` (CUDA only) builds that graph from the torch.compile'd step: fused kernels, faster
+        still, but they round differently, so in half precision tokens can part from eager's (the
+        benchmark records how often). Each new batch size or length compiles again.
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
@@ -107,8 +119,8 @@ class AdaptiveCausalLM(GatedDecoder):
         if pad_token_id is None:
             pad_token_id = self._default_token("pad_token_id")
             pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-        if cuda_graph and input_ids.device.type != "cuda":
-            raise ValueError("cuda_graph=True needs the model and inputs on a CUDA device")
+        if (cuda_graph or compiled) and input_ids.device.type != "cuda":
+            raise ValueError("cuda_graph=True and compiled=True need the model and inputs on a CUDA device")
         B = input_ids.shape[0]
         processors = self._logits_processors(do_sample, temperature, top_k, top_p, repetition_penalty)
         if min_new_tokens and eos:
@@ -117,7 +129,8 @@ class AdaptiveCausalLM(GatedDecoder):
         eos_t = torch.tensor(eos, device=input_ids.device)
         unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
         decoding = _Decoding(self, input_ids, attention_mask, max_new_tokens, use_cache,
-                             static_cache or cuda_graph, cuda_graph)
+                             static_cache or cuda_graph or compiled, cuda_graph or compiled,
+                             self.compiled_forward() if compiled else self)
         ids = input_ids
         if streamer is not None:
             streamer.put(input_ids.cpu())
@@ -151,13 +164,15 @@ class _Decoding:
     which is what lets a CUDA graph replay the step.
     """
 
-    def __init__(self, model, input_ids, attention_mask, max_new_tokens, use_cache, static, cuda_graph):
-        self.model, self.input_ids = model, input_ids
+    def __init__(self, model, input_ids, attention_mask, max_new_tokens, use_cache, static, cuda_graph, step_forward):
+        self.model, self.input_ids, self.step_forward = model, input_ids, step_forward
         self.mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
         self.padded = attention_mask is not None and bool((self.mask == 0).any())  # one sync, before decoding
         self.use_cache, self.static, self.cuda_graph = use_cache or static, static, cuda_graph
         self.max_len = input_ids.shape[1] + max_new_tokens
         self.graph = None
+        # Read once per call (gates do not change while generating); generate runs without gradients.
+        self.unit_gates = bool((model.gates == 1).all())
 
     @staticmethod
     def positions(mask: torch.Tensor) -> torch.Tensor:
@@ -173,7 +188,7 @@ class _Decoding:
             positions = self.positions(self.mask)
             self.next_pos = positions[:, -1:] + 1
             out = model(ids, attention_mask=self.full_mask, position_ids=positions, past_key_values=self.cache,
-                        logits_to_keep=1)
+                        logits_to_keep=1, unit_gates=self.unit_gates)
             return out.logits[:, -1]
         self.cache = KVCache(model.num_layers) if self.use_cache else None
         self.ids = ids
@@ -181,10 +196,11 @@ class _Decoding:
 
     def _forward(self, ids):
         if not self.padded:
-            return self.model(ids, past_key_values=self.cache, use_cache=self.use_cache, logits_to_keep=1)
+            return self.model(ids, past_key_values=self.cache, use_cache=self.use_cache, logits_to_keep=1,
+                              unit_gates=self.unit_gates)
         positions = self.positions(self.mask)[:, -ids.shape[1]:]
         return self.model(ids, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache,
-                          use_cache=self.use_cache, logits_to_keep=1)
+                          use_cache=self.use_cache, logits_to_keep=1, unit_gates=self.unit_gates)
 
     def step(self, next_ids: torch.Tensor) -> torch.Tensor:
         if self.static:
@@ -198,8 +214,8 @@ class _Decoding:
 
     def _static_body(self) -> torch.Tensor:
         self.full_mask.index_fill_(1, self.cache.pos.view(1), 1)
-        out = self.model(self.step_ids, attention_mask=self.full_mask, position_ids=self.next_pos,
-                         past_key_values=self.cache, logits_to_keep=1)
+        out = self.step_forward(self.step_ids, attention_mask=self.full_mask, position_ids=self.next_pos,
+                         past_key_values=self.cache, logits_to_keep=1, unit_gates=self.unit_gates)
         self.next_pos.add_(1)
         return out.logits[:, -1]
 

@@ -136,3 +136,28 @@ def test_min_new_tokens_holds_eos_back_as_hf_does(synthetic_folders, left_padded
     ours = adaptive.generate(ids, attention_mask=mask, max_new_tokens=6, min_new_tokens=4, eos_token_id=eos,
                              pad_token_id=0)
     assert torch.equal(ours, theirs)
+
+
+def rms_norm_pairs(device: str):
+    """Our RMSNorm next to HF's (Llama's, and Gemma's 1 + w), same random weights, for each dtype."""
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from sentinel_core.decoder import RMSNorm
+
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        x = (torch.randn(4, 7, 256, generator=g) * 3).to(device=device, dtype=dtype)
+        weight = (1 + 0.2 * torch.randn(256, generator=g)).to(device=device, dtype=dtype)
+        for ours, theirs in ((RMSNorm(256, 1e-5), LlamaRMSNorm(256, eps=1e-5)),
+                             (RMSNorm(256, 1e-5, unit_offset=True), GemmaRMSNorm(256, eps=1e-5))):
+            for norm in (ours, theirs):
+                norm.to(device=device, dtype=dtype).weight.data.copy_(weight)
+            yield dtype, type(theirs).__name__, ours(x), theirs(x)
+
+
+@torch.no_grad()
+def test_rms_norm_is_bitwise_hf():
+    # The fused F.rms_norm must round exactly as HF's upcast-normalise-downcast does, in every dtype.
+    for dtype, name, ours, theirs in rms_norm_pairs("cpu"):
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs), f"{name} {dtype}"
