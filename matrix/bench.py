@@ -119,6 +119,12 @@ def run_bench(folder, device: str, dtype: str, benchmark=None) -> dict:
         benchmark.pedantic(lambda: ours.decode(1), rounds=rounds, warmup_rounds=1)
         metrics["benchmark_decode_median_s"] = benchmark.stats.stats.median
 
+    metrics["adaptive_path"] = adaptive.adaptive_path
+    if adaptive.adaptive_path != "native":
+        # The generic wrapper decodes with HF: no CUDA graph of its own, and no physical pruning.
+        metrics["pruning"] = "not applicable: the generic gated wrapper cannot remove heads (gates only)"
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+
     if device == "cuda":
         for b in BATCHES:
             graphed = ours.decode(b, cuda_graph=True)

@@ -65,7 +65,19 @@ class CatalogEntry:
 
 @cache
 def family_architectures(path: Path = CATALOG_PATH) -> dict[str, str]:
+    """What each family's architecture is: native converters' [families], then the wrapper's families."""
+    return {**native_family_architectures(path), **generic_wrapper_families(path)}
+
+
+@cache
+def native_family_architectures(path: Path = CATALOG_PATH) -> dict[str, str]:
     return dict(tomllib.loads(Path(path).read_text()).get("families", {}))
+
+
+@cache
+def generic_wrapper_families(path: Path = CATALOG_PATH) -> dict[str, str]:
+    """Families with no native converter, run through the generic gated wrapper ([generic_wrapper_families])."""
+    return dict(tomllib.loads(Path(path).read_text()).get("generic_wrapper_families", {}))
 
 
 @cache

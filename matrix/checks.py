@@ -4,6 +4,7 @@ CheckFailed with a message that names the difference when the adaptive model is 
 from __future__ import annotations
 
 import gc
+import inspect
 import math
 import os
 import threading
@@ -132,6 +133,17 @@ def generate_positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
 
+def hf_position_kwargs(pair: ModelPair, positions: torch.Tensor) -> dict:
+    """position_ids for the HF baseline where it takes them: not for ALiBi models (BLOOM, MPT).
+
+    A wrapped model (no native spec) is asked through its HF forward's signature."""
+    if pair.adaptive.adaptive_path == "native":
+        takes = pair.adaptive.spec.positions != "alibi"
+    else:
+        takes = "position_ids" in inspect.signature(pair.hf.forward).parameters
+    return {"position_ids": positions} if takes else {}
+
+
 def _logprobs(model, ids, mask, **kw) -> torch.Tensor:
     return model(ids, attention_mask=mask, **kw).logits.float().log_softmax(-1)
 
@@ -216,8 +228,7 @@ def rank_check(pair: ModelPair, prompt_ids, prompt_mask, ours, theirs, k: int) -
         mask = torch.cat([prompt_mask[row:row + 1], prompt_mask.new_ones(1, at - start)], dim=1)
         pos = generate_positions(mask)
         top_ours = pair.adaptive(prefix, attention_mask=mask, position_ids=pos).logits[0, -1].topk(k).indices
-        hf_kw = {"position_ids": pos} if pair.adaptive.spec.positions != "alibi" else {}
-        top_theirs = pair.hf(prefix, attention_mask=mask, **hf_kw).logits[0, -1].topk(k).indices
+        top_theirs = pair.hf(prefix, attention_mask=mask, **hf_position_kwargs(pair, pos)).logits[0, -1].topk(k).indices
         ok &= bool((ours[row, at] == top_theirs).any() and (theirs[row, at] == top_ours).any())
     return ok, first_divergence
 
@@ -241,9 +252,8 @@ def check_quality(pair: ModelPair, text: str | None = None) -> dict:
     tol = grading.tolerance(pair.dtype)
     ids, mask = input_batch(pair)
     real = mask.bool()
-    hf_kw = {"position_ids": generate_positions(mask)} if pair.adaptive.spec.positions != "alibi" else {}
     ours = _logprobs(pair.adaptive, ids, mask, position_ids=generate_positions(mask))
-    theirs = _logprobs(pair.hf, ids, mask, **hf_kw)
+    theirs = _logprobs(pair.hf, ids, mask, **hf_position_kwargs(pair, generate_positions(mask)))
     max_diff = (ours - theirs).abs()[real].max().item()
     kl = (theirs.exp() * (theirs - ours)).sum(-1)[real].mean().item()
     top1 = (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean().item()

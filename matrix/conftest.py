@@ -238,11 +238,14 @@ def pytest_runtest_makereport(item, call):
     item.stash[records_written_key] = True
     config = item.config
     entry = row.entry
+    loaded = getattr(_PAIRS.get(row.model_key), "adaptive", None)
+    path = {"adaptive_path": loaded.adaptive_path} if loaded is not None else {}  # native or generic-wrapper
     record = {
         "family": entry.family, "model": entry.id, "weights": row.weights, "check": row.check,
         "device": row.device, "dtype": _dtype(row, config),
         "outcome": "passed" if report.passed else "skipped" if report.skipped else "failed",
-        "reason": _reason(report, call), "metrics": {**item.stash.get(ROW_KEY, {}), **_failure_metrics(call)},
+        "reason": _reason(report, call),
+        "metrics": {**path, **item.stash.get(ROW_KEY, {}), **_failure_metrics(call)},
         "env": records.environment(row.device), "time": records.now(),
         "duration_s": round(report.duration, 3),
         "synthetic_layers": row.synthetic_layers,

@@ -46,8 +46,13 @@ def cell(records: list[dict]) -> str:
     return f"{status} {'+'.join(sources)}" if sources else status
 
 
+GENERIC_WRAPPER = "generic-wrapper"  # metrics["adaptive_path"] of a model with no native converter
+
+
 def notes(records: list[dict]) -> str:
     parts = []
+    if any(r["metrics"].get("adaptive_path") == GENERIC_WRAPPER for r in records):
+        parts.append("generic gated wrapper (HF modules, no native converter)")
     for device in sorted({r["device"] for r in records}):
         q = [r for r in records if r["device"] == device and r["check"] == "quality" and r["outcome"] != "skipped"]
         if q:
@@ -169,7 +174,8 @@ def benchmark_table(records: list[dict]) -> str | None:
                      f"{m.get('peak_mem_mb', 0):.0f}", ratio("peak_mem_mb", "baseline_peak_mem_mb"),
                      f"{m['graph_decode_tokens_per_s']:.0f}" if m.get("graph_decode_tokens_per_s") else "",
                      " / ".join(f"{m[k]:.2f}" for k in ("pruned_decode_speedup", "pruned_decode_b8_speedup",
-                                                         "pruned_prefill_speedup") if k in m)])
+                                                         "pruned_prefill_speedup") if k in m)
+                     or ("n/a (generic wrapper: gates only)" if m.get("adaptive_path") == GENERIC_WRAPPER else "")])
     return tabulate(rows, ["Model", "Weights", "Device", "Dtype", "Prefill ms", "Prefill speed vs HF",
                            "Decode tok/s (b1)", "vs HF", "Decode tok/s (b8)", "vs HF", "Peak MiB", "vs HF",
                            "CUDA-graph decode tok/s (b1)", "50% heads pruned: speedup b1 / b8 / prefill"],

@@ -190,7 +190,8 @@ def _header(args, model, device: str, dtype_name: str, sampling: dict, seed) -> 
         decoding += f" ({', '.join(knobs)}, seed={seed})"
     if args.repetition_penalty != 1.0:
         decoding += f", repetition_penalty={args.repetition_penalty:g}"
-    return (f"sentinel | model: {args.model_name} | family: {model.spec.family} | device: {device} | "
+    family = model.spec.family + ("" if model.adaptive_path == "native" else " (generic gated wrapper)")
+    return (f"sentinel | model: {args.model_name} | family: {family} | device: {device} | "
             f"dtype: {dtype_name} | heads: {L} layers x {H} heads = {L * H} gates | decoding: {decoding}")
 
 
@@ -221,7 +222,8 @@ def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
 def run(args) -> int:
     from transformers import TextStreamer
 
-    from .families import get_family
+    from .families import FAMILIES, get_family
+    from .generic import check_wrappable
     from .loader import load_adaptive_model, load_baseline_model, load_config
 
     sampling = sampling_settings(args)
@@ -236,7 +238,9 @@ def run(args) -> int:
     trc = args.trust_remote_code
     config = load_config(args.model_name, trust_remote_code=trc)
     # An unsupported family or config flag, a missing tokenizer or a too-long prompt fail before any weights are read.
-    spec = get_family(config.model_type).to_spec(config)
+    # A model_type with no converter runs through the generic gated wrapper, if it has attention heads to gate.
+    spec = (get_family(config.model_type).to_spec(config) if config.model_type in FAMILIES
+            else check_wrappable(config, trust_remote_code=trc))
     tokenizer = load_tokenizer(args.model_name, trust_remote_code=trc)
     input_ids, attention_mask = encode_prompt(tokenizer, args.prompt)
     _check_context(spec, input_ids.shape[1], args.max_new_tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from .convert import build_decoder
 from .errors import CheckpointError, GatedModelError, ModelNotFoundError, SentinelError
-from .families import get_family
+from .families import FAMILIES
+from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -118,16 +120,25 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     return model.to(device).eval()
 
 
-def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=None) -> AdaptiveCausalLM:
-    """The gated decoder for `model_name`; built from `baseline_model` alone when one is given."""
+def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=None) -> AdaptiveCausalLM | GenericGatedLM:
+    """The gated decoder for `model_name`; built from `baseline_model` alone when one is given.
+
+    A model_type with no native converter gets the generic gated wrapper around the HF model itself
+    (`adaptive_path` says which one was built).
+    """
     dtype = resolve_dtype(dtype)
     if baseline_model is not None:
-        get_family(baseline_model.config.model_type)
+        if baseline_model.config.model_type not in FAMILIES:
+            # A copy: the caller's HF model stays free of our hooks, as it stays intact for a converter.
+            model = GenericGatedLM(copy.deepcopy(baseline_model))
+            return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
         model = build_decoder(AdaptiveCausalLM, baseline_model, consume=False, config=baseline_model.config,
                               generation_config=getattr(baseline_model, "generation_config", None))
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     config = load_config(model_name)
-    get_family(config.model_type)  # fail before reading any weights
+    if config.model_type not in FAMILIES:
+        check_wrappable(config)  # no attention heads to gate: fail before reading any weights
+        return GenericGatedLM(load_baseline_model(model_name, device=device, dtype=dtype))
     baseline = load_baseline_model(model_name, device=device, dtype=dtype)
     model = build_decoder(AdaptiveCausalLM, baseline, consume=True, config=baseline.config,
                           generation_config=getattr(baseline, "generation_config", None))

@@ -144,16 +144,32 @@ def test_unknown_model_offline_is_one_error_line(capsys):
     assert "Traceback" not in err
 
 
-def test_unsupported_family_lists_the_supported_ones(tmp_path, capsys):
-    from transformers import GPTBigCodeConfig
+def test_model_without_attention_lists_the_supported_families(tmp_path, capsys):
+    from transformers import MambaConfig
 
-    make_synthetic_checkpoint(GPTBigCodeConfig(vocab_size=512, n_positions=64, n_embd=32, n_layer=1, n_head=4,
-                                               bos_token_id=1, eos_token_id=2), tmp_path)
+    make_synthetic_checkpoint(MambaConfig(vocab_size=512, hidden_size=32, num_hidden_layers=1, state_size=4,
+                                          bos_token_id=1, eos_token_id=2), tmp_path)
     code, out, err = run(capsys, "--model_name", tmp_path, "--prompt", "hi")
     assert code == 2 and out == ""
     lines = error_lines(err)
     assert len(lines) == 1, err
-    assert "'gpt_bigcode'" in lines[0] and ", ".join(sorted(FAMILIES)) in lines[0]
+    assert "'mamba'" in lines[0] and ", ".join(sorted(FAMILIES)) in lines[0]
+
+
+def test_family_without_converter_runs_through_the_generic_wrapper(tmp_path, capsys):
+    from transformers import GPTBigCodeConfig
+
+    config = GPTBigCodeConfig(vocab_size=512, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=1,
+                              eos_token_id=2)
+    make_synthetic_checkpoint(config, tmp_path)
+    save_tokenizer(tmp_path, config)
+    code, out, err = run(capsys, "--model_name", tmp_path, "--prompt", PROMPT, "--max_new_tokens", 8, "--device",
+                         "cpu", "--baseline")
+    assert code == 0, err
+    header = out.splitlines()[0]
+    assert "family: gpt_bigcode (generic gated wrapper)" in header and "2 layers x 4 heads = 8 gates" in header
+    ours, theirs = out.split("[adaptive]\n")[1].split("[baseline: transformers]\n")
+    assert theirs.startswith(ours) and "[match] adaptive and baseline token ids are identical" in theirs, out
 
 
 def test_checkpoint_without_tokenizer_is_an_error(checkpoint, tmp_path, capsys):

@@ -46,17 +46,34 @@ def test_gated_repo_names_token(monkeypatch):
     assert "HF_TOKEN" in one_line(exc)
 
 
-def test_unsupported_model_type_lists_families(tmp_path):
-    from transformers import GPTBigCodeConfig
+def test_model_without_attention_heads_is_refused_naming_the_families(tmp_path):
+    """No converter, and nothing the generic gated wrapper could gate (Mamba has no attention)."""
+    from transformers import MambaConfig
 
-    make_synthetic_checkpoint(GPTBigCodeConfig(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=32,
-                                               bos_token_id=1, eos_token_id=2), tmp_path)
+    make_synthetic_checkpoint(MambaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, state_size=4,
+                                          bos_token_id=1, eos_token_id=2), tmp_path)
     with pytest.raises(UnsupportedModelError) as exc:
         load_adaptive_model(tmp_path)
     text = one_line(exc)
-    assert "gpt_bigcode" in text
+    assert "'mamba'" in text and "no attention output projection" in text
     for family in ("gpt2", "opt", "gpt_neox", "bloom", "llama"):
         assert family in text
+
+
+def test_model_type_without_a_causal_lm_class_is_refused(tmp_path):
+    from transformers import T5Config
+
+    T5Config(vocab_size=64, d_model=32, num_layers=1, num_heads=2).save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedModelError) as exc:
+        load_adaptive_model(tmp_path)
+    assert "'t5'" in one_line(exc) and "no causal LM class" in one_line(exc)
+
+
+def test_model_type_unknown_to_transformers_is_one_line(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no_such_architecture"}))
+    with pytest.raises(CheckpointError) as exc:
+        load_adaptive_model(tmp_path)
+    assert "no_such_architecture" in one_line(exc)
 
 
 def test_unsupported_rope_type_is_named(tmp_path):

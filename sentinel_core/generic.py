@@ -1,0 +1,221 @@
+"""The generic gated wrapper: gates for any HF causal LM whose model_type has no native converter.
+
+The Hugging Face model runs as it is. A forward pre-hook on each attention's output projection views
+the projection's input as [..., heads, head_dim] and multiplies head h by gates[layer, h]: the native
+decoder's gate semantics (the head's context is scaled before the projection, the projection's bias is
+untouched, gate 0 == the head's context zeroed). With every gate at 1 the hook multiplies by 1.0, so
+the logits are HF's exactly, by construction.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .decoder import CausalLMOutput
+from .errors import UnsupportedModelError
+from .families import FAMILIES
+
+# What HF calls an attention's output projection, across architectures.
+OUT_PROJ_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "wo")
+HEAD_KEYS = ("num_attention_heads", "n_head", "num_heads", "n_heads")
+LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+
+
+@dataclass(frozen=True)
+class WrapperSpec:
+    """What the rest of the code reads from a native DecoderSpec, for a wrapped model."""
+
+    family: str
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_positions: int | None
+    positions: str = "hf"  # the HF model computes its own positions; no native position kind applies
+
+
+def _first(obj, keys):
+    return next((getattr(obj, k) for k in keys if isinstance(getattr(obj, k, None), int)), None)
+
+
+def _native() -> str:
+    return ", ".join(sorted(FAMILIES))
+
+
+def output_projections(model: nn.Module) -> tuple[list[nn.Module], WrapperSpec]:
+    """Each layer's attention output projection, in layer order, and the geometry the gates need.
+
+    An attention module is one whose class name says so (…Attention, …Attn) and that has a Linear or
+    Conv1D child with a known output-projection name; MLPs' own c_proj/dense are never picked, as they
+    sit outside attention modules.
+    """
+    config, family = model.config, model.config.model_type
+    projections = []
+    for module in model.modules():
+        kind = type(module).__name__.lower()
+        if "attention" not in kind and "attn" not in kind:
+            continue
+        for name in OUT_PROJ_NAMES:
+            child = getattr(module, name, None)
+            if isinstance(child, (nn.Linear, Conv1D)):
+                projections.append(child)
+                break
+    if not projections:
+        raise UnsupportedModelError(
+            f"model_type {family!r} has no converter, and the generic gated wrapper found no attention output "
+            f"projection ({'/'.join(OUT_PROJ_NAMES)}) in {type(model).__name__}: it has no attention heads to "
+            f"gate; native families: {_native()}")
+    layers = _first(config, LAYER_KEYS)
+    if layers != len(projections):
+        raise UnsupportedModelError(
+            f"model_type {family!r}: the generic gated wrapper found {len(projections)} attention output "
+            f"projections for {layers} layers, so gates [layers, heads] cannot describe it; native families: "
+            f"{_native()}")
+    heads = _first(config, HEAD_KEYS)
+    # Conv1D (GPT-2 style) stores its weight [in, out]; Linear [out, in].
+    width = projections[0].weight.shape[0] if isinstance(projections[0], Conv1D) else projections[0].in_features
+    if not heads or width % heads or any(
+            (p.weight.shape[0] if isinstance(p, Conv1D) else p.in_features) != width for p in projections):
+        raise UnsupportedModelError(
+            f"model_type {family!r}: the attention output projection takes {width} features, which the config's "
+            f"head count ({heads}) does not split into equal heads; the generic gated wrapper cannot gate it")
+    spec = WrapperSpec(family=family, num_layers=layers, num_heads=heads, head_dim=width // heads,
+                       hidden_size=getattr(config, "hidden_size", None) or width,
+                       vocab_size=config.vocab_size, max_positions=_first(config, POSITION_KEYS))
+    return projections, spec
+
+
+def check_wrappable(config, trust_remote_code: bool = False) -> WrapperSpec:
+    """The wrapper's spec for `config`, from the model built on the meta device: fails before any weights are read."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except ValueError as exc:  # no causal LM class for this config
+        raise UnsupportedModelError(
+            f"model_type {config.model_type!r} has no converter and transformers has no causal LM class for it; "
+            f"native families: {_native()}") from exc
+    return output_projections(model)[1]
+
+
+class GenericGatedLM(nn.Module):
+    """An HF causal LM with a gate on every attention head; same interface as AdaptiveCausalLM."""
+
+    adaptive_path = "generic-wrapper"
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        projections, self.spec = output_projections(hf_model)
+        self.hf = hf_model.eval()
+        param = next(hf_model.parameters())
+        # A Parameter, as in the native decoder: parameters = HF's + one per head.
+        self.gates = nn.Parameter(torch.ones(self.spec.num_layers, self.spec.num_heads, device=param.device,
+                                             dtype=param.dtype))
+        for layer, proj in enumerate(projections):
+            proj.register_forward_pre_hook(partial(self._gate_heads, layer))
+        self._hf_args = set(inspect.signature(hf_model.forward).parameters)
+
+    def _gate_heads(self, layer: int, module, args):
+        x, *rest = args
+        gates = self.gates[layer].to(x.dtype)[:, None]  # [heads, 1] against [..., heads, head_dim]
+        return ((x.unflatten(-1, (self.spec.num_heads, -1)) * gates).flatten(-2), *rest)
+
+    config = property(lambda self: self.hf.config)
+    generation_config = property(lambda self: getattr(self.hf, "generation_config", None))
+    num_layers = property(lambda self: self.spec.num_layers)
+    num_heads = property(lambda self: self.spec.num_heads)
+    device = property(lambda self: self.gates.device)
+    dtype = property(lambda self: next(self.hf.parameters()).dtype)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False,
+                logits_to_keep: int = 0, **kwargs) -> CausalLMOutput:
+        """HF's forward, returned as the native decoder's CausalLMOutput (logits, past_key_values).
+
+        position_ids go only to a model whose forward takes them (ALiBi models compute none). transformers
+        5 calls the KV cache `cache`, 4.x `past_key_values`.
+        """
+        kw = dict(attention_mask=attention_mask, use_cache=use_cache, **kwargs)
+        if past_key_values is not None:
+            kw["cache" if "cache" in self._hf_args else "past_key_values"] = past_key_values
+        if position_ids is not None and "position_ids" in self._hf_args:
+            kw["position_ids"] = position_ids
+        if logits_to_keep and "logits_to_keep" in self._hf_args:
+            kw["logits_to_keep"] = logits_to_keep
+        out = self.hf(input_ids, **kw)
+        logits = out.logits[:, -logits_to_keep:] if logits_to_keep else out.logits
+        cache = next((out[k] for k in ("cache", "past_key_values") if k in out), None)
+        return CausalLMOutput(logits=logits, past_key_values=cache)
+
+    def prune_heads(self, heads) -> None:
+        raise UnsupportedModelError(
+            f"prune_heads needs a native converter; {self.spec.family} runs through the generic gated wrapper: "
+            f"set those heads' gates to 0 instead (model.gates[layer, head] = 0)")
+
+    def pruned_heads(self) -> dict[int, list[int]]:
+        return {}
+
+    def _default_token(self, name: str):
+        for source in (self.generation_config, self.config):
+            value = getattr(source, name, None) if source is not None else None
+            if value is not None:
+                return value
+        return None
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
+                 top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
+                 use_cache=True, streamer=None, generator: torch.Generator | None = None,
+                 static_cache: bool = False, cuda_graph: bool = False, min_new_tokens: int = 0) -> torch.Tensor:
+        """AdaptiveCausalLM.generate's arguments and meaning, run by HF generate on the gated HF model.
+
+        eos_token_id None takes the checkpoint's, [] means none; every knob is passed explicitly so the
+        checkpoint's generation_config cannot add sampling settings the native path would not use.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        if cuda_graph:
+            raise ValueError("cuda_graph=True needs a native converter; the generic gated wrapper decodes with HF")
+        if eos_token_id is None:
+            eos_token_id = self._default_token("eos_token_id")
+        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        if pad_token_id is None:
+            pad_token_id = self._default_token("pad_token_id")
+            pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        kw = dict(attention_mask=torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+                  max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, num_beams=1,
+                  repetition_penalty=repetition_penalty, eos_token_id=eos or None,  # HF: explicit None = no eos
+                  pad_token_id=pad_token_id, use_cache=use_cache, streamer=streamer, return_dict_in_generate=False)
+        if do_sample:
+            kw.update(temperature=temperature, top_k=top_k, top_p=top_p)
+        if static_cache:
+            kw["cache_implementation"] = "static"
+        with _global_rng_from(generator if do_sample else None):
+            return self.hf.generate(input_ids, **kw)
+
+
+@contextmanager
+def _global_rng_from(generator: torch.Generator | None):
+    """HF samples from torch's global generator: run it from `generator`'s state, then hand the state back,
+    so a seeded generator gives the draws it gives the native path."""
+    if generator is None:
+        yield
+        return
+    cuda = generator.device.type == "cuda"
+    devices = [generator.device.index or 0] if cuda else []
+    with torch.random.fork_rng(devices=devices):
+        if cuda:
+            torch.cuda.set_rng_state(generator.get_state(), generator.device)
+        else:
+            torch.set_rng_state(generator.get_state())
+        yield
+        generator.set_state(torch.cuda.get_rng_state(generator.device) if cuda else torch.get_rng_state())
