@@ -175,7 +175,8 @@ class GenericGatedLM(nn.Module):
     def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
                  use_cache=True, streamer=None, generator: torch.Generator | None = None,
-                 static_cache: bool = False, cuda_graph: bool = False, min_new_tokens: int = 0) -> torch.Tensor:
+                 static_cache: bool = False, cuda_graph: bool = False, compiled: bool = False,
+                 min_new_tokens: int = 0) -> torch.Tensor:
         """AdaptiveCausalLM.generate's arguments and meaning, run by HF generate on the gated HF model.
 
         eos_token_id None takes the checkpoint's, [] means none; every knob is passed explicitly so the
@@ -183,8 +184,9 @@ class GenericGatedLM(nn.Module):
         """
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if cuda_graph:
-            raise ValueError("cuda_graph=True needs a native converter; the generic gated wrapper decodes with HF")
+        if cuda_graph or compiled:
+            raise ValueError("cuda_graph=True and compiled=True need a native converter; the generic gated wrapper "
+                             "decodes with HF generate")
         if eos_token_id is None:
             eos_token_id = self._default_token("eos_token_id")
         eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])

@@ -165,6 +165,17 @@ def test_prune_heads_asks_for_gates_instead(pair):
         adaptive.generate(torch.tensor([[5, 6, 7]]), cuda_graph=True)
 
 
+def test_generate_takes_the_native_arguments_and_defaults():
+    import inspect
+
+    from sentinel_core import AdaptiveCausalLM
+
+    def params(fn):
+        return [(p.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(GenericGatedLM.generate) == params(AdaptiveCausalLM.generate)
+
+
 def test_dtype_and_device_follow_the_model(folder):
     model = load_adaptive_model(folder, dtype="bfloat16")
     assert model.dtype == model.gates.dtype == torch.bfloat16 and model.device == torch.device("cpu")
