@@ -15,6 +15,8 @@ def pytest_addoption(parser):
     group.addoption("--slow", action="store_true", help="include catalog entries marked slow")
     group.addoption("--cuda-dtype", default="bfloat16", choices=["bfloat16", "float16"],
                     help="dtype of CUDA rows (CPU rows are float32)")
+    group.addoption("--bench-compiled", action="store_true",
+                    help="bench on CUDA also times the torch.compile'd decode step (compiles once per batch size)")
     group.addoption("--results", default="results/latest.jsonl", help="JSONL file the rows are appended to")
     group.addoption("--results-fresh", action="store_true",
                     help="start --results afresh instead of appending (the newest record per row wins anyway)")

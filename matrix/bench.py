@@ -95,6 +95,21 @@ class Side:
         return out
 
 
+def time_compiled(ours: Side, batch: int, eager_tokens: torch.Tensor, rounds: int) -> dict:
+    """The torch.compile'd decode step in a CUDA graph: compile time, tokens/s, and how many of its tokens
+    equal eager's (fused kernels round differently, so in half precision greedy paths can part)."""
+    suffix = "" if batch == 1 else f"_b{batch}"
+    start = time.perf_counter()
+    tokens = ours.decode(batch, compiled=True)
+    synchronize(ours.device)
+    compile_s = time.perf_counter() - start
+    runs = time_runs(lambda: ours.decode(batch, compiled=True), ours.device, rounds=rounds)
+    new = slice(DECODE_PROMPT, None)
+    return {f"compiled_decode{suffix}_tokens_per_s": batch * ours.new_tokens / statistics.median(runs),
+            f"compiled_first_call{suffix}_s": compile_s,
+            f"compiled_vs_eager_agreement{suffix}": (tokens[:, new] == eager_tokens[:, new]).float().mean().item()}
+
+
 def prune_half(model) -> dict[int, list[int]]:
     """The first half of every layer's heads: in GQA whole groups go, so KV heads halve too."""
     heads = {layer: list(range(int(model.num_heads * PRUNE_FRACTION))) for layer in range(model.num_layers)}
@@ -102,7 +117,7 @@ def prune_half(model) -> dict[int, list[int]]:
     return heads
 
 
-def run_bench(folder, device: str, dtype: str, benchmark=None) -> dict:
+def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = False) -> dict:
     rounds = 3 if device == "cuda" else 2
     hf, hf_s, _ = timed_load(lambda: load_baseline_model(folder, device=device, dtype=dtype), device)
     adaptive, ad_s, _ = timed_load(lambda: load_adaptive_model(folder, device=device, dtype=dtype), device)
@@ -137,6 +152,8 @@ def run_bench(folder, device: str, dtype: str, benchmark=None) -> dict:
             runs = time_runs(lambda b=b: ours.decode(b, cuda_graph=True), device, rounds=rounds)
             key = "graph_decode_tokens_per_s" if b == 1 else f"graph_decode_b{b}_tokens_per_s"
             metrics[key] = b * ours.new_tokens / statistics.median(runs)
+            if compiled:
+                metrics.update(time_compiled(ours, b, graphed, rounds))
         metrics["weights_mb"] = param_mb(adaptive)
 
     del hf, theirs
@@ -150,4 +167,11 @@ def run_bench(folder, device: str, dtype: str, benchmark=None) -> dict:
     for key in ("decode_tokens_per_s", "decode_b8_tokens_per_s"):
         metrics[f"pruned_{key.removesuffix('_tokens_per_s')}_speedup"] = pruned[f"pruned_{key}"] / metrics[key]
     metrics["pruned_prefill_speedup"] = metrics["prefill_ms"] / pruned["pruned_prefill_ms"]
+    if device == "cuda":  # without launch overhead, where fewer weights to read can show
+        for b in BATCHES:
+            runs = time_runs(lambda b=b: ours.decode(b, cuda_graph=True), device, rounds=rounds)
+            suffix = "" if b == 1 else f"_b{b}"
+            tokens_per_s = b * ours.new_tokens / statistics.median(runs)
+            metrics[f"pruned_graph_decode{suffix}_tokens_per_s"] = tokens_per_s
+            metrics[f"pruned_graph_decode{suffix}_speedup"] = tokens_per_s / metrics[f"graph_decode{suffix}_tokens_per_s"]
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}

@@ -18,21 +18,33 @@ class Tolerance:
     fair_logprob_diff: float  # ... for Fair
     max_kl: float  # mean KL(HF || adaptive) per token, for Good
     fair_kl: float
-    padded_vs_alone: float  # |log p| diff between a left-padded row and the same row alone
-    cache_vs_no_cache: float  # |log p| diff between cached decoding and one full forward
+    padded_vs_alone: float  # |log p| diff between a left-padded row and the same row alone ...
+    cache_vs_no_cache: float  # ... and between cached decoding and one full forward, each plus
+    consistency_rtol: float  # ... this share of |log p|: the dtype's resolution (torch.testing's rtol).
+    # A log p of -288 (gemma-2b's 256k-token tail, synthetic weights) is resolved to 3e-5 in fp32; HF
+    # itself moved 9.2e-5 there between a padded row and the row alone, and the adaptive model 1.2e-4.
     ppl_ratio: float  # |ppl(adaptive) / ppl(HF) - 1| for Good
     fair_ppl_ratio: float
 
 
 TOLERANCES = {
     "float32": Tolerance(max_logprob_diff=1e-4, fair_logprob_diff=1e-3, max_kl=1e-6, fair_kl=1e-4,
-                         padded_vs_alone=1e-4, cache_vs_no_cache=1e-4, ppl_ratio=1e-4, fair_ppl_ratio=1e-3),
+                         padded_vs_alone=1e-4, cache_vs_no_cache=1e-4, consistency_rtol=1.3e-6, ppl_ratio=1e-4,
+                         fair_ppl_ratio=1e-3),
     "bfloat16": Tolerance(max_logprob_diff=0.25, fair_logprob_diff=1.0, max_kl=2e-3, fair_kl=2e-2,
-                          padded_vs_alone=0.5, cache_vs_no_cache=0.5, ppl_ratio=5e-3, fair_ppl_ratio=2e-2),
+                          padded_vs_alone=0.5, cache_vs_no_cache=0.5, consistency_rtol=1.6e-2, ppl_ratio=5e-3,
+                          fair_ppl_ratio=2e-2),
     "float16": Tolerance(max_logprob_diff=0.05, fair_logprob_diff=0.25, max_kl=2e-4, fair_kl=2e-3,
-                         padded_vs_alone=0.1, cache_vs_no_cache=0.1, ppl_ratio=1e-3, fair_ppl_ratio=5e-3),
+                         padded_vs_alone=0.1, cache_vs_no_cache=0.1, consistency_rtol=1e-3, ppl_ratio=1e-3,
+                         fair_ppl_ratio=5e-3),
 }
 
+# In bf16/fp16 a logit near 100 is only resolved to 0.5, so over the whole vocabulary the max |Δ log p|
+# measures the dtype's resolution at tokens nobody samples (gemma-2b's 256k-token tail hit 1.28 with
+# KL 0 and every token agreeing). Half-precision rows grade the max over HF's top tokens at each
+# position instead (vLLM's check_logprobs_close also compares top-k logprobs) and record the
+# whole-vocabulary max as max_logprob_diff_full_vocab. fp32 rows grade the whole vocabulary.
+HALF_PRECISION_LOGPROB_TOP_K = 32
 RANK_CHECK_TOP_K = 5  # vLLM-style: at the first greedy divergence each token must be in the other's top 5
 GREEDY_TOKENS = 32
 SAMPLE_PROMPT = "The adaptive transformer architecture enables AI systems to"
@@ -79,3 +91,7 @@ DIFF_ABSOLUTE = {"max_logprob_diff": 1e-4, "kl": 1e-5, "ppl_ratio": 1e-4, "padde
 DIFF_IGNORED = {"sample_output", "first_greedy_divergence"}
 
 # Status rules of the report live in reports/status.py; benchmark ratios are reported, not graded.
+
+# Benchmarks: batch-1 decode cannot beat reading every weight once per token. The issue's figure for
+# the H200 (HBM3e) is about 4.3 TB/s; the report states graph and compiled decode as a share of it.
+WEIGHT_BANDWIDTH_BYTES_PER_S = {"H200": 4.3e12}

@@ -5,6 +5,6 @@ from matrix.bench import run_bench
 CHECK = "bench"
 
 
-def test_bench(row, bench_folder, metrics, benchmark):
+def test_bench(row, bench_folder, metrics, benchmark, request):
     folder, device, dtype = bench_folder
-    metrics.update(run_bench(folder, device, dtype, benchmark))
+    metrics.update(run_bench(folder, device, dtype, benchmark, compiled=request.config.getoption("--bench-compiled")))

@@ -10,6 +10,7 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix.catalog import family_architectures, load_catalog
+from matrix.grading import WEIGHT_BANDWIDTH_BYTES_PER_S
 
 from . import status as rules
 
@@ -154,6 +155,18 @@ def _generic_reason(record: dict) -> str:
     return record["reason"].replace(record["model"], "the model")
 
 
+def with_bandwidth_share(m: dict, key: str, record: dict) -> str:
+    """tok/s, and on a GPU with a known bandwidth the share of the weight-reading limit it reaches."""
+    if not m.get(key):
+        return ""
+    device = record["env"].get("device_name", "")
+    bandwidth = next((v for k, v in WEIGHT_BANDWIDTH_BYTES_PER_S.items() if k in device), None)
+    if bandwidth is None or not m.get("weights_mb"):
+        return f"{m[key]:.0f}"
+    limit = bandwidth / (m["weights_mb"] * 2**20)
+    return f"{m[key]:.0f} ({m[key] / limit:.0%} of {limit:.0f})"
+
+
 def benchmark_table(records: list[dict]) -> str | None:
     bench = [r for r in records if r["check"] == "bench" and r["outcome"] == "passed"]
     if not bench:
@@ -172,13 +185,17 @@ def benchmark_table(records: list[dict]) -> str | None:
                      f"{m.get('decode_b8_tokens_per_s', 0):.0f}",
                      ratio("decode_b8_tokens_per_s", "baseline_decode_b8_tokens_per_s"),
                      f"{m.get('peak_mem_mb', 0):.0f}", ratio("peak_mem_mb", "baseline_peak_mem_mb"),
-                     f"{m['graph_decode_tokens_per_s']:.0f}" if m.get("graph_decode_tokens_per_s") else "",
+                     with_bandwidth_share(m, "graph_decode_tokens_per_s", r),
+                     with_bandwidth_share(m, "compiled_decode_tokens_per_s", r)
+                     + (f", {m['compiled_vs_eager_agreement']:.0%} tokens = eager"
+                        if "compiled_vs_eager_agreement" in m else ""),
                      " / ".join(f"{m[k]:.2f}" for k in ("pruned_decode_speedup", "pruned_decode_b8_speedup",
                                                          "pruned_prefill_speedup") if k in m)
                      or ("n/a (generic wrapper: gates only)" if m.get("adaptive_path") == GENERIC_WRAPPER else "")])
     return tabulate(rows, ["Model", "Weights", "Device", "Dtype", "Prefill ms", "Prefill speed vs HF",
                            "Decode tok/s (b1)", "vs HF", "Decode tok/s (b8)", "vs HF", "Peak MiB", "vs HF",
-                           "CUDA-graph decode tok/s (b1)", "50% heads pruned: speedup b1 / b8 / prefill"],
+                           "CUDA-graph decode tok/s (b1)", "Compiled + graph decode tok/s (b1)",
+                           "50% heads pruned: speedup b1 / b8 / prefill"],
                     tablefmt="github")
 
 

@@ -1,9 +1,33 @@
 #!/usr/bin/env bash
 # On a CUDA machine (used with the device tool): CUDA tests, the CUDA matrix rows and the benchmarks.
-# Usage: bash scripts/gpu-matrix.sh OUTDIR [bench-models]
+# Usage: bash scripts/gpu-matrix.sh OUTDIR [matrix|bench-tinyllama|bench-rest|all]
+#   matrix           tests/test_cuda.py, every family's default CUDA rows, then #6's real geometries (time permitting)
+#   bench-tinyllama  TinyLlama geometry, full depth, with the compiled decode path (--bench-compiled)
+#   bench-rest       gpt2-medium, opt-350m, pythia-410m, bloom-560m (full depth) and every tiny row
 set -uo pipefail
 out="${1:?output folder}"
+part="${2:-all}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SENTINEL_CACHE="${SENTINEL_CACHE:-/tmp/sentinel-cache}"
+run() { python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | grep -v "Warning\|warn(" | tail -15; }
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
-python3 -m pytest tests/test_cuda.py -q -p no:cacheprovider 2>&1 | tail -15
-python3 -m pytest matrix/ --devices cuda --slow --weights synthetic,package --results "$out/h200-matrix.jsonl" -q -p no:cacheprovider 2>&1 | tail -15
+if [[ $part == matrix || $part == all ]]; then
+  run tests/test_cuda.py
+  run matrix/ --devices cuda --weights synthetic,package --checks load,infer,quality --results "$out/h200-matrix.jsonl"
+  # The real geometries of the families added in #6 (slow entries, 2 layers each), as time permits.
+  timeout "${SLOW_S:-240}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
+    --checks load,infer,quality --results "$out/h200-matrix.jsonl" \
+    --models "microsoft/phi-2,microsoft/Phi-3-mini-4k-instruct,tiiuae/falcon-7b,google/gemma-2b,Qwen/Qwen2-0.5B,stabilityai/stablelm-2-1_6b,mistralai/Mistral-7B-v0.1,EleutherAI/gpt-j-6b" \
+    2>&1 | tail -5
+fi
+if [[ $part == bench-tinyllama || $part == all ]]; then
+  run matrix/ --devices cuda --checks bench --weights synthetic --bench-compiled \
+    --models "TinyLlama/TinyLlama-1.1B-step-50K-105b" --results "$out/h200-bench.jsonl"
+fi
+if [[ $part == bench-rest || $part == all ]]; then
+  run matrix/ --devices cuda --checks bench --weights synthetic \
+    --models "gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,tiny/*" \
+    --results "$out/h200-bench.jsonl"
+fi
+if [[ $part == quality-rows ]]; then  # re-grade named rows: bash scripts/gpu-matrix.sh OUT quality-rows MODELS
+  run matrix/ --devices cuda --weights synthetic --checks quality --models "${3:?models}" --results "$out/h200-matrix.jsonl"
+fi

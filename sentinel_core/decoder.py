@@ -221,10 +221,12 @@ class GatedAttention(nn.Module):
             bias = bias.index_select(1, self.head_ids)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal and bias is None,
                                            scale=self.scale, enable_gqa=grouped)
-        if gates is not None:  # None: every gate is 1
+        y = y.transpose(1, 2)  # [B, T, heads, head_dim]
+        if gates is not None:  # None: every gate (of the heads this layer has) is 1
             layer_gates = gates if self.num_heads == gates.shape[0] else gates.index_select(0, self.head_ids)
-            y = y * layer_gates.to(y.dtype).view(1, -1, 1, 1)
-        return self.out(y.transpose(1, 2).reshape(B, T, nh * hd))
+            y = y * layer_gates.to(y.dtype).view(1, 1, -1, 1)
+        # A row-major input keeps cuBLAS on its fast kernels (a strided one was seen to halve decode speed).
+        return self.out(y.reshape(B, T, nh * hd).contiguous())
 
     def _groups_are_uniform(self) -> bool:
         if self.num_heads % self.num_kv_heads:
@@ -409,7 +411,7 @@ class GatedDecoder(nn.Module):
         # cuDNN's attention was seen to differ run to run in bf16 (H200, torch 2.11); decoding must be
         # reproducible (a CUDA-graph replay has to give eager's tokens), so it is left out on CUDA.
         with sdpa_kernel(DETERMINISTIC_SDPA_BACKENDS) if x.is_cuda else nullcontext():
-            # Gates known to be all 1 (generate checks once per call) skip the multiply: x * 1 is exact,
+            # Gates known to be 1 (generate checks once per call) skip the multiply: x * 1 is exact,
             # and it saves two kernels per layer in launch-bound decoding.
             for layer, gates in zip(self.layers, [None] * s.num_layers if unit_gates else self.gates):
                 x = layer(x, gates, rope, mask, cache)
@@ -422,6 +424,12 @@ class GatedDecoder(nn.Module):
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         return CausalLMOutput(logits=self.lm_head(x), past_key_values=cache)
+
+    def gates_are_one(self) -> bool:
+        """Every gate of every head still present is 1 (a pruned head's 0 gate does not count). One host
+        sync per layer: generate asks once per call, so the decode steps can skip the multiply."""
+        return all(bool((gates.index_select(0, layer.attn.head_ids) == 1).all())
+                   for gates, layer in zip(self.gates, self.layers))
 
     def attention_mask(self, attention_mask, B, T, past, query_pos, static_len, dtype, device) -> AttentionMask:
         """Without padding, SDPA's own causal mask (or none for one new token) keeps the fast kernels;

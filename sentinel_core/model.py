@@ -172,7 +172,7 @@ class _Decoding:
         self.max_len = input_ids.shape[1] + max_new_tokens
         self.graph = None
         # Read once per call (gates do not change while generating); generate runs without gradients.
-        self.unit_gates = bool((model.gates == 1).all())
+        self.unit_gates = model.gates_are_one()
 
     @staticmethod
     def positions(mask: torch.Tensor) -> torch.Tensor:
