@@ -68,12 +68,22 @@ def read_records(path: Path) -> list[dict]:
 
 
 def merge(records: list[dict]) -> list[dict]:
-    """The newest record per (model, weights, check, device, dtype); ties keep the later file's."""
+    """The newest record per (model, weights, check, device, dtype); ties keep the later file's.
+
+    A skip is no evidence either way (the weights were not on that machine), so it never replaces a
+    row that ran: a later CI run without the hub cache must not erase a pass or a failure measured
+    where the weights were.
+    """
     newest: dict[tuple, dict] = {}
     for record in records:
         key = record_key(record)
-        if key not in newest or record["time"] >= newest[key]["time"]:
-            newest[key] = record
+        held = newest.get(key)
+        if held is not None and (record["outcome"] == "skipped") != (held["outcome"] == "skipped"):
+            if record["outcome"] == "skipped":
+                continue
+        elif held is not None and record["time"] < held["time"]:
+            continue
+        newest[key] = record
     return list(newest.values())
 
 

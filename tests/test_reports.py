@@ -73,6 +73,16 @@ def test_newest_record_per_key_wins():
     assert next(r for r in merged if r["device"] == "cpu")["outcome"] == "passed"
 
 
+def test_a_later_skip_never_erases_a_row_that_ran():
+    ran = rec(outcome="failed", time="2026-11-01T00:00:00+00:00", reason="max |Δ log p| 3e-3")
+    skip = rec(outcome="skipped", time="2026-11-05T00:00:00+00:00", reason="not in the HF cache")
+    assert merge([ran, skip]) == [ran] and merge([skip, ran]) == [ran]
+    newer_skip = rec(outcome="skipped", time="2026-11-06T00:00:00+00:00", reason="offline")
+    assert merge([skip, newer_skip]) == [newer_skip]  # between skips the newest reason wins
+    rerun = rec(outcome="passed", time="2026-11-07T00:00:00+00:00")
+    assert merge([ran, skip, rerun]) == [rerun]
+
+
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
