@@ -42,6 +42,15 @@ def param_mb(model) -> float:
     return sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
 
 
+def weights_read_per_token_mb(model) -> float:
+    """What one decode step must read: every weight except embedding tables, of which it reads one row
+    (a tied input embedding is still read whole, as the LM head)."""
+    tables = [model.pos_embed.weight] if hasattr(model, "pos_embed") else []
+    if model.embed.weight is not model.lm_head.weight:
+        tables.append(model.embed.weight)
+    return param_mb(model) - sum(t.numel() * t.element_size() for t in tables) / 2**20
+
+
 def peak_working_mb(fn, device: str) -> float:
     """Memory a call needs beyond what is already allocated (CUDA max allocated; RSS growth on CPU)."""
     from .checks import PeakRSS
@@ -155,6 +164,7 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
             if compiled:
                 metrics.update(time_compiled(ours, b, graphed, rounds))
         metrics["weights_mb"] = param_mb(adaptive)
+        metrics["weights_read_per_token_mb"] = weights_read_per_token_mb(adaptive)
 
     del hf, theirs
     gc.collect()

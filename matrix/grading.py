@@ -41,9 +41,10 @@ TOLERANCES = {
 
 # In bf16/fp16 a logit near 100 is only resolved to 0.5, so over the whole vocabulary the max |Δ log p|
 # measures the dtype's resolution at tokens nobody samples (gemma-2b's 256k-token tail hit 1.28 with
-# KL 0 and every token agreeing). Half-precision rows grade the max over HF's top tokens at each
-# position instead (vLLM's check_logprobs_close also compares top-k logprobs) and record the
-# whole-vocabulary max as max_logprob_diff_full_vocab. fp32 rows grade the whole vocabulary.
+# KL 0 and every token agreeing). Half-precision rows grade the max over the top tokens at each
+# position instead, the union of both sides' top 32 (vLLM's check_logprobs_close also
+# compares top-k logprobs), recorded as max_logprob_diff_top32; max_logprob_diff stays the
+# whole-vocabulary max for every dtype. fp32 rows grade the whole vocabulary.
 HALF_PRECISION_LOGPROB_TOP_K = 32
 RANK_CHECK_TOP_K = 5  # vLLM-style: at the first greedy divergence each token must be in the other's top 5
 GREEDY_TOKENS = 32

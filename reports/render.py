@@ -60,8 +60,10 @@ def notes(records: list[dict]) -> str:
             worst = max(q, key=lambda r: r["metrics"].get("max_logprob_diff", 0))
             m = worst["metrics"]
             if "max_logprob_diff" in m:
+                top = next((f" (top-32 tokens: {_fmt(v)})" for key, v in m.items()
+                            if key.startswith("max_logprob_diff_top") and worst["dtype"] != "float32"), "")
                 parts.append(f"{device} {DTYPE_SHORT.get(worst['dtype'], worst['dtype'])}: "
-                             f"max Δlog p {_fmt(m['max_logprob_diff'])}, greedy {m.get('greedy_agreement', 0):.0%}")
+                             f"max Δlog p {_fmt(m['max_logprob_diff'])}{top}, greedy {m.get('greedy_agreement', 0):.0%}")
         for r in q:
             if "ppl_ratio" in r["metrics"]:
                 m = r["metrics"]
@@ -161,9 +163,11 @@ def with_bandwidth_share(m: dict, key: str, record: dict) -> str:
         return ""
     device = record["env"].get("device_name", "")
     bandwidth = next((v for k, v in WEIGHT_BANDWIDTH_BYTES_PER_S.items() if k in device), None)
-    if bandwidth is None or not m.get("weights_mb"):
+    # Records before weights_read_per_token_mb counted embedding tables whole, overstating the share a little.
+    read_mb = m.get("weights_read_per_token_mb") or m.get("weights_mb")
+    if bandwidth is None or not read_mb:
         return f"{m[key]:.0f}"
-    limit = bandwidth / (m["weights_mb"] * 2**20)
+    limit = bandwidth / (read_mb * 2**20)
     return f"{m[key]:.0f} ({m[key] / limit:.0%} of {limit:.0f})"
 
 

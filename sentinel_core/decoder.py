@@ -7,6 +7,7 @@ exactly; a gate at 0 is the same as removing the head.
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -75,6 +76,13 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
         extra = min(closest, num_heads - closest)
         slopes = torch.cat([slopes, torch.pow(extra_base, torch.arange(1, 1 + 2 * extra, 2, dtype=torch.int32))])
     return slopes
+
+
+@functools.cache
+def rounded_to(value: float, dtype: torch.dtype) -> float:
+    """`value` as the nearest `dtype` number: HF multiplies by the scale rounded to the activations' dtype.
+    A Python float (computed once per dtype) keeps CUDA graphs and torch.compile free of host syncs."""
+    return torch.tensor(value, dtype=dtype).item()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -315,11 +323,15 @@ class Block(nn.Module):
     def forward(self, x, gates, rope, mask: AttentionMask, cache):
         s = self.spec
         attend = lambda h: self.attn(h, gates, rope, mask, cache)  # noqa: E731
-        if s.shared_norm:  # StableLM's parallel block: one norm, added as x + attn + mlp
-            h = self.attn_norm(x)
-            return x + attend(h) + self.mlp(h)
-        if s.parallel_residual:  # GPT-NeoX adds in this order: mlp + attn + x
-            return self.mlp(self.mlp_norm(x)) + attend(self.attn_norm(x)) + x
+        if s.parallel_residual:  # one norm shared (StableLM, Phi, GPT-J, Falcon-7B) or two (GPT-NeoX)
+            h_attn = self.attn_norm(x)
+            a = attend(h_attn)
+            m = self.mlp(h_attn if s.shared_norm else self.mlp_norm(x))
+            if s.parallel_sum == "x+attn+mlp":
+                return x + a + m
+            if s.parallel_sum == "attn+mlp+x":
+                return a + m + x
+            return m + a + x
         h_in = self.attn_norm(x) if s.pre_norm else x
         h = attend(h_in) + (h_in if s.residual_from_norm else x)
         if not s.pre_norm:
@@ -396,8 +408,7 @@ class GatedDecoder(nn.Module):
         x = self.embed(input_ids)
         dtype = x.dtype
         if s.embed_scale != 1.0:
-            # HF multiplies by the scale rounded to the activations' dtype; a Python float keeps CUDA graphs capturable.
-            x = x * torch.tensor(s.embed_scale, dtype=dtype).item()
+            x = x * rounded_to(s.embed_scale, dtype)
         if hasattr(self, "project_in"):
             x = self.project_in(x)
         if s.positions == "learned":

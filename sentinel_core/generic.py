@@ -16,6 +16,7 @@ from functools import partial
 
 import torch
 from torch import nn
+from transformers import GenerationConfig
 from transformers.pytorch_utils import Conv1D
 
 from .decoder import CausalLMOutput
@@ -122,13 +123,18 @@ class GenericGatedLM(nn.Module):
         self.gates = nn.Parameter(torch.ones(self.spec.num_layers, self.spec.num_heads, device=param.device,
                                              dtype=param.dtype))
         for layer, proj in enumerate(projections):
-            proj.register_forward_pre_hook(partial(self._gate_heads, layer))
+            proj.register_forward_pre_hook(partial(self._gate_heads, layer), with_kwargs=True)
         self._hf_args = set(inspect.signature(hf_model.forward).parameters)
 
-    def _gate_heads(self, layer: int, module, args):
-        x, *rest = args
-        gates = self.gates[layer].to(x.dtype)[:, None]  # [heads, 1] against [..., heads, head_dim]
-        return ((x.unflatten(-1, (self.spec.num_heads, -1)) * gates).flatten(-2), *rest)
+    def _gate_heads(self, layer: int, module, args, kwargs):
+        def gated(x):
+            gates = self.gates[layer].to(x.dtype)[:, None]  # [heads, 1] against [..., heads, head_dim]
+            return (x.unflatten(-1, (self.spec.num_heads, -1)) * gates).flatten(-2)
+
+        if args:
+            return (gated(args[0]), *args[1:]), kwargs
+        key = "input" if "input" in kwargs else next(iter(kwargs))  # proj(input=x) (Linear), proj(x=x) (Conv1D)
+        return args, {**kwargs, key: gated(kwargs[key])}
 
     config = property(lambda self: self.hf.config)
     generation_config = property(lambda self: getattr(self.hf, "generation_config", None))
@@ -193,7 +199,10 @@ class GenericGatedLM(nn.Module):
         if pad_token_id is None:
             pad_token_id = self._default_token("pad_token_id")
             pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-        kw = dict(attention_mask=torch.ones_like(input_ids) if attention_mask is None else attention_mask,
+        # A fresh GenerationConfig: the checkpoint's extras (no_repeat_ngram_size, ...) are not part of
+        # the native path's generate either; eos and pad defaults were taken from it above.
+        kw = dict(generation_config=GenerationConfig(),
+                  attention_mask=torch.ones_like(input_ids) if attention_mask is None else attention_mask,
                   max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, num_beams=1,
                   repetition_penalty=repetition_penalty, eos_token_id=eos or None,  # HF: explicit None = no eos
                   pad_token_id=pad_token_id, use_cache=use_cache, streamer=streamer, return_dict_in_generate=False)

@@ -50,6 +50,9 @@ class DecoderSpec:
     pre_norm: bool = True  # False: post-LN (x = LN(x + f(x)), opt-350m)
     parallel_residual: bool = False  # x + attn(ln1(x)) + mlp(ln2(x)) (GPT-NeoX)
     shared_norm: bool = False  # parallel blocks with one norm: x + attn(ln(x)) + mlp(ln(x)) (StableLM)
+    # The order a parallel block sums its three terms in, as HF writes it (float addition does not
+    # associate): "x+attn+mlp" StableLM, "attn+mlp+x" Phi and GPT-J, "mlp+attn+x" GPT-NeoX and Falcon.
+    parallel_sum: str = "mlp+attn+x"
     residual_from_norm: bool = False  # BLOOM's apply_residual_connection_post_layernorm
 
     # MLP: "dense" is down(act(up(x))), "gated" is down(act(gate(x)) * up(x)).
@@ -74,6 +77,7 @@ class DecoderSpec:
             ("norm", self.norm, ("layernorm", "rmsnorm")),
             ("positions", self.positions, ("learned", "rotary", "alibi")),
             ("mlp", self.mlp, ("dense", "gated")),
+            ("parallel_sum", self.parallel_sum, ("x+attn+mlp", "attn+mlp+x", "mlp+attn+x")),
         ):
             if value not in allowed:
                 raise ValueError(f"spec.{name}={value!r}; expected one of {allowed}")

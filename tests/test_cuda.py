@@ -28,7 +28,7 @@ def test_bf16_matches_hf_and_graph_decode_matches_eager(name, synthetic_folders,
 
 
 @torch.no_grad()
-def test_rms_norm_within_one_ulp_of_hf_on_cuda():
+def test_rms_norm_within_two_ulp_of_hf_on_cuda():
     # On CPU the fused F.rms_norm is bitwise HF's formula; CUDA's fused kernel sums in another order:
     # 1.96 ulp at worst, 6.3% of values differing, for Llama's norm in fp32 (torch 2.11, H200). The half
     # precision cases ran after that failure in no session yet: this bound is a claim they must meet.

@@ -208,3 +208,62 @@ def test_the_matrix_record_names_the_path(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:]
     paths = {r["model"]: r["metrics"]["adaptive_path"] for r in map(json.loads, results.read_text().splitlines())}
     assert paths == {"tiny/mpt": "generic-wrapper", "tiny/gpt2": "native"}
+
+
+# The wrapper against the native decoder: two independent implementations of the same gates --------
+
+from variants import variants  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(variants()))
+@torch.no_grad()
+def test_wrapper_gates_equal_native_gates_on_every_native_family(name, synthetic_folders, left_padded_batch):
+    """Wrapped around a model that also has a native converter, the wrapper must find the attention
+    output projections and slice heads exactly as the converter maps them: the same fractional and
+    zero gates give the same log-probs (fp32, 1e-4) through HF's modules and through the gated decoder."""
+    hf = load_baseline_model(synthetic_folders(name), attn_implementation="eager")
+    native = load_adaptive_model(name, baseline_model=hf)
+    wrapped = GenericGatedLM(copy.deepcopy(hf))
+    assert (wrapped.num_layers, wrapped.num_heads) == (native.num_layers, native.num_heads)
+    gates = torch.rand(native.gates.shape, generator=torch.Generator().manual_seed(5))
+    gates[0, 0] = 0.0
+    gates[-1, -1] = 0.0
+    native.gates.copy_(gates)
+    wrapped.gates.copy_(gates)
+    ids, mask = left_padded_batch
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    ours = native(ids, attention_mask=mask, position_ids=pos).logits.log_softmax(-1)
+    theirs = wrapped(ids, attention_mask=mask, position_ids=pos).logits.log_softmax(-1)
+    ungated = hf(ids, attention_mask=mask).logits.log_softmax(-1)
+    real = mask.bool()
+    assert (ours - ungated).abs()[real].max().item() > 1e-2, "the gates changed nothing: the test would prove nothing"
+    assert (ours - theirs).abs()[real].max().item() <= 1e-4, name
+
+
+@torch.no_grad()
+def test_matrix_load_check_fails_when_the_gates_reach_no_head(folder):
+    """At gates = 1 a wrapper row matches HF by construction; the load check's gate test is what can fail."""
+    from matrix.checks import CheckFailed, ModelPair, check_load
+
+    hf = load_baseline_model(folder, attn_implementation="eager")
+    wrapped = load_adaptive_model(folder, baseline_model=hf)
+    pair = ModelPair(hf, wrapped, None, "cpu", "float32", False, {"load_s": 1.0, "baseline_load_s": 1.0})
+    assert check_load(pair)["first_and_last_layer_gate_effect"] > 1e-3
+    for proj in output_projections(wrapped.hf)[0]:
+        proj._forward_pre_hooks.clear()  # a wrapper whose hooks went nowhere
+    with pytest.raises(CheckFailed, match="reach no head"):
+        check_load(pair)
+
+
+@torch.no_grad()
+def test_gate_applies_when_the_projection_is_called_with_a_keyword(pair):
+    _, adaptive = pair
+    proj = output_projections(adaptive.hf)[0][0]
+    width = proj.weight.shape[0] if isinstance(proj, Conv1D) else proj.weight.shape[1]
+    x = torch.randn(2, 3, width)
+    adaptive.gates[0] = 0
+    try:  # every head of layer 0 closed: the projection sees zeros however it is called
+        assert torch.equal(proj(input=x), proj.forward(torch.zeros_like(x)))
+        assert torch.equal(proj(x), proj.forward(torch.zeros_like(x)))
+    finally:
+        adaptive.gates.fill_(1)

@@ -89,8 +89,10 @@ def variants() -> dict:
         "falcon-serial-multi-head": FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
                                                  num_attention_heads=4, multi_query=False, parallel_attn=False,
                                                  bias=True, tie_word_embeddings=False, **_rope(10000.0)),
+        # hidden_activation is what official Gemma configs also carry; HF runs hidden_act, and so must we.
         "gemma-multi-query-wide-heads": GemmaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
                                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
                                                     head_dim=32, max_position_embeddings=128, pad_token_id=0,
-                                                    bos_token_id=1, eos_token_id=2, **_rope(10000.0)),
+                                                    bos_token_id=1, eos_token_id=2, hidden_act="gelu_pytorch_tanh",
+                                                    hidden_activation="relu", **_rope(10000.0)),
     }

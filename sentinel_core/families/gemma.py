@@ -10,9 +10,9 @@ from . import llama
 
 def to_spec(c) -> DecoderSpec:
     refuse(c, "use_bidirectional_attention", "embedding models attend both ways; the gated decoder is causal", bool)
-    # transformers 4.x kept Gemma's activation under hidden_activation when set; 5.x has hidden_act only.
-    act = getattr(c, "hidden_activation", None) or c.hidden_act
-    return llama.to_spec(c, "gemma", GemmaRotaryEmbedding, activation=act, norm_unit_offset=True,
+    # HF's GemmaMLP runs hidden_act (4.57 and 5.x alike); official configs also carry hidden_activation,
+    # which HF ignores, and so do we.
+    return llama.to_spec(c, "gemma", GemmaRotaryEmbedding, norm_unit_offset=True,
                          embed_scale=c.hidden_size**0.5)
 
 

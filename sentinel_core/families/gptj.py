@@ -35,6 +35,7 @@ def to_spec(c) -> DecoderSpec:
         out_bias=False,
         parallel_residual=True,
         shared_norm=True,
+        parallel_sum="attn+mlp+x",
         activation=c.activation_function,
         tie_embeddings=c.tie_word_embeddings,
         lm_head_bias=True,

@@ -25,6 +25,7 @@ def to_spec(c) -> DecoderSpec:
         rotary_scaling=scaling,
         parallel_residual=True,
         shared_norm=True,
+        parallel_sum="attn+mlp+x",
         activation=c.hidden_act,
         tie_embeddings=c.tie_word_embeddings,
         lm_head_bias=True,

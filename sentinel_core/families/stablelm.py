@@ -27,6 +27,7 @@ def to_spec(c) -> DecoderSpec:
         out_bias=False,
         parallel_residual=c.use_parallel_residual,
         shared_norm=c.use_parallel_residual,
+        parallel_sum="x+attn+mlp",
         mlp="gated",
         activation=c.hidden_act,
         mlp_bias=False,
