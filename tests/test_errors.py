@@ -200,3 +200,17 @@ def test_generate_needs_at_least_one_new_token(synthetic_folders):
     model = load_adaptive_model(synthetic_folders("gpt2"))
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=0)
+
+
+@pytest.mark.parametrize("flags, named", [
+    ({"alibi": True, "multi_query": False, "parallel_attn": False, "bias": True}, "alibi"),  # Falcon-RW
+    ({"new_decoder_architecture": True, "parallel_attn": False, "num_kv_heads": 2}, "parallel_attn"),
+])
+def test_falcon_layouts_without_one_hf_reference_are_refused(tmp_path, flags, named):
+    from transformers import FalconConfig
+
+    config = FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, **flags)
+    make_synthetic_checkpoint(config, tmp_path)
+    with pytest.raises(UnsupportedConfigError) as exc:
+        load_adaptive_model(tmp_path)
+    assert named in one_line(exc) and "falcon" in one_line(exc)

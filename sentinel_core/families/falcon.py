@@ -6,7 +6,9 @@
   [q heads of the group, k, v]; two LayerNorms (ln_attn, ln_mlp) or one (num_ln_in_parallel_attn=1).
 - neither: multi-head, fused rows per head (q, k, v) like BLOOM; serial or parallel block.
 All three are "per K/V group: the group's queries, its key, its value" with one or all heads per group.
-Falcon-RW's ALiBi (slopes rounded to bf16, added before the 1/sqrt(d) scaling) is refused.
+Falcon-RW's ALiBi is refused: in transformers 5.24 HF's eager path adds the bias twice (in the
+attention and again through the mask) while its SDPA path adds it once, so there is no one HF model
+to be equal to (measured: max |Δ log p| 1.1 between the two on a tiny random checkpoint).
 """
 
 import torch
@@ -27,7 +29,8 @@ def two_norms_in_parallel(c) -> bool:
 
 
 def to_spec(c) -> DecoderSpec:
-    refuse(c, "alibi", "Falcon-RW's ALiBi is rounded to bf16 and scaled with the scores; not implemented", bool)
+    refuse(c, "alibi", "Falcon-RW's ALiBi has no single HF reference: transformers 5.24's eager and SDPA paths "
+                       "disagree by 1.1 in log p (eager adds the bias twice)", bool)
     if c.new_decoder_architecture:
         refuse(c, "parallel_attn", "HF's new decoder architecture is only defined with parallel attention",
                lambda v: not v)
