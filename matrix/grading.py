@@ -96,3 +96,4 @@ DIFF_IGNORED = {"sample_output", "first_greedy_divergence"}
 # Benchmarks: batch-1 decode cannot beat reading every weight once per token. The figure for
 # the H200 (HBM3e) is about 4.3 TB/s; the report states graph and compiled decode as a share of it.
 WEIGHT_BANDWIDTH_BYTES_PER_S = {"H200": 4.3e12}
+BANDWIDTH_SHARE_MIN_MB = 64  # below this a decode step is bound by latency, not bytes: no share is shown

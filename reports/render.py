@@ -10,7 +10,7 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix.catalog import family_architectures, load_catalog
-from matrix.grading import WEIGHT_BANDWIDTH_BYTES_PER_S
+from matrix.grading import BANDWIDTH_SHARE_MIN_MB, WEIGHT_BANDWIDTH_BYTES_PER_S
 
 from . import status as rules
 
@@ -165,7 +165,7 @@ def with_bandwidth_share(m: dict, key: str, record: dict) -> str:
     bandwidth = next((v for k, v in WEIGHT_BANDWIDTH_BYTES_PER_S.items() if k in device), None)
     # Records before weights_read_per_token_mb counted embedding tables whole, overstating the share a little.
     read_mb = m.get("weights_read_per_token_mb") or m.get("weights_mb")
-    if bandwidth is None or not read_mb:
+    if bandwidth is None or not read_mb or read_mb < BANDWIDTH_SHARE_MIN_MB:
         return f"{m[key]:.0f}"
     limit = bandwidth / (read_mb * 2**20)
     return f"{m[key]:.0f} ({m[key] / limit:.0%} of {limit:.0f})"
@@ -193,13 +193,16 @@ def benchmark_table(records: list[dict]) -> str | None:
                      with_bandwidth_share(m, "compiled_decode_tokens_per_s", r)
                      + (f", {m['compiled_vs_eager_agreement']:.0%} tokens = eager"
                         if "compiled_vs_eager_agreement" in m else ""),
-                     " / ".join(f"{m[k]:.2f}" for k in ("pruned_decode_speedup", "pruned_decode_b8_speedup",
-                                                         "pruned_prefill_speedup") if k in m)
+                     (" / ".join(f"{m[k]:.2f}" for k in ("pruned_decode_speedup", "pruned_decode_b8_speedup",
+                                                          "pruned_prefill_speedup") if k in m)
+                      + ("; graph " + " / ".join(f"{m[k]:.2f}" for k in ("pruned_graph_decode_speedup",
+                                                                        "pruned_graph_decode_b8_speedup"))
+                         if "pruned_graph_decode_b8_speedup" in m else ""))
                      or ("n/a (generic wrapper: gates only)" if m.get("adaptive_path") == GENERIC_WRAPPER else "")])
     return tabulate(rows, ["Model", "Weights", "Device", "Dtype", "Prefill ms", "Prefill speed vs HF",
                            "Decode tok/s (b1)", "vs HF", "Decode tok/s (b8)", "vs HF", "Peak MiB", "vs HF",
                            "CUDA-graph decode tok/s (b1)", "Compiled + graph decode tok/s (b1)",
-                           "50% heads pruned: speedup b1 / b8 / prefill"],
+                           "50% heads pruned: speedup b1 / b8 / prefill; graph b1 / b8"],
                     tablefmt="github")
 
 
