@@ -125,8 +125,11 @@ class GenericGatedLM(nn.Module):
         for layer, proj in enumerate(projections):
             proj.register_forward_pre_hook(partial(self._gate_heads, layer), with_kwargs=True)
         self._hf_args = set(inspect.signature(hf_model.forward).parameters)
+        self._gates_skipped = False  # True only inside generate, when every gate is 1
 
     def _gate_heads(self, layer: int, module, args, kwargs):
+        if self._gates_skipped:
+            return None
         def gated(x):
             gates = self.gates[layer].to(x.dtype)[:, None]  # [heads, 1] against [..., heads, head_dim]
             return (x.unflatten(-1, (self.spec.num_heads, -1)) * gates).flatten(-2)
@@ -210,8 +213,14 @@ class GenericGatedLM(nn.Module):
             kw.update(temperature=temperature, top_k=top_k, top_p=top_p)
         if static_cache:
             kw["cache_implementation"] = "static"
-        with _global_rng_from(generator if do_sample else None):
-            return self.hf.generate(input_ids, **kw)
+        # As the native path does: gates all at 1 are read once per call and then not multiplied (x · 1 is
+        # exact), which keeps the hooks' kernels out of every decode step.
+        self._gates_skipped = bool((self.gates == 1).all())
+        try:
+            with _global_rng_from(generator if do_sample else None):
+                return self.hf.generate(input_ids, **kw)
+        finally:
+            self._gates_skipped = False
 
 
 @contextmanager

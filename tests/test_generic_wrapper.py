@@ -267,3 +267,22 @@ def test_gate_applies_when_the_projection_is_called_with_a_keyword(pair):
         assert torch.equal(proj(x), proj.forward(torch.zeros_like(x)))
     finally:
         adaptive.gates.fill_(1)
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "gpt2", "falcon-7b-style-multi-query-parallel"])
+@torch.no_grad()
+def test_generate_with_closed_gates_equals_the_native_decoder(name, synthetic_folders, left_padded_batch):
+    """Gates below 1 must act inside generate too (the all-ones shortcut must not swallow them)."""
+    hf = load_baseline_model(synthetic_folders(name), attn_implementation="eager")
+    native = load_adaptive_model(name, baseline_model=hf)
+    wrapped = GenericGatedLM(copy.deepcopy(hf))
+    for model in (native, wrapped):
+        model.gates[0, :2] = 0
+        model.gates[-1, 1] = 0.5
+    ids, mask = left_padded_batch
+    ours = native.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=[], pad_token_id=0)
+    theirs = wrapped.generate(ids, attention_mask=mask, max_new_tokens=8, eos_token_id=[], pad_token_id=0)
+    ungated = hf.generate(ids, attention_mask=mask, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                          eos_token_id=None, pad_token_id=0)
+    assert torch.equal(ours, theirs), name
+    assert not torch.equal(ours, ungated), "closing these gates changed no token: the test proves nothing"
