@@ -23,6 +23,8 @@ class CatalogEntry:
     gated: bool = False
     synthetic_layers: int = 0
     slow: bool = False
+    min_transformers: int = 0  # major version below which the entry's rows skip, saying why
+    min_transformers_why: str = ""
 
     @property
     def slug(self) -> str:
@@ -91,7 +93,8 @@ def load_catalog(path: Path = CATALOG_PATH) -> tuple[CatalogEntry, ...]:
         entries.append(CatalogEntry(
             id=item["id"], family=item["family"], size=item["size"], sources=tuple(item["sources"]),
             config=item["config"], gated=item.get("gated", False),
-            synthetic_layers=item.get("synthetic_layers", 0), slow=item.get("slow", False)))
+            synthetic_layers=item.get("synthetic_layers", 0), slow=item.get("slow", False),
+            min_transformers=item.get("min_transformers", 0), min_transformers_why=item.get("min_transformers_why", "")))
     ids = [e.id for e in entries]
     if len(ids) != len(set(ids)):
         raise ValueError(f"{path}: duplicate ids")

@@ -146,11 +146,19 @@ def _dtype(row: Row, config) -> str:
     return "float32" if row.device == "cpu" else config.getoption("--cuda-dtype")
 
 
+def skip_for_transformers(entry) -> None:
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) < entry.min_transformers:
+        pytest.skip(f"needs transformers >= {entry.min_transformers}: {entry.min_transformers_why}")
+
+
 def _provision(row: Row, config):
     """The checkpoint folder, tokenizer and HF kwargs for a row, or pytest.skip with the reason."""
     from matrix import sources
 
     entry = row.entry
+    skip_for_transformers(entry)
     if row.weights == "synthetic":
         return sources.synthetic_checkpoint(entry), None, False
     if row.weights == "package":
@@ -188,6 +196,7 @@ def bench_folder(row, request):
     if row.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
     release_models()
+    skip_for_transformers(row.entry)
     if row.weights == "synthetic":
         from matrix import sources
 

@@ -373,6 +373,9 @@ class GatedDecoder(nn.Module):
         if s.positions == "rotary":
             self.register_buffer("inv_freq", torch.tensor(s.rotary_inv_freq, dtype=torch.float32, device=device),
                                  persistent=False)
+            if s.rotary_long_inv_freq:
+                self.register_buffer("long_inv_freq", torch.tensor(s.rotary_long_inv_freq, dtype=torch.float32,
+                                                                   device=device), persistent=False)
         if s.positions == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(s.num_heads).to(device), persistent=False)
         for layer in self.layers:
@@ -380,7 +383,10 @@ class GatedDecoder(nn.Module):
 
     def rope(self, position_ids: torch.Tensor, dtype):
         # As transformers does it: fp32 angles, cos/sin scaled, then cast to the activations' dtype.
-        freqs = position_ids[..., None].float() * self.inv_freq
+        inv_freq = self.inv_freq
+        if self.spec.rotary_long_inv_freq:  # LongRoPE, as HF picks: on the device, so no host sync
+            inv_freq = torch.where(position_ids.max() + 1 > self.spec.rotary_long_after, self.long_inv_freq, inv_freq)
+        freqs = position_ids[..., None].float() * inv_freq
         emb = freqs.repeat_interleave(2, dim=-1) if self.spec.rotary_interleaved else torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos() * self.spec.rotary_scaling, emb.sin() * self.spec.rotary_scaling
         return cos.to(dtype)[:, :, None], sin.to(dtype)[:, :, None]  # [B, T, 1, rotary_dim]: broadcast over heads

@@ -171,6 +171,9 @@ class _Decoding:
         self.use_cache, self.static, self.cuda_graph = use_cache or static, static, cuda_graph
         self.max_len = input_ids.shape[1] + max_new_tokens
         self.graph = None
+        self.ids, self.length = input_ids, input_ids.shape[1]  # all ids so far, while they may be needed again
+        rerun_at = model.spec.rerun_at_length
+        self.rerun_at = rerun_at if input_ids.shape[1] < rerun_at <= self.max_len else 0
         # Read once per call (gates do not change while generating); generate runs without gradients.
         self.unit_gates = model.gates_are_one()
 
@@ -191,7 +194,6 @@ class _Decoding:
                         logits_to_keep=1, unit_gates=self.unit_gates)
             return out.logits[:, -1]
         self.cache = KVCache(model.num_layers) if self.use_cache else None
-        self.ids = ids
         return self._forward(ids).logits[:, -1]
 
     def _forward(self, ids):
@@ -203,14 +205,30 @@ class _Decoding:
                           use_cache=self.use_cache, logits_to_keep=1, unit_gates=self.unit_gates)
 
     def step(self, next_ids: torch.Tensor) -> torch.Tensor:
+        self.length += 1
+        rerun = self.length == self.rerun_at  # Phi-3: the prefix runs again (see DecoderSpec.rerun_at_length)
+        if not self.use_cache or self.length <= self.rerun_at:
+            self.ids = torch.cat([self.ids, next_ids[:, None]], dim=1)
         if self.static:
-            return self._static_step(next_ids)
+            return self._static_rerun() if rerun else self._static_step(next_ids)
         if self.padded:
             self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
-        if self.use_cache:
+        if rerun and self.use_cache:
+            self.cache = KVCache(self.model.num_layers)
+        if self.use_cache and not rerun:
             return self._forward(next_ids[:, None]).logits[:, -1]
-        self.ids = torch.cat([self.ids, next_ids[:, None]], dim=1)
         return self._forward(self.ids).logits[:, -1]
+
+    def _static_rerun(self) -> torch.Tensor:
+        """The whole sequence into the static cache again, from slot 0 (not inside a CUDA graph)."""
+        n = self.ids.shape[1]
+        self.full_mask[:, n - 1] = 1  # the new token's slot
+        positions = self.positions(self.full_mask[:, :n])
+        self.cache.pos.zero_()
+        out = self.model(self.ids, attention_mask=self.full_mask, position_ids=positions, past_key_values=self.cache,
+                         logits_to_keep=1, unit_gates=self.unit_gates)
+        self.next_pos.copy_(positions[:, -1:] + 1)
+        return out.logits[:, -1]
 
     def _static_body(self) -> torch.Tensor:
         self.full_mask.index_fill_(1, self.cache.pos.view(1), 1)

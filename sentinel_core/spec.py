@@ -37,6 +37,11 @@ class DecoderSpec:
     rotary_inv_freq: tuple[float, ...] = ()  # from transformers' own rope code, any scaling type
     rotary_scaling: float = 1.0  # multiplies cos and sin (yarn's attention factor)
     rotary_interleaved: bool = False  # GPT-J rotates pairs (0,1), (2,3)... instead of the two halves
+    rotary_long_inv_freq: tuple[float, ...] = ()  # LongRoPE: used by a forward whose largest position ...
+    rotary_long_after: int = 0  # ... is at least this (original_max_position_embeddings)
+    # Phi-3's generate: when the sequence (padding included) first reaches this length, the KV cache is
+    # dropped and the whole sequence runs again, so LongRoPE's long factors reach every key. 0: never.
+    rerun_at_length: int = 0
 
     # Attention.
     qkv_bias: bool = True

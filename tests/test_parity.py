@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import transformers
 
 from sentinel_core import load_adaptive_model, load_baseline_model
 from variants import variants
@@ -44,6 +45,10 @@ def test_logprobs_match_hf_on_left_padded_batch(pair, left_padded_batch):
 @torch.no_grad()
 def test_greedy_tokens_match_hf_generate(pair, left_padded_batch):
     name, hf, adaptive = pair
+    if "longrope" in name and transformers.__version__.startswith("4."):
+        # Measured on 4.57.6: its Phi-3 generate re-runs the prefix at the switch with a one-token cache
+        # position and then emits tokens its own full forward does not give; 5.x re-runs it cleanly.
+        pytest.xfail("transformers 4.x's Phi-3 LongRoPE generate disagrees with its own forward past the switch")
     ids, mask = left_padded_batch
     theirs = hf.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
                          do_sample=False, eos_token_id=None, pad_token_id=0)

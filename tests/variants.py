@@ -13,6 +13,9 @@ def _rope(theta: float, **scaling):
     if int(transformers.__version__.split(".")[0]) >= 5:
         return {"rope_parameters": {"rope_type": scaling.pop("rope_type", "default"), "rope_theta": theta, **scaling}}
     partial = {"partial_rotary_factor": scaling.pop("partial_rotary_factor")} if "partial_rotary_factor" in scaling else {}
+    if scaling.get("rope_type") == "longrope":  # 4.x's Phi3Config wants exactly type, short_factor, long_factor
+        scaling.pop("original_max_position_embeddings", None)  # given at the top level too
+        scaling["type"] = scaling.pop("rope_type")
     return {"rope_theta": theta, **partial, **({"rope_scaling": scaling} if scaling else {})}
 
 
@@ -77,6 +80,17 @@ def variants() -> dict:
                                                     max_position_embeddings=128, sliding_window=5,
                                                     tie_word_embeddings=False, pad_token_id=0, bos_token_id=1,
                                                     eos_token_id=2, **_rope(10000.0)),
+        # LongRoPE (Phi-3-128k, Phi-3.5, Phi-4-mini): short factors up to position 16, long ones past it; the
+        # parity tests' greedy decoding crosses that point. Partial rotary as in Phi-4-mini.
+        "phi3-longrope-partial-rotary": Phi3Config(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                                   max_position_embeddings=128, original_max_position_embeddings=16,
+                                                   tie_word_embeddings=True, pad_token_id=0, bos_token_id=1,
+                                                   eos_token_id=2,
+                                                   **_rope(10000.0, rope_type="longrope", partial_rotary_factor=0.75,
+                                                           original_max_position_embeddings=16,
+                                                           short_factor=[1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                                                           long_factor=[1.5, 2.0, 3.0, 5.0, 8.0, 13.0])),
         "falcon-7b-style-multi-query-parallel": FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
                                                              num_attention_heads=4, multi_query=True,
                                                              parallel_attn=True, bias=False, ffn_hidden_size=128,

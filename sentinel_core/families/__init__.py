@@ -101,7 +101,7 @@ def layers(spec: DecoderSpec, rules: list[Rule]) -> list[Rule]:
             for i in range(spec.num_layers) for r in rules]
 
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
 
 
 def rope_type(config) -> str:
@@ -109,11 +109,12 @@ def rope_type(config) -> str:
     return params.get("rope_type", params.get("type", "default"))
 
 
-def rotary_frequencies(config, rotary_cls) -> tuple[tuple[float, ...], float]:
-    """inv_freq and cos/sin scaling computed by transformers' own rotary class, whatever the scaling type.
+def rotary_frequencies(config, rotary_cls) -> dict:
+    """DecoderSpec's rotary fields, computed by transformers' own code whatever the scaling type.
 
-    Types whose frequencies change with the sequence length (dynamic, longrope) are refused rather
-    than approximated.
+    LongRoPE (Phi-3-128k, Phi-3.5, Phi-4-mini) has two frequency sets: HF uses the long one for a
+    forward whose largest position is past original_max_position_embeddings. `dynamic` rope, whose
+    frequencies are recomputed from the length itself, is refused rather than approximated.
     """
     kind = rope_type(config)
     if kind not in SUPPORTED_ROPE_TYPES:
@@ -121,7 +122,18 @@ def rotary_frequencies(config, rotary_cls) -> tuple[tuple[float, ...], float]:
             f"rope scaling type {kind!r} is not supported by the gated decoder "
             f"(supported: {', '.join(SUPPORTED_ROPE_TYPES)})")
     rotary = rotary_cls(config)
-    return tuple(rotary.inv_freq.float().tolist()), float(rotary.attention_scaling)
+    fields = {"rotary_inv_freq": tuple(rotary.inv_freq.float().tolist()),
+              "rotary_scaling": float(rotary.attention_scaling)}
+    if kind == "longrope":
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+        threshold = params.get("original_max_position_embeddings") or config.original_max_position_embeddings
+        short, scaling = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu")
+        long, _ = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu", seq_len=threshold + 1)
+        fields.update(rotary_inv_freq=tuple(short.float().tolist()), rotary_scaling=float(scaling),
+                      rotary_long_inv_freq=tuple(long.float().tolist()), rotary_long_after=int(threshold))
+    return fields
 
 
 def refuse(config, flag: str, why: str, bad: Callable[[object], bool]) -> None:

@@ -35,7 +35,7 @@ def to_spec(c) -> DecoderSpec:
         refuse(c, "parallel_attn", "HF's new decoder architecture is only defined with parallel attention",
                lambda v: not v)
     parallel = c.new_decoder_architecture or c.parallel_attn
-    inv_freq, scaling = rotary_frequencies(c, FalconRotaryEmbedding)
+    rotary = rotary_frequencies(c, FalconRotaryEmbedding)
     return DecoderSpec(
         family="falcon",
         vocab_size=c.vocab_size,
@@ -47,8 +47,7 @@ def to_spec(c) -> DecoderSpec:
         intermediate_size=getattr(c, "ffn_hidden_size", None) or 4 * c.hidden_size,
         norm_eps=c.layer_norm_epsilon,
         positions="rotary",
-        rotary_inv_freq=inv_freq,
-        rotary_scaling=scaling,
+        **rotary,
         qkv_bias=c.bias,
         out_bias=c.bias,
         parallel_residual=parallel,

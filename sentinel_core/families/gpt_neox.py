@@ -7,7 +7,7 @@ from . import Family, Rule, layers, linear, norm, per_head_qkv_to_blocks, regist
 
 
 def to_spec(c) -> DecoderSpec:
-    inv_freq, scaling = rotary_frequencies(c, GPTNeoXRotaryEmbedding)
+    rotary = rotary_frequencies(c, GPTNeoXRotaryEmbedding)
     return DecoderSpec(
         family="gpt_neox",
         vocab_size=c.vocab_size,
@@ -19,8 +19,7 @@ def to_spec(c) -> DecoderSpec:
         intermediate_size=c.intermediate_size,
         norm_eps=c.layer_norm_eps,
         positions="rotary",
-        rotary_inv_freq=inv_freq,
-        rotary_scaling=scaling,
+        **rotary,
         qkv_bias=getattr(c, "attention_bias", True),
         out_bias=getattr(c, "attention_bias", True),
         parallel_residual=c.use_parallel_residual,

@@ -8,7 +8,7 @@ from . import Family, Rule, fused, layers, linear, norm, register, rotary_freque
 
 def to_spec(c, family: str = "llama", rotary_cls=LlamaRotaryEmbedding, **overrides) -> DecoderSpec:
     """Llama's spec; Llama-shaped families (Mistral, Qwen2) pass their rotary class and differences."""
-    inv_freq, scaling = rotary_frequencies(c, rotary_cls)
+    rotary = rotary_frequencies(c, rotary_cls)
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     fields = dict(
         family=family,
@@ -22,8 +22,7 @@ def to_spec(c, family: str = "llama", rotary_cls=LlamaRotaryEmbedding, **overrid
         norm="rmsnorm",
         norm_eps=c.rms_norm_eps,
         positions="rotary",
-        rotary_inv_freq=inv_freq,
-        rotary_scaling=scaling,
+        **rotary,
         qkv_bias=getattr(c, "attention_bias", False),
         out_bias=getattr(c, "attention_bias", False),
         mlp="gated",

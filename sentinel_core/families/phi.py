@@ -9,7 +9,7 @@ from . import Family, Rule, fused, layers, linear, norm, refuse, register, rotar
 
 def to_spec(c) -> DecoderSpec:
     refuse(c, "qk_layernorm", "per-head LayerNorms on q and k are not in the gated decoder", bool)
-    inv_freq, scaling = rotary_frequencies(c, PhiRotaryEmbedding)
+    rotary = rotary_frequencies(c, PhiRotaryEmbedding)
     return DecoderSpec(
         family="phi",
         vocab_size=c.vocab_size,
@@ -21,8 +21,7 @@ def to_spec(c) -> DecoderSpec:
         intermediate_size=c.intermediate_size,
         norm_eps=c.layer_norm_eps,
         positions="rotary",
-        rotary_inv_freq=inv_freq,
-        rotary_scaling=scaling,
+        **rotary,
         parallel_residual=True,
         shared_norm=True,
         parallel_sum="attn+mlp+x",

@@ -10,8 +10,12 @@ from . import llama
 
 def to_spec(c) -> DecoderSpec:
     window = getattr(c, "sliding_window", None)
+    # Phi3ForCausalLM.prepare_inputs_for_generation re-runs the prefix at original_max_position_embeddings + 1
+    # (whatever the rope type); the matching generate does the same.
+    original_max = getattr(c, "original_max_position_embeddings", None)
     return llama.to_spec(c, "phi3", Phi3RotaryEmbedding, qkv_bias=False, out_bias=False, mlp_bias=False,
-                         sliding_window=window, sliding_layers=(True,) * c.num_hidden_layers if window else ())
+                         sliding_window=window, sliding_layers=(True,) * c.num_hidden_layers if window else (),
+                         rerun_at_length=original_max + 1 if original_max else 0)
 
 
 def rules(s: DecoderSpec) -> list[Rule]:
