@@ -444,9 +444,10 @@ class GatedDecoder(nn.Module):
 
     def gates_are_one(self) -> bool:
         """Every gate of every head still present is 1 (a pruned head's 0 gate does not count). One host
-        sync per layer: generate asks once per call, so the decode steps can skip the multiply."""
-        return all(bool((gates.index_select(0, layer.attn.head_ids) == 1).all())
-                   for gates, layer in zip(self.gates, self.layers))
+        sync: generate asks once per call, so the decode steps can skip the multiply."""
+        per_layer = [(gates.index_select(0, layer.attn.head_ids) == 1).all()
+                     for gates, layer in zip(self.gates, self.layers)]
+        return bool(torch.stack(per_layer).all())
 
     def attention_mask(self, attention_mask, B, T, past, query_pos, static_len, dtype, device) -> AttentionMask:
         """Without padding, SDPA's own causal mask (or none for one new token) keeps the fast kernels;

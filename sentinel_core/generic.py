@@ -20,6 +20,7 @@ from transformers import GenerationConfig
 from transformers.pytorch_utils import Conv1D
 
 from .decoder import CausalLMOutput
+from .model import generation_tokens
 from .errors import UnsupportedModelError
 from .families import FAMILIES
 
@@ -173,13 +174,6 @@ class GenericGatedLM(nn.Module):
     def pruned_heads(self) -> dict[int, list[int]]:
         return {}
 
-    def _default_token(self, name: str):
-        for source in (self.generation_config, self.config):
-            value = getattr(source, name, None) if source is not None else None
-            if value is not None:
-                return value
-        return None
-
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
@@ -191,17 +185,10 @@ class GenericGatedLM(nn.Module):
         eos_token_id None takes the checkpoint's, [] means none; every knob is passed explicitly so the
         checkpoint's generation_config cannot add sampling settings the native path would not use.
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         if cuda_graph or compiled:
             raise ValueError("cuda_graph=True and compiled=True need a native converter; the generic gated wrapper "
                              "decodes with HF generate")
-        if eos_token_id is None:
-            eos_token_id = self._default_token("eos_token_id")
-        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-        if pad_token_id is None:
-            pad_token_id = self._default_token("pad_token_id")
-            pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        eos, pad_token_id = generation_tokens(self, max_new_tokens, eos_token_id, pad_token_id)
         # A fresh GenerationConfig: the checkpoint's extras (no_repeat_ngram_size, ...) are not part of
         # the native path's generate either; eos and pad defaults were taken from it above.
         kw = dict(generation_config=GenerationConfig(),

@@ -72,13 +72,6 @@ class AdaptiveCausalLM(GatedDecoder):
         return {i: sorted(all_heads - set(layer.attn.head_ids.tolist()))
                 for i, layer in enumerate(self.layers) if layer.attn.num_heads != self.num_heads}
 
-    def _default_token(self, name: str):
-        """As HF generate: the checkpoint's generation_config first (it may list several eos ids), then its config."""
-        for source in (self.generation_config, self.config):
-            value = getattr(source, name, None) if source is not None else None
-            if value is not None:
-                return value
-        return None
 
     def _logits_processors(self, do_sample, temperature, top_k, top_p, repetition_penalty) -> LogitsProcessorList:
         # transformers' own processors, so sampling means exactly what it means in HF generate.
@@ -111,14 +104,7 @@ class AdaptiveCausalLM(GatedDecoder):
         still, but they round differently, so in half precision tokens can part from eager's (the
         benchmark records how often). Each new batch size or length compiles again.
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if eos_token_id is None:
-            eos_token_id = self._default_token("eos_token_id")
-        eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-        if pad_token_id is None:
-            pad_token_id = self._default_token("pad_token_id")
-            pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+        eos, pad_token_id = generation_tokens(self, max_new_tokens, eos_token_id, pad_token_id)
         if (cuda_graph or compiled) and input_ids.device.type != "cuda":
             raise ValueError("cuda_graph=True and compiled=True need the model and inputs on a CUDA device")
         B = input_ids.shape[0]
@@ -154,6 +140,29 @@ class AdaptiveCausalLM(GatedDecoder):
         if streamer is not None:
             streamer.end()
         return ids
+
+
+def generation_tokens(model, max_new_tokens: int, eos_token_id, pad_token_id) -> tuple[list[int], int]:
+    """generate's eos ids and pad id, defaulted as HF generate does: the checkpoint's generation_config
+    first (it may list several eos ids), then its config; eos_token_id=[] means no eos at all. Shared
+    by the native decoder and the generic wrapper so both mean the same by the same arguments."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+
+    def default(name: str):
+        for source in (model.generation_config, model.config):
+            value = getattr(source, name, None) if source is not None else None
+            if value is not None:
+                return value
+        return None
+
+    if eos_token_id is None:
+        eos_token_id = default("eos_token_id")
+    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+    if pad_token_id is None:
+        pad_token_id = default("pad_token_id")
+        pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
+    return eos, pad_token_id
 
 
 class _Decoding:
