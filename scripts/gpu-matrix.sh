@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # On a CUDA machine (used with the device tool): CUDA tests, the CUDA matrix rows and the benchmarks.
-# Usage: bash scripts/gpu-matrix.sh OUTDIR [matrix|bench-tinyllama|bench-rest|all]
+# Usage: bash scripts/gpu-matrix.sh OUTDIR [matrix|bench-tinyllama|bench-rest|bench-7b|all]
 #   matrix           tests/test_cuda.py, every family's default CUDA rows, then #6's real geometries (time permitting)
 #   bench-tinyllama  TinyLlama geometry, full depth, with the compiled decode path (--bench-compiled)
 #   bench-rest       gpt2-medium, opt-350m, pythia-410m, bloom-560m (full depth) and every tiny row
+#   bench-7b         Llama-2-7B geometry, full depth (a 27 GB fp32 synthetic checkpoint is made first):
+#                    where decode reads enough bytes, and prefill does enough FLOPs, for pruning to show
 set -uo pipefail
 out="${1:?output folder}"
 part="${2:-all}"
@@ -26,6 +28,10 @@ fi
 if [[ $part == bench-rest || $part == all ]]; then
   run matrix/ --devices cuda --checks bench --weights synthetic \
     --models "gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,tiny/*" \
+    --results "$out/h200-bench.jsonl"
+fi
+if [[ $part == bench-7b ]]; then
+  run matrix/ --devices cuda --checks bench --weights synthetic --models "meta-llama/Llama-2-7b-hf" \
     --results "$out/h200-bench.jsonl"
 fi
 if [[ $part == quality-rows ]]; then  # re-grade named rows: bash scripts/gpu-matrix.sh OUT quality-rows MODELS
