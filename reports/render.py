@@ -60,8 +60,11 @@ def notes(records: list[dict]) -> str:
             worst = max(q, key=lambda r: r["metrics"].get("max_logprob_diff", 0))
             m = worst["metrics"]
             if "max_logprob_diff" in m:
-                top = next((f" (top-32 tokens: {_fmt(v)})" for key, v in m.items()
+                top = next((f" (top-32 tokens: {_fmt(v)}" for key, v in m.items()
                             if key.startswith("max_logprob_diff_top") and worst["dtype"] != "float32"), "")
+                beyond = next((f"; {_fmt(v)} beyond HF's own rounding against fp32" for key, v in m.items()
+                               if key.startswith("error_beyond_baseline_rounding_top")), "")
+                top += f"{beyond})" if top else ""
                 parts.append(f"{device} {DTYPE_SHORT.get(worst['dtype'], worst['dtype'])}: "
                              f"max Δlog p {_fmt(m['max_logprob_diff'])}{top}, greedy {m.get('greedy_agreement', 0):.0%}")
         for r in q:
