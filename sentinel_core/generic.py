@@ -3,8 +3,8 @@
 The Hugging Face model runs as it is. A forward pre-hook on each attention's output projection views
 the projection's input as [..., heads, head_dim] and multiplies head h by gates[layer, h]: the native
 decoder's gate semantics (the head's context is scaled before the projection, the projection's bias is
-untouched, gate 0 == the head's context zeroed). With every gate at 1 the hook multiplies by 1.0, so
-the logits are HF's exactly, by construction.
+untouched, gate 0 == the head's context zeroed). With every gate at 1 the hook multiplies nothing
+(outside autograd; under it by 1.0, so gates get gradients), so the logits are HF's exactly, by construction.
 """
 
 from __future__ import annotations
@@ -126,10 +126,20 @@ class GenericGatedLM(nn.Module):
         for layer, proj in enumerate(projections):
             proj.register_forward_pre_hook(partial(self._gate_heads, layer), with_kwargs=True)
         self._hf_args = set(inspect.signature(hf_model.forward).parameters)
-        self._gates_skipped = False  # True only inside generate, when every gate is 1
+        self._unit_gates_read = (None, False)  # ((storage, version) read at, whether every gate was 1)
+
+    def gates_are_one(self) -> bool:
+        """Whether every gate is 1, read from the device only when the gates changed since the last read:
+        an in-place write (model.gates[l, h] = 0, an optimizer step) bumps the tensor's version counter."""
+        key = (self.gates.data_ptr(), self.gates._version)
+        if self._unit_gates_read[0] != key:
+            self._unit_gates_read = (key, bool((self.gates == 1).all()))
+        return self._unit_gates_read[1]
 
     def _gate_heads(self, layer: int, module, args, kwargs):
-        if self._gates_skipped:
+        # Gates all at 1 are not multiplied (x · 1 is exact), which keeps the hooks' kernels out of every
+        # forward and decode step; with gradients on, they are, so the gates still receive them.
+        if not (torch.is_grad_enabled() and self.gates.requires_grad) and self.gates_are_one():
             return None
         def gated(x):
             gates = self.gates[layer].to(x.dtype)[:, None]  # [heads, 1] against [..., heads, head_dim]
@@ -200,14 +210,8 @@ class GenericGatedLM(nn.Module):
             kw.update(temperature=temperature, top_k=top_k, top_p=top_p)
         if static_cache:
             kw["cache_implementation"] = "static"
-        # As the native path does: gates all at 1 are read once per call and then not multiplied (x · 1 is
-        # exact), which keeps the hooks' kernels out of every decode step.
-        self._gates_skipped = bool((self.gates == 1).all())
-        try:
-            with _global_rng_from(generator if do_sample else None):
-                return self.hf.generate(input_ids, **kw)
-        finally:
-            self._gates_skipped = False
+        with _global_rng_from(generator if do_sample else None):
+            return self.hf.generate(input_ids, **kw)
 
 
 @contextmanager

@@ -130,6 +130,27 @@ def test_zero_gates_equal_zeroed_output_projection_columns(pair, left_padded_bat
     assert (ours - logits(hf, ids, mask))[real].abs().max().item() > 1e-2, "zero gates changed nothing"
 
 
+def test_a_gate_written_in_place_takes_effect_on_the_next_forward(pair, left_padded_batch):
+    """Gates all at 1 are not multiplied, and whether they are is re-read only when the gates change:
+    an in-place write must be seen, and restoring 1 must give HF's logits exactly again."""
+    hf, adaptive = pair
+    ids, mask = left_padded_batch
+    with torch.no_grad():
+        at_one = logits(adaptive, ids, mask)
+        assert adaptive.gates_are_one() and torch.equal(at_one, logits(hf, ids, mask))
+        adaptive.gates[1, 2] = 0.0
+        closed = logits(adaptive, ids, mask)
+        adaptive.gates[1, 2] = 1.0
+        reopened = logits(adaptive, ids, mask)
+    assert (closed - at_one)[mask.bool()].abs().max().item() > 1e-3
+    assert torch.equal(reopened, at_one)
+    # With gradients on, gates at 1 are multiplied, so they still receive a gradient.
+    adaptive.zero_grad(set_to_none=True)
+    logits(adaptive, ids, mask)[mask.bool()].logsumexp(-1).sum().backward()
+    assert adaptive.gates.grad is not None and adaptive.gates.grad.abs().min().item() > 0
+    adaptive.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def test_fractional_gates_scale_each_head(pair, left_padded_batch):
     hf, adaptive = pair
