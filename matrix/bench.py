@@ -92,8 +92,9 @@ class Side:
         ids = self.prompts[batch]
         if self.adaptive:
             return self.model.generate(ids, max_new_tokens=self.new_tokens, eos_token_id=[], **kw)
+        # use_cache spelled out: some configs default it off (MptConfig), and the adaptive side always caches.
         return self.model.generate(ids, max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
-                                   do_sample=False, eos_token_id=None, pad_token_id=0)
+                                   do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True)
 
     def measure(self, prefix: str) -> dict:
         out = {}

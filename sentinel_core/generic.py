@@ -123,8 +123,8 @@ class GenericGatedLM(nn.Module):
         # A Parameter, as in the native decoder: parameters = HF's + one per head.
         self.gates = nn.Parameter(torch.ones(self.spec.num_layers, self.spec.num_heads, device=param.device,
                                              dtype=param.dtype))
-        for layer, proj in enumerate(projections):
-            proj.register_forward_pre_hook(partial(self._gate_heads, layer), with_kwargs=True)
+        self._projections = projections
+        self._hooks = self._add_gate_hooks()
         self._hf_args = set(inspect.signature(hf_model.forward).parameters)
         self._unit_gates_read = (None, False)  # ((storage, version) read at, whether every gate was 1)
 
@@ -135,6 +135,10 @@ class GenericGatedLM(nn.Module):
         if self._unit_gates_read[0] != key:
             self._unit_gates_read = (key, bool((self.gates == 1).all()))
         return self._unit_gates_read[1]
+
+    def _add_gate_hooks(self) -> list:
+        return [proj.register_forward_pre_hook(partial(self._gate_heads, layer), with_kwargs=True)
+                for layer, proj in enumerate(self._projections)]
 
     def _gate_heads(self, layer: int, module, args, kwargs):
         # Gates all at 1 are not multiplied (x · 1 is exact), which keeps the hooks' kernels out of every
@@ -210,8 +214,17 @@ class GenericGatedLM(nn.Module):
             kw.update(temperature=temperature, top_k=top_k, top_p=top_p)
         if static_cache:
             kw["cache_implementation"] = "static"
-        with _global_rng_from(generator if do_sample else None):
-            return self.hf.generate(input_ids, **kw)
+        # Gates all at 1 (read once per call): HF's generate runs with no hooks at all, exactly HF's speed.
+        unit_gates = self.gates_are_one()
+        if unit_gates:
+            for hook in self._hooks:
+                hook.remove()
+        try:
+            with _global_rng_from(generator if do_sample else None):
+                return self.hf.generate(input_ids, **kw)
+        finally:
+            if unit_gates:
+                self._hooks = self._add_gate_hooks()
 
 
 @contextmanager

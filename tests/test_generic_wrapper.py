@@ -135,6 +135,11 @@ def test_a_gate_written_in_place_takes_effect_on_the_next_forward(pair, left_pad
     an in-place write must be seen, and restoring 1 must give HF's logits exactly again."""
     hf, adaptive = pair
     ids, mask = left_padded_batch
+    projections = output_projections(adaptive.hf)[0]
+    hooks_before = [len(proj._forward_pre_hooks) for proj in projections]
+    # generate at all-ones gates runs without the hooks and puts them back, once each
+    adaptive.generate(ids, attention_mask=mask, max_new_tokens=2, eos_token_id=[], pad_token_id=0)
+    assert [len(proj._forward_pre_hooks) for proj in projections] == hooks_before == [1] * adaptive.num_layers
     with torch.no_grad():
         at_one = logits(adaptive, ids, mask)
         assert adaptive.gates_are_one() and torch.equal(at_one, logits(hf, ids, mask))

@@ -48,3 +48,21 @@ def test_a_mapping_error_is_still_caught_in_bf16(tmp_path):
         assert failure.metrics[f"error_beyond_baseline_rounding_top{K}"] > grading.tolerance("bfloat16").fair_logprob_diff
     else:
         raise AssertionError("an MLP weight scaled by 5% passed bf16 quality")
+
+
+def test_an_fp32_reference_that_does_not_fit_is_named_and_the_raw_difference_graded(tmp_path):
+    from variants import variants
+
+    pair = load_pair(peaked_checkpoint(variants()["llama-gqa"], tmp_path), "cpu", "bfloat16")
+
+    def out_of_memory():
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 26.00 GiB")
+
+    pair.load_fp32_reference = out_of_memory
+    try:
+        check_quality(pair)
+    except CheckFailed as failure:
+        assert "not measured against fp32: out of memory" in str(failure), str(failure)
+        assert f"error_beyond_baseline_rounding_top{K}" not in failure.metrics
+    else:
+        raise AssertionError("a raw bf16 difference past the Fair bar passed without its fp32 reference")
