@@ -1,5 +1,7 @@
 """The bench check: the adaptive model and the HF baseline timed side by side, same process, device
-and dtype. Timed functions synchronize the GPU inside; warm-up runs are not counted."""
+and dtype. Timed functions synchronize the GPU inside; warm-up runs are not counted. Every timed
+number comes with its spread, and every adaptive/HF ratio with its spread over interleaved repeats
+(names: matrix/bench_metrics.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
 
+from .bench_metrics import IQR, RATIO, RATIO_HI, RATIO_LO, RATIOS, ROUNDS
 from .checks import CheckFailed, synchronize, timed_load
 
 PREFILL_TOKENS = 512
@@ -21,6 +24,9 @@ DECODE_PROMPT = 16
 DECODE_TOKENS = 128
 BATCHES = (1, 8)
 PRUNE_FRACTION = 0.5
+# Interleaved adaptive/HF repeats per timed key: each gives one ratio, so a ratio has a spread. Prefill
+# is timed `rounds` times per repeat (cheap), decode once.
+REPEATS = 3
 
 
 def time_runs(fn, device: str, rounds: int, warmup: int = 1) -> list[float]:
@@ -39,6 +45,17 @@ def time_runs(fn, device: str, rounds: int, warmup: int = 1) -> list[float]:
 def percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def spread(key: str, values: list[float]) -> dict:
+    """A timed key's median with its IQR and round count (matrix/bench_metrics.py)."""
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
+    return {key: statistics.median(values), key + IQR: q3 - q1, key + ROUNDS: len(values)}
+
+
+def decode_rate(key: str, runs: list[float], tokens: int) -> dict:
+    """Decode seconds per call -> tokens/s with its spread."""
+    return spread(key, [tokens / t for t in runs])
 
 
 def param_mb(model) -> float:
@@ -72,7 +89,7 @@ def peak_working_mb(fn, device: str) -> float:
 
 
 class Side:
-    """One model's timings: prefill latency, decode throughput at each batch size, memory."""
+    """One model's timed calls (prefill latency, decode throughput at each batch size) and memory."""
 
     def __init__(self, model, device, vocab, max_positions, adaptive: bool, rounds: int):
         self.model, self.device, self.adaptive, self.rounds = model, device, adaptive, rounds
@@ -96,20 +113,46 @@ class Side:
         return self.model.generate(ids, max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens,
                                    do_sample=False, eos_token_id=None, pad_token_id=0, use_cache=True)
 
-    def measure(self, prefix: str) -> dict:
-        out = {}
+    def timed(self) -> dict:
+        """Timed key -> (the call, seconds -> the key's unit, rounds per repeat)."""
+        calls = {}
         for b in PREFILL_BATCHES:
-            prefill = time_runs(lambda b=b: self.prefill(b), self.device, rounds=max(5, self.rounds * 3))
-            key = "prefill" if b == 1 else f"prefill_b{b}"
-            out[f"{prefix}{key}_ms"] = 1e3 * statistics.median(prefill)
-            out[f"{prefix}{key}_p90_ms"] = 1e3 * percentile(prefill, 0.9)
+            key = "prefill_ms" if b == 1 else f"prefill_b{b}_ms"
+            calls[key] = (lambda b=b: self.prefill(b), lambda s: 1e3 * s, self.rounds)
         for b in BATCHES:
-            runs = time_runs(lambda b=b: self.decode(b), self.device, rounds=self.rounds)
             key = "decode_tokens_per_s" if b == 1 else f"decode_b{b}_tokens_per_s"
-            out[f"{prefix}{key}"] = b * self.new_tokens / statistics.median(runs)
-        out[f"{prefix}peak_mem_mb"] = param_mb(self.model) + peak_working_mb(lambda: self.decode(max(BATCHES)),
-                                                                              self.device)
-        return out
+            calls[key] = (lambda b=b: self.decode(b), lambda s, b=b: b * self.new_tokens / s, 1)
+        return calls
+
+    def peak_mem_mb(self) -> float:
+        return param_mb(self.model) + peak_working_mb(lambda: self.decode(max(BATCHES)), self.device)
+
+
+def measure(sides: dict[str, Side], repeats: int = REPEATS) -> dict:
+    """Every timed key of every side (metric prefix -> Side), the sides interleaved: each repeat times
+    the key on every side in turn, in alternating order. Each key's median, IQR and rounds; each ratio
+    of RATIOS whose two keys were timed, with its spread over the repeats."""
+    calls = {prefix: side.timed() for prefix, side in sides.items()}
+    order = list(sides.items())
+    per_repeat: dict[str, list[list[float]]] = {}
+    for key in next(iter(calls.values())):
+        for repeat in range(repeats):
+            for prefix, side in order if repeat % 2 == 0 else order[::-1]:
+                call, unit, rounds = calls[prefix][key]
+                runs = time_runs(call, side.device, rounds=rounds, warmup=1 if repeat == 0 else 0)
+                per_repeat.setdefault(prefix + key, []).append([unit(t) for t in runs])
+    out = {}
+    for name, repeats_values in per_repeat.items():
+        pooled = [v for values in repeats_values for v in values]
+        out.update(spread(name, pooled))
+        if name.endswith("_ms"):
+            out[name.removesuffix("_ms") + "_p90_ms"] = percentile(pooled, 0.9)
+    for ratio, (num, den) in RATIOS.items():
+        if num in per_repeat and den in per_repeat:
+            ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(per_repeat[num], per_repeat[den])]
+            out.update({ratio + RATIO: statistics.median(ratios), ratio + RATIO_LO: min(ratios),
+                        ratio + RATIO_HI: max(ratios)})
+    return out
 
 
 def time_compiled(ours: Side, batch: int, eager_tokens: torch.Tensor, rounds: int) -> dict:
@@ -122,7 +165,7 @@ def time_compiled(ours: Side, batch: int, eager_tokens: torch.Tensor, rounds: in
     compile_s = time.perf_counter() - start
     runs = time_runs(lambda: ours.decode(batch, compiled=True), ours.device, rounds=rounds)
     new = slice(DECODE_PROMPT, None)
-    return {f"compiled_decode{suffix}_tokens_per_s": batch * ours.new_tokens / statistics.median(runs),
+    return {**decode_rate(f"compiled_decode{suffix}_tokens_per_s", runs, batch * ours.new_tokens),
             f"compiled_first_call{suffix}_s": compile_s,
             f"compiled_vs_eager_agreement{suffix}": (tokens[:, new] == eager_tokens[:, new]).float().mean().item()}
 
@@ -146,11 +189,13 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
                "prefill_batch_sizes": list(PREFILL_BATCHES),
                "decode_prompt_tokens": DECODE_PROMPT, "decode_new_tokens": ours.new_tokens,
                "batch_sizes": list(BATCHES), "attn_baseline": getattr(hf.config, "_attn_implementation", None)}
-    metrics.update(theirs.measure("baseline_"))
-    metrics.update(ours.measure(""))
+    metrics.update(measure({"": ours, "baseline_": theirs}))
+    metrics.update(baseline_peak_mem_mb=theirs.peak_mem_mb(), peak_mem_mb=ours.peak_mem_mb())
     if benchmark is not None:  # pytest-benchmark's own statistics for the headline number
         benchmark.pedantic(lambda: ours.decode(1), rounds=rounds, warmup_rounds=1)
-        metrics["benchmark_decode_median_s"] = benchmark.stats.stats.median
+        stats = benchmark.stats.stats
+        metrics.update({"benchmark_decode_median_s": stats.median, "benchmark_decode_median_s" + IQR: stats.iqr,
+                        "benchmark_decode_median_s" + ROUNDS: stats.rounds})
 
     metrics["adaptive_path"] = adaptive.adaptive_path
     if adaptive.adaptive_path != "native":
@@ -169,7 +214,7 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
             metrics["graph_vs_dynamic_agreement" + ("" if b == 1 else f"_b{b}")] = agreement
             runs = time_runs(lambda b=b: ours.decode(b, cuda_graph=True), device, rounds=rounds)
             key = "graph_decode_tokens_per_s" if b == 1 else f"graph_decode_b{b}_tokens_per_s"
-            metrics[key] = b * ours.new_tokens / statistics.median(runs)
+            metrics.update(decode_rate(key, runs, b * ours.new_tokens))
             if compiled:
                 metrics.update(time_compiled(ours, b, graphed, rounds))
         metrics["weights_mb"] = param_mb(adaptive)
@@ -178,8 +223,8 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
     del hf, theirs
     gc.collect()
     prune_half(adaptive)
-    pruned = ours.measure("pruned_")
-    metrics.update({k: v for k, v in pruned.items() if "peak" not in k})
+    pruned = measure({"pruned_": ours})
+    metrics.update(pruned)
     metrics["pruned_fraction"] = PRUNE_FRACTION
     metrics["pruning_curve"] = [[0.0, metrics["decode_b8_tokens_per_s"]],
                                 [PRUNE_FRACTION, pruned["pruned_decode_b8_tokens_per_s"]]]
@@ -191,7 +236,8 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
         for b in BATCHES:
             runs = time_runs(lambda b=b: ours.decode(b, cuda_graph=True), device, rounds=rounds)
             suffix = "" if b == 1 else f"_b{b}"
-            tokens_per_s = b * ours.new_tokens / statistics.median(runs)
-            metrics[f"pruned_graph_decode{suffix}_tokens_per_s"] = tokens_per_s
-            metrics[f"pruned_graph_decode{suffix}_speedup"] = tokens_per_s / metrics[f"graph_decode{suffix}_tokens_per_s"]
+            key = f"pruned_graph_decode{suffix}_tokens_per_s"
+            metrics.update(decode_rate(key, runs, b * ours.new_tokens))
+            unpruned = metrics[f"graph_decode{suffix}_tokens_per_s"]
+            metrics[f"pruned_graph_decode{suffix}_speedup"] = metrics[key] / unpruned
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}

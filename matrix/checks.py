@@ -3,6 +3,7 @@ CheckFailed with a message that names the difference when the adaptive model is 
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import math
@@ -14,12 +15,21 @@ from dataclasses import dataclass, field
 import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
+from sentinel_core.synthetic import degenerate_reason, reference_stats
 
 from . import grading
 
 
 class CheckFailed(AssertionError):
     """A measured difference, with its numbers in the message and in `metrics` (the record keeps them)."""
+
+    def __init__(self, message: str, metrics: dict | None = None):
+        super().__init__(message)
+        self.metrics = metrics or {}
+
+
+class CheckInconclusive(Exception):
+    """The check ran but its reference cannot tell right from wrong (a degenerate HF distribution): no pass, no failure."""
 
     def __init__(self, message: str, metrics: dict | None = None):
         super().__init__(message)
@@ -38,6 +48,9 @@ class ModelPair:
     # Loads HF's model in fp32 on the same device: the reference a half-precision row's rounding is
     # measured against (None: no reference, e.g. a pair built by hand in a test).
     load_fp32_reference: object = None
+    # HF's side of the comparisons (hf_reference), computed once: every mutant of the mutation check reuses it.
+    cache: dict = field(default_factory=dict)
+    load_fp32_adaptive: object = None  # the adaptive model in fp32: mutants' effects are measured on it
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -105,7 +118,9 @@ def load_pair(folder, device: str, dtype: str, tokenizer=None, real_weights=Fals
                "baseline_peak_mem_mb": round(hf_mb, 1)}
     fp32_reference = lambda: load_baseline_model(folder, device=device, dtype="float32",  # noqa: E731
                                                  attn_implementation="eager", **hf_kwargs)
-    return ModelPair(hf, adaptive, tokenizer, device, dtype, real_weights, metrics, fp32_reference)
+    fp32_adaptive = lambda: load_adaptive_model(folder, device=device, dtype="float32")  # noqa: E731
+    return ModelPair(hf, adaptive, tokenizer, device, dtype, real_weights, metrics, load_fp32_reference=fp32_reference,
+                     load_fp32_adaptive=fp32_adaptive)
 
 
 # Inputs ---------------------------------------------------------------------------------------
@@ -280,74 +295,112 @@ def perplexity(model, ids: torch.Tensor, window: int) -> float:
     return math.exp(nll / count)
 
 
-def _graded_diff_text(metrics: dict, dtype: str, k: int) -> str:
-    if dtype == "float32":
-        return f"max |Δ log p| {metrics['max_logprob_diff']:.3e}"
-    text = f"max |Δ log p| {metrics[f'max_logprob_diff_top{k}']:.3e} over either side's top {k}"
-    if "fp32_reference" in metrics:
-        text += f" (not measured against fp32: {metrics['fp32_reference']})"
-    if f"error_beyond_baseline_rounding_top{k}" in metrics:
-        text += (f", {metrics[f'error_beyond_baseline_rounding_top{k}']:.3e} further from HF fp32 than HF's own "
-                 f"{dtype} (HF {metrics[f'baseline_error_vs_fp32_top{k}']:.3e}, adaptive "
-                 f"{metrics[f'adaptive_error_vs_fp32_top{k}']:.3e})")
-    return text
+@dataclass
+class Reference:
+    """HF's side of a quality comparison on the check's input batch."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    theirs: torch.Tensor  # HF's log-probs in the row's dtype
+    fp32: torch.Tensor | None  # HF's log-probs in fp32 on the same device (the row's own for fp32 rows)
+    fp32_note: str | None  # why there is no fp32 reference
+    greedy: torch.Tensor  # HF's greedy continuation
+
+    @property
+    def real(self) -> torch.Tensor:
+        return self.mask.bool()
 
 
 @torch.no_grad()
-def _beyond_baseline_rounding(pair: ModelPair, ids, mask, ours, theirs, diff, k: int) -> dict:
-    """Both half-precision sides measured against HF in fp32 on the same device: what is graded is how
-    much further from it the adaptive model is than HF's own rounding. If the fp32 copy does not fit, the
-    record says so and the raw difference is graded."""
-    try:
-        reference_model = pair.load_fp32_reference()
-        reference = _logprobs(reference_model, ids, mask, **hf_position_kwargs(pair, generate_positions(mask)))
-        del reference_model
-    except torch.OutOfMemoryError:
+def hf_reference(pair: ModelPair) -> Reference:
+    if "reference" in pair.cache:
+        return pair.cache["reference"]
+    ids, mask = input_batch(pair)
+    positions = hf_position_kwargs(pair, generate_positions(mask))
+    theirs = _logprobs(pair.hf, ids, mask, **positions)
+    fp32, note = (theirs, None) if pair.dtype == "float32" else (None, "no fp32 loader given")
+    if pair.dtype != "float32" and pair.load_fp32_reference is not None:
+        try:
+            reference_model = pair.load_fp32_reference()
+            fp32, note = _logprobs(reference_model, ids, mask, **positions), None
+            del reference_model
+        except torch.OutOfMemoryError:
+            note = "out of memory: HF in fp32 did not fit beside both models"
         gc.collect()
         if pair.device == "cuda":
             torch.cuda.empty_cache()
-        return {"fp32_reference": "out of memory: HF in fp32 did not fit beside both models"}
-    baseline, adaptive = diff(theirs, reference), diff(ours, reference)
-    return {f"baseline_error_vs_fp32_top{k}": baseline, f"adaptive_error_vs_fp32_top{k}": adaptive,
-            f"error_beyond_baseline_rounding_top{k}": max(0.0, adaptive - baseline)}
+    n = grading.GREEDY_TOKENS
+    # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
+    greedy = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                              eos_token_id=None, pad_token_id=0)
+    pair.cache["reference"] = Reference(ids, mask, theirs, fp32, note, greedy)
+    return pair.cache["reference"]
+
+
+def _graded_diff_text(metrics: dict, dtype: str) -> str:
+    if dtype == "float32":
+        return f"max |Δ log p| {metrics['max_logprob_diff']:.3e}"
+    k = grading.HALF_PRECISION_LOGPROB_TOP_K
+    text = f"max |Δ log p| {metrics[f'max_logprob_diff_top{k}']:.3e} over the top {k} tokens"
+    if "fp32_reference" in metrics:
+        return text + f" (not measured against fp32: {metrics['fp32_reference']})"
+    return text + (f"; against HF fp32, token by token, {metrics['rounding_excess']:.3g}× HF's own {dtype} rounding "
+                   f"at worst (adaptive {metrics[f'adaptive_error_vs_fp32_top{k}']:.3e}, HF "
+                   f"{metrics[f'baseline_error_vs_fp32_top{k}']:.3e} at most), KL to fp32 "
+                   f"{metrics['kl_vs_fp32']:.2e} (HF {metrics['baseline_kl_vs_fp32']:.2e})")
+
+
+def _quality_failure(pair: ModelPair, metrics: dict) -> CheckFailed:
+    m = metrics
+    return CheckFailed(
+        f"adaptive differs from HF ({pair.dtype}): {_graded_diff_text(m, pair.dtype)}, "
+        f"KL {m['kl']:.3e}, top-1 agreement {m['top1_agreement']:.1%}"
+        + (f", greedy {m['greedy_agreement']:.1%} identical" if "greedy_agreement" in m else "")
+        + (f", first divergence at token {m['first_greedy_divergence']}, rank check "
+           f"{'passed' if m['rank_check'] else 'failed'}" if m.get("greedy_identical") is False else "")
+        + (f", perplexity ratio {m['ppl_ratio']:.6f}" if "ppl_ratio" in m else ""), m)
 
 
 @torch.no_grad()
-def check_quality(pair: ModelPair, text: str | None = None) -> dict:
-    tol = grading.tolerance(pair.dtype)
-    ids, mask = input_batch(pair)
-    real = mask.bool()
+def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = False) -> dict:
+    """fail_fast: stop before greedy decoding when the log-probs alone already grade Poor (the mutation
+    check's mutants); a matrix row measures everything, so its record has every number."""
+    ref = hf_reference(pair)
+    ids, mask, real, theirs = ref.ids, ref.mask, ref.real, ref.theirs
     ours = _logprobs(pair.adaptive, ids, mask, position_ids=generate_positions(mask))
-    theirs = _logprobs(pair.hf, ids, mask, **hf_position_kwargs(pair, generate_positions(mask)))
-    full_vocab_diff = (ours - theirs).abs()[real].max().item()
     k = grading.HALF_PRECISION_LOGPROB_TOP_K
-    # Either side's top tokens, so a token we favour and HF does not is compared too.
-    top = torch.cat([theirs.topk(k, dim=-1).indices, ours.topk(k, dim=-1).indices], dim=-1)
+    # Every side's top tokens, so a token one side favours and the others do not is compared too.
+    top = torch.cat([t.topk(k, dim=-1).indices for t in (theirs, ours, ref.fp32) if t is not None], dim=-1)
 
     def top_k_diff(a, b) -> float:
         return (a.gather(-1, top) - b.gather(-1, top)).abs()[real].max().item()
 
-    metrics = {"max_logprob_diff": full_vocab_diff, f"max_logprob_diff_top{k}": top_k_diff(ours, theirs)}
-    max_diff = full_vocab_diff if pair.dtype == "float32" else metrics[f"max_logprob_diff_top{k}"]
-    if pair.dtype != "float32" and max_diff > tol.max_logprob_diff and pair.load_fp32_reference is not None:
-        # Past the bar: is it our error, or the dtype's? See _beyond_baseline_rounding.
-        metrics.update(_beyond_baseline_rounding(pair, ids, mask, ours, theirs, top_k_diff, k))
-        max_diff = metrics.get(f"error_beyond_baseline_rounding_top{k}", max_diff)
-    kl = (theirs.exp() * (theirs - ours)).sum(-1)[real].mean().item()
-    top1 = (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean().item()
+    metrics = {"max_logprob_diff": (ours - theirs).abs()[real].max().item(),
+               f"max_logprob_diff_top{k}": top_k_diff(ours, theirs),
+               "kl": (theirs.exp() * (theirs - ours)).sum(-1)[real].mean().item(),
+               "top1_agreement": (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean().item()}
+    if ref.fp32 is not None:
+        metrics["reference_stats"] = reference_stats(ref.fp32, ids, real)
+    if pair.dtype != "float32":
+        if ref.fp32 is None:
+            metrics["fp32_reference"] = ref.fp32_note
+        else:
+            metrics.update(grading.rounding_excess(ours=ours, baseline=theirs, reference=ref.fp32, tokens=top, real=real,
+                                                   dtype=pair.dtype))
+    if fail_fast and grading.grade_quality(pair.dtype, {**metrics, "greedy_identical": True,
+                                                        "rank_check": True}) == grading.POOR:
+        metrics["grade"] = grading.POOR
+        raise _quality_failure(pair, metrics)
 
-    n = grading.GREEDY_TOKENS
-    g_theirs = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                                eos_token_id=None, pad_token_id=0)
-    # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
-    g_ours = pair.adaptive.generate(ids, attention_mask=mask, max_new_tokens=n, eos_token_id=[], pad_token_id=0)
-    agreement = (g_ours[:, ids.shape[1]:] == g_theirs[:, ids.shape[1]:]).float().mean().item()
+    g_theirs = ref.greedy
+    g_ours = pair.adaptive.generate(ids, attention_mask=mask, max_new_tokens=grading.GREEDY_TOKENS, eos_token_id=[],
+                                    pad_token_id=0)
     identical = bool(torch.equal(g_ours, g_theirs))
     rank_ok, first_div = (True, None) if identical else rank_check(pair, ids, mask, g_ours, g_theirs,
                                                                   grading.RANK_CHECK_TOP_K)
-    metrics.update(kl=kl, top1_agreement=top1, greedy_agreement=agreement, greedy_identical=identical,
-                   first_greedy_divergence=first_div, rank_check=rank_ok)
-    grade = grading.grade_quality(pair.dtype, max_diff, kl, identical, rank_ok)
+    metrics.update(greedy_agreement=(g_ours[:, ids.shape[1]:] == g_theirs[:, ids.shape[1]:]).float().mean().item(),
+                   greedy_identical=identical, first_greedy_divergence=first_div, rank_check=rank_ok)
+    grade = grading.grade_quality(pair.dtype, metrics)
 
     if pair.real_weights and text is not None and pair.tokenizer is not None:
         tokens = pair.tokenizer(text, return_tensors="pt")["input_ids"][:, :grading.PERPLEXITY_TOKENS].to(pair.device)
@@ -358,13 +411,11 @@ def check_quality(pair: ModelPair, text: str | None = None) -> dict:
         metrics["sample_output"] = sample_output(pair)
     metrics["grade"] = grade
     if grade == grading.POOR:
-        raise CheckFailed(
-            f"adaptive differs from HF ({pair.dtype}): {_graded_diff_text(metrics, pair.dtype, k)} "
-            f"(Good ≤ {tol.max_logprob_diff:.2g}, Fair ≤ {tol.fair_logprob_diff:.2g}), "
-            f"KL {kl:.3e}, top-1 agreement {top1:.1%}, greedy {agreement:.1%} identical"
-            + (f", first divergence at token {first_div}, rank check {'passed' if rank_ok else 'failed'}"
-               if not identical else "")
-            + (f", perplexity ratio {metrics['ppl_ratio']:.6f}" if "ppl_ratio" in metrics else ""), metrics)
+        raise _quality_failure(pair, metrics)
+    degenerate = degenerate_reason(metrics["reference_stats"]) if "reference_stats" in metrics else None
+    if degenerate:
+        metrics["grade"] = grading.INCONCLUSIVE
+        raise CheckInconclusive(f"inconclusive: {degenerate}, so agreement with it proves little", metrics)
     return metrics
 
 
@@ -375,3 +426,75 @@ def sample_output(pair: ModelPair) -> str:
     out = pair.adaptive.generate(enc["input_ids"], attention_mask=enc["attention_mask"],
                                  max_new_tokens=grading.SAMPLE_TOKENS)
     return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+# mutation -------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def top_tokens_error(dtype: str, ref: Reference, logprobs: torch.Tensor) -> float:
+    """Max |log p - HF fp32| over real positions: the whole vocabulary for fp32 (as graded there); for half
+    precision over the top tokens of either side, where that dtype resolves them."""
+    if dtype == "float32":
+        return (logprobs - ref.fp32).abs()[ref.real].max().item()
+    k = grading.HALF_PRECISION_LOGPROB_TOP_K
+    top = torch.cat([logprobs.topk(k, dim=-1).indices, ref.fp32.topk(k, dim=-1).indices], dim=-1)
+    return (logprobs.gather(-1, top) - ref.fp32.gather(-1, top)).abs()[ref.real].max().item()
+
+
+def check_mutation(pair: ModelPair, names=None) -> dict:
+    """Every applicable mutant (matrix/mutants.py) injected in turn into the adaptive model, the quality and
+    infer checks run on it, and the model restored.
+
+    A mutant's effect is a property of the bug, not of rounding: it is measured on an fp32 copy of the
+    adaptive model with the same mutant (the row's own model in fp32 rows), against HF in fp32, on the
+    tokens the row's dtype is graded on. It is above noise when it exceeds grading.mutation_noise (for
+    half precision: HF's own rounding error on this input); the row fails when one of those is not caught."""
+    from .mutants import MUTANTS
+
+    ref = hf_reference(pair)
+    if ref.fp32 is None:
+        raise CheckFailed(f"no fp32 reference to measure mutants against: {ref.fp32_note}")
+    try:  # the unmutated model must pass, or every mutant is "caught" for nothing
+        check_quality(pair)
+        check_infer(pair)
+    except CheckFailed as exc:
+        raise CheckFailed(f"the unmutated model already fails ({exc}); a mutation score would mean nothing",
+                          exc.metrics) from None
+    fp32_model = pair.adaptive if pair.dtype == "float32" else pair.load_fp32_adaptive()
+    positions = generate_positions(ref.mask)
+    noise = grading.mutation_noise(pair.dtype, top_tokens_error(pair.dtype, ref, ref.theirs))
+    mutants = {}
+    for name, m in MUTANTS.items():
+        if names is not None and name not in names:
+            continue
+        undo = m.apply(pair.adaptive)
+        if isinstance(undo, str):
+            mutants[name] = {"applicable": False, "reason": undo}
+            continue
+        undo_fp32 = m.apply(fp32_model) if fp32_model is not pair.adaptive else (lambda: None)
+        try:
+            effect = top_tokens_error(pair.dtype, ref, _logprobs(fp32_model, ref.ids, ref.mask, position_ids=positions))
+            caught_by = ""
+            for check in (functools.partial(check_quality, fail_fast=True), check_infer):
+                try:
+                    check(pair)
+                except (CheckFailed, CheckInconclusive) as exc:
+                    caught_by = f"{'infer' if check is check_infer else 'quality'}: {str(exc)[:160]}"
+                    break
+        finally:
+            undo()
+            undo_fp32()
+        mutants[name] = {"applicable": True, "effect": effect, "above_noise": effect > noise,
+                         "caught": bool(caught_by), "caught_by": caught_by}
+    del fp32_model
+    ran = [(n, v) for n, v in mutants.items() if v["applicable"]]
+    above = [n for n, v in ran if v["above_noise"]]
+    missed = [n for n in above if not mutants[n]["caught"]]
+    score = {"caught": len(above) - len(missed), "above_noise": len(above), "missed": missed,
+             "below_noise": len(ran) - len(above), "not_applicable": len(mutants) - len(ran),
+             "caught_below_noise": sum(1 for n, v in ran if not v["above_noise"] and v["caught"])}
+    metrics = {"mutants": mutants, "mutation_score": score, "noise": noise}
+    if missed:
+        raise CheckFailed(f"{len(missed)} of {len(above)} mutants above noise ({noise:.2e}) passed the checks: "
+                          + ", ".join(f"{n} (effect {mutants[n]['effect']:.2e})" for n in missed), metrics)
+    return metrics

@@ -18,7 +18,8 @@ import torch
 from matrix import records
 from matrix.catalog import CatalogEntry, load_catalog
 
-CHECK_ORDER = ("load", "infer", "quality", "bench")
+CHECK_ORDER = ("load", "infer", "quality", "mutation", "bench")
+DEFAULT_CHECKS = ("load", "infer", "quality", "mutation")
 ROW_KEY = pytest.StashKey[dict]()
 records_written_key = pytest.StashKey[bool]()
 
@@ -41,6 +42,12 @@ class Row:
         return self.entry.synthetic_layers if cut else None
 
     @property
+    def slow(self) -> bool:
+        """Slow entries, and mutation rows beyond the tiny geometries (a dozen mutants, each a quality check:
+        the main job runs them all, the default test run the tiny ones)."""
+        return self.entry.slow or (self.check == "mutation" and not self.entry.is_tiny)
+
+    @property
     def model_key(self) -> tuple:
         return (self.entry.id, self.weights, self.device)
 
@@ -61,7 +68,7 @@ def pytest_generate_tests(metafunc):
     params = []
     for row in rows:
         marks = []
-        if row.entry.slow:
+        if row.slow:
             marks.append(pytest.mark.slow)
         if row.device == "cuda":
             marks.append(pytest.mark.gpu)
@@ -93,7 +100,7 @@ def _is_glob(pattern: str) -> bool:
 def _selected(row: Row, config) -> bool:
     families = _csv(config.getoption("--families"))
     models = _csv(config.getoption("--models"))
-    checks = _csv(config.getoption("--checks")) or ["load", "infer", "quality"]
+    checks = _csv(config.getoption("--checks")) or DEFAULT_CHECKS
     devices = _csv(config.getoption("--devices"))
     weights = _csv(config.getoption("--weights"))
     if families and row.entry.family not in families:
@@ -105,7 +112,7 @@ def _selected(row: Row, config) -> bool:
         return False
     if "all" not in weights and "default" not in weights and row.weights not in weights:
         return False
-    if row.entry.slow and not config.getoption("--slow") and not named:
+    if row.slow and not config.getoption("--slow") and not named:
         return False
     return True
 
@@ -146,6 +153,12 @@ def _dtype(row: Row, config) -> str:
     return "float32" if row.device == "cpu" else config.getoption("--cuda-dtype")
 
 
+def _exact_fp32_matmuls() -> None:
+    """fp32 CUDA rows are held to fp32's bar: TF32 (10-bit mantissa matmuls) would be bf16-like rounding."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
 def skip_for_transformers(entry) -> None:
     import transformers
 
@@ -184,6 +197,8 @@ def pair(row, request):
             raise
         except Exception as exc:  # noqa: BLE001 - recorded as this model's failure, the run goes on
             _PAIRS[row.model_key] = exc
+    if row.device == "cuda" and _dtype(row, config) == "float32":
+        _exact_fp32_matmuls()
     loaded = _PAIRS[row.model_key]
     if isinstance(loaded, Exception):
         raise loaded
@@ -235,6 +250,12 @@ def _failure_metrics(call) -> dict:
     return dict(getattr(exc, "metrics", None) or {})
 
 
+def _inconclusive(call) -> bool:
+    from matrix.checks import CheckInconclusive
+
+    return call is not None and call.excinfo is not None and isinstance(call.excinfo.value, CheckInconclusive)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -244,6 +265,10 @@ def pytest_runtest_makereport(item, call):
     final = (call.when == "call") or (call.when == "setup" and not report.passed)
     if not final:
         return report
+    inconclusive = _inconclusive(call)
+    if inconclusive:  # neither a pass nor a failure: pytest shows it as a skip with the reason
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1], str(call.excinfo.value))
     item.stash[records_written_key] = True
     config = item.config
     entry = row.entry
@@ -252,7 +277,8 @@ def pytest_runtest_makereport(item, call):
     record = {
         "family": entry.family, "model": entry.id, "weights": row.weights, "check": row.check,
         "device": row.device, "dtype": _dtype(row, config),
-        "outcome": "passed" if report.passed else "skipped" if report.skipped else "failed",
+        "outcome": "inconclusive" if inconclusive else "passed" if report.passed else "skipped" if report.skipped
+        else "failed",
         "reason": _reason(report, call),
         "metrics": {**path, **item.stash.get(ROW_KEY, {}), **_failure_metrics(call)},
         "env": records.environment(row.device), "time": records.now(),

@@ -3,12 +3,18 @@
 Each line is written with one write() under an exclusive lock and flushed, so pytest-xdist workers
 never interleave and a crash loses no finished row. Tokens and other secrets are never written:
 records hold names, numbers and versions only.
+
+Each record's `env` says which code measured it: `git_sha` (the full commit), `git_dirty` (uncommitted
+changes under sentinel_core/ or matrix/; None where unknown) and `source_hash` (a hash of those folders'
+Python files themselves). The report counts a record as evidence only while its source_hash equals the
+hash of the tree it renders in (reports/status.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -19,15 +25,58 @@ from pathlib import Path
 RECORD_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "reason", "metrics", "env",
                  "time", "duration_s", "synthetic_layers")
 
+ROOT = Path(__file__).resolve().parent.parent
+# A copy of the repository without .git (the one sent to a GPU machine) names its commit in this file
+# at its root.
+COMMIT_FILE = "SENTINEL_COMMIT"
+SOURCE_FOLDERS = ("sentinel_core", "matrix")
 
-@cache
-def git_sha() -> str | None:
+
+def _git(root: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=root)
     except (OSError, subprocess.SubprocessError):
         return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _in_git_checkout(root: Path) -> bool:
+    # Checked at the root itself: a copy without .git that sits inside another repository must not
+    # report that repository's commit.
+    return (root / ".git").exists()
+
+
+@cache
+def git_sha(root: Path = ROOT) -> str | None:
+    if _in_git_checkout(root):
+        return (_git(root, "rev-parse", "HEAD") or "").strip() or None
+    if (root / COMMIT_FILE).is_file():
+        return (root / COMMIT_FILE).read_text(encoding="utf-8").strip() or None
+    return None
+
+
+@cache
+def git_dirty(root: Path = ROOT) -> bool | None:
+    """Uncommitted changes (untracked files included) to the code that measures; None without git."""
+    if not _in_git_checkout(root):
+        return None
+    status = _git(root, "status", "--porcelain", "--", *SOURCE_FOLDERS)
+    return None if status is None else bool(status.strip())
+
+
+@cache
+def source_hash(root: Path = ROOT) -> str:
+    """The first 16 hex digits of sha256 over every *.py file under sentinel_core/ and matrix/: sorted
+    relative POSIX paths, each followed by its length and bytes. Read from the files, so a copy without
+    git hashes the same as the checkout it came from."""
+    digest = hashlib.sha256()
+    files = sorted((path.relative_to(root).as_posix(), path) for folder in SOURCE_FOLDERS
+                   for path in (root / folder).rglob("*.py") if "__pycache__" not in path.relative_to(root).parts)
+    for name, path in files:
+        data = path.read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:16]
 
 
 def environment(device: str) -> dict:
@@ -38,7 +87,8 @@ def environment(device: str) -> dict:
     if device == "cuda" and torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "device_name": name, "git_sha": git_sha()}
+            "transformers": transformers.__version__, "device_name": name, "git_sha": git_sha(),
+            "git_dirty": git_dirty(), "source_hash": source_hash()}
 
 
 def now() -> str:

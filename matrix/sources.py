@@ -149,11 +149,12 @@ def wikipedia_text() -> str:
 
 def synthetic_checkpoint(entry, full_depth: bool = False) -> Path:
     """The entry's real config with random weights, cached on disk; cut to entry.synthetic_layers
-    unless `full_depth` (benchmarks time the real geometry, every layer)."""
+    unless `full_depth` (benchmarks time the real geometry, every layer, and need no calibrated
+    distribution: timing does not depend on it, and calibrating a 7B model on a CPU takes minutes)."""
     from sentinel_core.synthetic import cached_synthetic_checkpoint
 
     config = entry.hf_config() if full_depth else entry.synthetic_config()
-    return cached_synthetic_checkpoint(config, cache_dir() / "synthetic", entry.slug)
+    return cached_synthetic_checkpoint(config, cache_dir() / "synthetic", entry.slug, calibrate=not full_depth)
 
 
 PACKAGED = {SMOLLM2_HUB_ID: smollm2_checkpoint}

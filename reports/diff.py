@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from matrix.bench_metrics import SPREAD_SUFFIXES
 from matrix.grading import DIFF_ABSOLUTE, DIFF_IGNORED, DIFF_RELATIVE
 
 from .load import RecordError, load_results, record_key
 
 
 def moved(name: str, old, new) -> bool:
-    if name in DIFF_IGNORED or isinstance(old, bool) or isinstance(new, bool):
+    # A spread (IQR, round count, a ratio's range) describes a measurement; it is not one that regresses.
+    if name in DIFF_IGNORED or name.endswith(SPREAD_SUFFIXES) or isinstance(old, bool) or isinstance(new, bool):
         return False
     if not isinstance(old, (int, float)) or not isinstance(new, (int, float)):
         return False

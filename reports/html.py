@@ -102,7 +102,8 @@ def render_html(records: list[dict]) -> str:
         **context, tables=tables, plots=plots(records),
         overview_html=_md_table_to_html(context["overview"]),
         evidence_html=_md_table_to_html(context["evidence"]),
-        benchmarks_html=_md_table_to_html(context["benchmarks"]) if context["benchmarks"] else "")
+        benchmarks_html=_md_table_to_html(context["benchmarks"]) if context["benchmarks"] else "",
+        mutation_html=_md_table_to_html(context["mutation"]) if context["mutation"] else "")
 
 
 def _md_table_to_html(table: str) -> str:

@@ -10,7 +10,9 @@ from matrix.records import RECORD_FIELDS
 
 KNOWN_FIELDS = set(RECORD_FIELDS)  # what the matrix writes (matrix/records.py)
 REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
-OUTCOMES = ("passed", "failed", "skipped")
+# inconclusive: a quality row whose HF reference distribution is degenerate; neither pass nor failure,
+# but a run like any other (reports/status.py).
+OUTCOMES = ("passed", "failed", "skipped", "inconclusive")
 
 
 class RecordError(ValueError):
@@ -72,7 +74,7 @@ def merge(records: list[dict]) -> list[dict]:
 
     A skip is no evidence either way (the weights were not on that machine), so it never replaces a
     row that ran: a later CI run without the hub cache must not erase a pass or a failure measured
-    where the weights were.
+    where the weights were. An inconclusive record ran, so it replaces an older record like any run.
     """
     newest: dict[tuple, dict] = {}
     for record in records:

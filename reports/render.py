@@ -9,8 +9,9 @@ import jinja2
 import tabulate as tabulate_module
 from tabulate import tabulate
 
+from matrix.bench_metrics import RATIO, RATIO_HI, RATIO_LO, RATIOS
 from matrix.catalog import family_architectures, load_catalog
-from matrix.grading import BANDWIDTH_SHARE_MIN_MB, WEIGHT_BANDWIDTH_BYTES_PER_S
+from matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
 
 from . import status as rules
 
@@ -38,16 +39,60 @@ def model_order(records: list[dict]) -> list[tuple[str, str]]:
     return order + extra
 
 
+GRADES = (GOOD, FAIR, POOR)  # best to worst; a source shows its worst
+STALE_WORDS = {"passed": "pass", "failed": "failure", "inconclusive": "inconclusive"}
+
+
+def sources(records: list[dict]) -> str:
+    """The records' weight sources, each with its worst quality grade where one was recorded."""
+    named = []
+    for source in sorted({r["weights"] for r in records}):
+        graded = [r["metrics"]["grade"] for r in records
+                  if r["weights"] == source and r["metrics"].get("grade") in GRADES]
+        named.append(f"{source} ({max(graded, key=GRADES.index)})" if graded else source)
+    return "+".join(named)
+
+
+def stale_mark(record: dict) -> str:
+    return "" if rules.is_current(record) else f"{rules.STALE} "
+
+
 def cell(records: list[dict]) -> str:
+    """The cell's status with the sources behind it; inconclusive and stale records follow, marked."""
     status = rules.cell_status(records)
     ran = [r for r in records if r["outcome"] != "skipped"]
-    sources = sorted({r["weights"] for r in ran if r["outcome"] == "passed"})
+    current = [r for r in ran if rules.is_current(r)]
+    stale = [r for r in ran if not rules.is_current(r)]
+
+    def of(outcome: str, group: list[dict]) -> list[dict]:
+        return [r for r in group if r["outcome"] == outcome]
+
+    parts = []
     if status == rules.FAIL:
-        return rules.FAIL
-    return f"{status} {'+'.join(sources)}" if sources else status
+        parts.append(f"{status} {sources(of('failed', current))}")
+    elif status in (rules.PASS, rules.PARTIAL):
+        parts.append(f"{status} {sources(of('passed', current))}")
+    if of("inconclusive", current):
+        parts.append(f"{rules.INCONCLUSIVE} inconclusive: {sources(of('inconclusive', current))}")
+    parts.extend(f"{rules.STALE} stale {word}: {sources(of(outcome, stale))}"
+                 for outcome, word in STALE_WORDS.items() if of(outcome, stale))
+    return "; ".join(parts) or status
 
 
 GENERIC_WRAPPER = "generic-wrapper"  # metrics["adaptive_path"] of a model with no native converter
+
+
+def quality_note(m: dict, dtype: str) -> str:
+    """The graded numbers of one quality record: fp32's max |Δ log p|; half precision's token-by-token gap
+    to HF fp32 next to HF's own rounding (matrix/grading.py), or the raw top-32 gap where none was measured."""
+    greedy = f", greedy {m.get('greedy_agreement', 0):.0%}" if "greedy_agreement" in m else ""
+    if "rounding_excess" in m:
+        kl_ratio = m["kl_vs_fp32"] / m["baseline_kl_vs_fp32"] if m["baseline_kl_vs_fp32"] else float("nan")
+        return (f"vs HF fp32 per token ≤ {m['rounding_excess']:.1f}× HF's own rounding, KL {kl_ratio:.2f}× HF's"
+                f"{greedy}")
+    top = next((f" (top-32 tokens: {_fmt(v)})" for key, v in m.items() if key.startswith("max_logprob_diff_top")
+                and dtype != "float32"), "")
+    return f"max Δlog p {_fmt(m['max_logprob_diff'])}{top}{greedy}"
 
 
 def notes(records: list[dict]) -> str:
@@ -56,27 +101,20 @@ def notes(records: list[dict]) -> str:
         parts.append("generic gated wrapper (HF modules, no native converter)")
     for device in sorted({r["device"] for r in records}):
         q = [r for r in records if r["device"] == device and r["check"] == "quality" and r["outcome"] != "skipped"]
-        if q:
-            worst = max(q, key=lambda r: r["metrics"].get("max_logprob_diff", 0))
-            m = worst["metrics"]
-            if "max_logprob_diff" in m:
-                top = next((f" (top-32 tokens: {_fmt(v)}" for key, v in m.items()
-                            if key.startswith("max_logprob_diff_top") and worst["dtype"] != "float32"), "")
-                beyond = next((f"; {_fmt(v)} beyond HF's own rounding against fp32" for key, v in m.items()
-                               if key.startswith("error_beyond_baseline_rounding_top")), "")
-                top += f"{beyond})" if top else ""
-                parts.append(f"{device} {DTYPE_SHORT.get(worst['dtype'], worst['dtype'])}: "
-                             f"max Δlog p {_fmt(m['max_logprob_diff'])}{top}, greedy {m.get('greedy_agreement', 0):.0%}")
+        for dtype in sorted({r["dtype"] for r in q}):
+            worst = max((r for r in q if r["dtype"] == dtype), key=lambda r: r["metrics"].get("max_logprob_diff", 0))
+            if "max_logprob_diff" in worst["metrics"]:
+                parts.append(f"{stale_mark(worst)}{device} {DTYPE_SHORT.get(dtype, dtype)}: {quality_note(worst['metrics'], dtype)}")
         for r in q:
             if "ppl_ratio" in r["metrics"]:
                 m = r["metrics"]
-                parts.append(f"{r['weights']} ppl {m['ppl']:.2f} (ratio {m['ppl_ratio']:.6f})")
+                parts.append(f"{stale_mark(r)}{r['weights']} ppl {m['ppl']:.2f} (ratio {m['ppl_ratio']:.6f})")
         bench = [r for r in records if r["device"] == device and r["check"] == "bench" and r["outcome"] == "passed"]
         for r in bench:
             m = r["metrics"]
-            if m.get("decode_tokens_per_s") and m.get("baseline_decode_tokens_per_s"):
-                parts.append(f"{device} decode {m['decode_tokens_per_s']:.0f} tok/s "
-                             f"({m['decode_tokens_per_s'] / m['baseline_decode_tokens_per_s']:.2f}× HF)")
+            if ratio_text(m, "decode"):
+                parts.append(f"{stale_mark(r)}{device} decode {m['decode_tokens_per_s']:.0f} tok/s, "
+                             f"vs HF {ratio_text(m, 'decode')}")
     layers = {r["synthetic_layers"] for r in records if r.get("synthetic_layers")}
     if layers:
         parts.append(f"synthetic rows cut to {min(layers)} layers")
@@ -87,7 +125,9 @@ def build_context(records: list[dict]) -> dict:
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_model[r["model"]].append(r)
-    devices = sorted({r["device"] for r in records}, key=lambda d: (d != "cpu", d))
+    # One column group per device and dtype: a CUDA fp32 row and a CUDA bf16 row are different evidence.
+    devices = sorted({(r["device"], r["dtype"]) for r in records if r["check"] in rules.CHECKS},
+                     key=lambda d: (d[0] != "cpu", d))
     archs = family_architectures()
     catalog = {e.id: e for e in load_catalog()}
 
@@ -99,7 +139,7 @@ def build_context(records: list[dict]) -> dict:
             recs = by_model.get(model, [])
             status = rules.model_status(recs)
             statuses.append(status)
-            cells = [cell([r for r in recs if r["check"] == check and r["device"] == device])
+            cells = [cell([r for r in recs if r["check"] == check and (r["device"], r["dtype"]) == device])
                      for device in devices for check in rules.CHECKS]
             label = model + (" (gated)" if model in catalog and catalog[model].gated else "")
             rows.append([label, *cells, notes(recs)])
@@ -108,8 +148,9 @@ def build_context(records: list[dict]) -> dict:
                 if text and r["weights"] in rules.REAL_WEIGHTS:
                     samples.append({"model": model, "weights": r["weights"], "device": r["device"],
                                     "dtype": r["dtype"], "text": " ".join(text.split())})
-        headers = ["Model", *[f"{CHECK_TITLES[c]} ({d})" for d in devices for c in rules.CHECKS], "Notes"]
-        counts = {s: statuses.count(s) for s in (rules.PASS, rules.PARTIAL, rules.FAIL, rules.UNTESTED)}
+        headers = ["Model", *[f"{CHECK_TITLES[c]} ({device} {DTYPE_SHORT.get(dtype, dtype)})"
+                              for device, dtype in devices for c in rules.CHECKS], "Notes"]
+        counts = {s: statuses.count(s) for s in rules.PRECEDENCE}
         families.append({
             "name": family, "architecture": archs.get(family, "no converter"), "models": models,
             "status": rules.family_status(statuses), "table": tabulate(rows, headers, tablefmt="github"),
@@ -123,7 +164,19 @@ def build_context(records: list[dict]) -> dict:
 
     return {"records": records, "families": families, "overview": overview, "devices": devices,
             "evidence": evidence_table(records), "issues": known_issues(records),
-            "benchmarks": benchmark_table(records)}
+            "benchmarks": benchmark_table(records), "mutation": mutation_table(records)}
+
+
+def commit(record: dict) -> str:
+    """The short commit that measured a record, +dirty where sentinel_core/ or matrix/ had changes."""
+    env = record.get("env", {})
+    return (env.get("git_sha") or "?")[:7] + ("+dirty" if env.get("git_dirty") else "")
+
+
+def code_state(record: dict) -> str:
+    if rules.is_current(record):
+        return "current"
+    return f"{rules.STALE} stale" + ("" if record.get("env", {}).get("source_hash") else " (no hash recorded)")
 
 
 def evidence_table(records: list[dict]) -> str:
@@ -131,28 +184,78 @@ def evidence_table(records: list[dict]) -> str:
     for r in records:
         env = r.get("env", {})
         key = (r["time"][:10], env.get("device_name", "?"), r["device"], DTYPE_SHORT.get(r["dtype"], r["dtype"]),
-               env.get("torch", "?"), env.get("transformers", "?"))
+               env.get("torch", "?"), env.get("transformers", "?"), commit(r), code_state(r))
         g = groups.setdefault(key, {"sources": set(), "ran": 0, "skipped": 0})
         g["sources"].add(r["weights"])
         g["ran" if r["outcome"] != "skipped" else "skipped"] += 1
     rows = [[*k, ", ".join(sorted(g["sources"])), g["ran"], g["skipped"]] for k, g in sorted(groups.items())]
-    return tabulate(rows, ["Date", "Device", "Kind", "Dtype", "torch", "transformers", "Weight sources",
-                           "Rows run", "Rows skipped"], tablefmt="github")
+    return tabulate(rows, ["Date", "Device", "Kind", "Dtype", "torch", "transformers", "Commit", "Code",
+                           "Weight sources", "Rows run", "Rows skipped"], tablefmt="github")
 
 
 def known_issues(records: list[dict]) -> list[str]:
-    failed = [r for r in records if r["outcome"] == "failed"]
-    items = [f"❌ {r['model']} ({r['weights']}, {r['check']}, {r['device']} {DTYPE_SHORT.get(r['dtype'], r['dtype'])}): "
-             f"{r['reason']}" for r in sorted(failed, key=lambda r: (r["model"], r["check"]))]
-    skipped: dict[str, list[str]] = defaultdict(list)
-    for r in records:
-        if r["outcome"] == "skipped":
-            skipped[f"{_generic_reason(r)} ({r['weights']} rows on {r['device']})"].append(r["model"])
-    for reason, models in sorted(skipped.items()):
-        unique = sorted(set(models))
-        items.append(f"❔ {len(unique)} model(s) not tested: {reason} — {', '.join(unique[:6])}"
-                     + (f" and {len(unique) - 6} more" if len(unique) > 6 else ""))
+    """Failures (current first; stale ones marked, as they count no more), then inconclusive and
+    skipped rows grouped by reason. Failed mutation rows (missed mutants) are failures like any."""
+    failed = sorted((r for r in records if r["outcome"] == "failed"),
+                    key=lambda r: (not rules.is_current(r), r["model"], r["check"]))
+    items = [f"{stale_mark(r)}{rules.FAIL} {r['model']} ({r['weights']}, {r['check']}, {r['device']} "
+             f"{DTYPE_SHORT.get(r['dtype'], r['dtype'])}{'' if rules.is_current(r) else ', stale: ' + commit(r)}): "
+             f"{r['reason'] or _missed_text(r)}" for r in failed]
+    for outcome, mark, what in (("inconclusive", rules.INCONCLUSIVE, "inconclusive"),
+                                ("skipped", rules.UNTESTED, "not tested")):
+        grouped: dict[str, list[str]] = defaultdict(list)
+        for r in records:
+            if r["outcome"] == outcome:
+                stale = ", stale" if outcome != "skipped" and not rules.is_current(r) else ""
+                grouped[f"{_generic_reason(r)} ({r['weights']} rows on {r['device']}{stale})"].append(r["model"])
+        for reason, models in sorted(grouped.items()):
+            unique = sorted(set(models))
+            items.append(f"{mark} {len(unique)} model(s) {what}: {reason} — {', '.join(unique[:6])}"
+                         + (f" and {len(unique) - 6} more" if len(unique) > 6 else ""))
     return items
+
+
+def mutation_counts(metrics: dict) -> dict:
+    """One mutation record's score as the check wrote it (matrix/checks.py): of the applicable mutants
+    above the dtype's noise, how many were caught, the missed ones' names; how many were below noise or
+    not applicable."""
+    score = metrics.get("mutation_score", {})
+    return {"caught": score.get("caught", 0), "above_noise": score.get("above_noise", 0),
+            "missed": sorted(score.get("missed", [])), "below_noise": score.get("below_noise", 0),
+            "not_applicable": score.get("not_applicable", 0)}
+
+
+def _missed_text(record: dict) -> str:
+    missed = mutation_counts(record["metrics"])["missed"] if record["check"] == "mutation" else []
+    return f"missed mutant(s): {', '.join(missed)}" if missed else ""
+
+
+def mutation_table(records: list[dict]) -> str | None:
+    """Per family, device and dtype (current and stale rows apart): injected conversion bugs above the
+    dtype's noise that the checks caught, summed over the family's models, the missed ones named."""
+    groups: dict[tuple, dict] = {}
+    for r in records:
+        if r["check"] != "mutation" or r["outcome"] == "skipped":
+            continue
+        key = (r["family"], r["device"], DTYPE_SHORT.get(r["dtype"], r["dtype"]), code_state(r))
+        g = groups.setdefault(key, {"caught": 0, "above_noise": 0, "below_noise": 0, "not_applicable": 0,
+                                    "models": set(), "missed": defaultdict(list)})
+        counts = mutation_counts(r["metrics"])
+        for name in ("caught", "above_noise", "below_noise", "not_applicable"):
+            g[name] += counts[name]
+        g["models"].add(r["model"])
+        for name in counts["missed"]:
+            g["missed"][name].append(r["model"])
+    if not groups:
+        return None
+    order = {family: i for i, family in enumerate(dict.fromkeys(f for f, _ in model_order(records)))}
+    rows = [[family, device, dtype, f"{g['caught']} / {g['above_noise']}",
+             "; ".join(f"{name} ({', '.join(sorted(models))})" for name, models in sorted(g["missed"].items()))
+             or "none", g["below_noise"], g["not_applicable"], len(g["models"]), code]
+            for (family, device, dtype, code), g in sorted(groups.items(),
+                                                           key=lambda kv: (order[kv[0][0]], kv[0][1:]))]
+    return tabulate(rows, ["Family", "Device", "Dtype", "Caught / above noise", "Missed (models)", "Below noise",
+                           "Not applicable", "Models", "Code"], tablefmt="github")
 
 
 def _generic_reason(record: dict) -> str:
@@ -174,6 +277,16 @@ def with_bandwidth_share(m: dict, key: str, record: dict) -> str:
     return f"{m[key]:.0f} ({m[key] / limit:.0%} of {limit:.0f})"
 
 
+def ratio_text(m: dict, name: str) -> str:
+    """An adaptive/HF ratio of RATIOS (> 1: adaptive faster) with its spread over the interleaved repeats,
+    "~ noise" where the spread covers 1.0; a record from before the repeats has no spread to show."""
+    if name + RATIO_LO in m:
+        lo, hi = m[name + RATIO_LO], m[name + RATIO_HI]
+        return f"{m[name + RATIO]:.2f} ({lo:.2f}–{hi:.2f})" + (" ~ noise" if lo <= 1.0 <= hi else "")
+    num, den = RATIOS[name]
+    return f"{m[num] / m[den]:.2f} (no spread)" if m.get(num) and m.get(den) else ""
+
+
 def benchmark_table(records: list[dict]) -> str | None:
     bench = [r for r in records if r["check"] == "bench" and r["outcome"] == "passed"]
     if not bench:
@@ -181,19 +294,14 @@ def benchmark_table(records: list[dict]) -> str | None:
     rows = []
     for r in sorted(bench, key=lambda r: (r["device"], r["family"], r["model"], r["weights"])):
         m = r["metrics"]
-
-        def ratio(a, b, m=m):
-            return f"{m[a] / m[b]:.2f}" if m.get(a) and m.get(b) else ""
-
-        rows.append([r["model"], r["weights"], f"{r['env'].get('device_name', r['device'])}",
+        memory = m.get("peak_mem_mb") and m.get("baseline_peak_mem_mb")
+        rows.append([stale_mark(r) + r["model"], r["weights"], f"{r['env'].get('device_name', r['device'])}",
                      DTYPE_SHORT.get(r["dtype"], r["dtype"]),
                      f"{m.get('prefill_ms', 0):.1f}",
-                     " / ".join(filter(None, (ratio("baseline_prefill_ms", "prefill_ms"),
-                                              ratio("baseline_prefill_b8_ms", "prefill_b8_ms")))),
-                     f"{m.get('decode_tokens_per_s', 0):.0f}", ratio("decode_tokens_per_s", "baseline_decode_tokens_per_s"),
-                     f"{m.get('decode_b8_tokens_per_s', 0):.0f}",
-                     ratio("decode_b8_tokens_per_s", "baseline_decode_b8_tokens_per_s"),
-                     f"{m.get('peak_mem_mb', 0):.0f}", ratio("peak_mem_mb", "baseline_peak_mem_mb"),
+                     " / ".join(filter(None, (ratio_text(m, "prefill"), ratio_text(m, "prefill_b8")))),
+                     f"{m.get('decode_tokens_per_s', 0):.0f}", ratio_text(m, "decode"),
+                     f"{m.get('decode_b8_tokens_per_s', 0):.0f}", ratio_text(m, "decode_b8"),
+                     f"{m.get('peak_mem_mb', 0):.0f}", f"{m['peak_mem_mb'] / m['baseline_peak_mem_mb']:.2f}" if memory else "",
                      with_bandwidth_share(m, "graph_decode_tokens_per_s", r),
                      with_bandwidth_share(m, "compiled_decode_tokens_per_s", r)
                      + (f", {m['compiled_vs_eager_agreement']:.0%} tokens = eager"

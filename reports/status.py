@@ -1,50 +1,71 @@
-"""The status rules, in one place. A status is only what a test measured.
+"""The status rules, in one place. A status is only what a test measured, with the code as it is now.
 
-  ✅  every check passes on real weights (hub or package) on at least one device
-  ⚠️  partial: some checks pass, or the only evidence is synthetic weights (real geometry, random values)
-  ❌  a check fails
-  ❔  untested (no record, or only skipped rows)
+Evidence. A record counts only if it ran (not skipped) and is *current*: its `env.source_hash` equals
+`matrix.records.source_hash()` of the tree the report renders in (every *.py under sentinel_core/ and
+matrix/). A *stale* record (another hash, or none recorded) is still shown, marked ⏳, but is evidence
+neither way: a stale pass is no pass and a stale failure is no failure, until the row runs again. An
+*inconclusive* record (a quality row whose HF reference distribution is degenerate, so agreement with
+it says nothing) is current but neither a pass nor a failure.
+
+  ✅  every status check (load, infer, quality) passes, current, on real weights (hub or package) on one device
+  ⚠️  partial: some status check passes (current), or the only passes are on synthetic weights
+  ❌  a current record of a status check fails
+  ◻️  inconclusive: the only current evidence is inconclusive
+  ⏳  stale: the only evidence was measured by other code (shown, never counted)
+  ❔  untested: no record, or only skipped rows
+
+A cell (one check on one device), a model and a family take the first of ❌ ✅ ⚠️ ◻️ ⏳ ❔ that applies;
+a family's status is the first that one of its models has. Only CHECKS decide a status: bench and
+mutation rows are reported beside it (a failed mutation row, a missed mutant, is a known issue).
 """
 
 from __future__ import annotations
 
-PASS, PARTIAL, FAIL, UNTESTED = "✅", "⚠️", "❌", "❔"
+from matrix.records import source_hash
+
+PASS, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "⚠️", "❌", "◻️", "⏳", "❔"
+PRECEDENCE = (FAIL, PASS, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
 REAL_WEIGHTS = ("hub", "package")
 CHECKS = ("load", "infer", "quality")
 
 
+def is_current(record: dict) -> bool:
+    """Measured by the code this report renders from (see the module docstring)."""
+    return record.get("env", {}).get("source_hash") == source_hash()
+
+
+def _ran(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["outcome"] != "skipped"]
+
+
+def _status(ran: list[dict], passed_on_real_weights) -> str:
+    """The rules over records that ran; `passed_on_real_weights(current)` says whether current passes
+    make ✅ (a cell and a model ask different things of them)."""
+    current = [r for r in ran if is_current(r)]
+    if any(r["outcome"] == "failed" for r in current):
+        return FAIL
+    if passed_on_real_weights([r for r in current if r["outcome"] == "passed"]):
+        return PASS
+    if any(r["outcome"] == "passed" for r in current):
+        return PARTIAL
+    if current:
+        return INCONCLUSIVE
+    return STALE if ran else UNTESTED
+
+
 def cell_status(records: list[dict]) -> str:
     """One check of one model on one device, over all weight sources."""
-    ran = [r for r in records if r["outcome"] != "skipped"]
-    if any(r["outcome"] == "failed" for r in ran):
-        return FAIL
-    if any(r["weights"] in REAL_WEIGHTS for r in ran):
-        return PASS
-    if ran:
-        return PARTIAL
-    return UNTESTED
+    return _status(_ran(records), lambda passed: any(r["weights"] in REAL_WEIGHTS for r in passed))
 
 
 def model_status(records: list[dict]) -> str:
-    """A model over all its checks, devices and weight sources."""
-    if any(r["outcome"] == "failed" for r in records if r["check"] in CHECKS):
-        return FAIL
-    devices = {r["device"] for r in records}
-    for device in devices:
-        real_pass = {r["check"] for r in records if r["device"] == device and r["outcome"] == "passed"
-                     and r["weights"] in REAL_WEIGHTS}
-        if set(CHECKS) <= real_pass:
-            return PASS
-    if any(r["outcome"] == "passed" for r in records if r["check"] in CHECKS):
-        return PARTIAL
-    return UNTESTED
+    """A model over all its status checks, devices and weight sources."""
+    def every_check_on_one_device(passed: list[dict]) -> bool:
+        return any(set(CHECKS) <= {r["check"] for r in passed if r["device"] == device and r["weights"] in REAL_WEIGHTS}
+                   for device in {r["device"] for r in passed})
+
+    return _status(_ran([r for r in records if r["check"] in CHECKS]), every_check_on_one_device)
 
 
 def family_status(model_statuses: list[str]) -> str:
-    if FAIL in model_statuses:
-        return FAIL
-    if PASS in model_statuses:
-        return PASS
-    if PARTIAL in model_statuses:
-        return PARTIAL
-    return UNTESTED
+    return next((s for s in PRECEDENCE if s in model_statuses), UNTESTED)

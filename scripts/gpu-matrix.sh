@@ -6,12 +6,21 @@
 #   bench-rest       gpt2-medium, opt-350m, pythia-410m, bloom-560m (full depth) and every tiny row
 #   bench-7b         Llama-2-7B geometry, full depth (a 27 GB fp32 synthetic checkpoint is made first):
 #                    where decode reads enough bytes, and prefill does enough FLOPs, for pruning to show
+#   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
+#                    tiny entry and the real geometries the verdicts are held to; then the rest of the
+#                    catalog's load/infer/quality rows, as time permits
+# Records name their commit: before sending the tree, write `git rev-parse HEAD` into SENTINEL_COMMIT
+# (git ignores it; name it in the device tool's carry).
 set -uo pipefail
 out="${1:?output folder}"
 part="${2:-all}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SENTINEL_CACHE="${SENTINEL_CACHE:-/tmp/sentinel-cache}"
 run() { python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | grep -v "Warning\|warn(" | tail -15; }
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
+# Records name the code that measured them (matrix/records.py): a copy without .git needs SENTINEL_COMMIT
+# (the commit's sha, shipped beside the tree); the source hash is read from the files either way.
+[[ -e .git || -s SENTINEL_COMMIT ]] || echo "warning: no .git and no SENTINEL_COMMIT: records will have git_sha null" >&2
+python3 -c "from matrix.records import git_sha, source_hash; print('commit', git_sha(), 'source hash', source_hash())"
 if [[ $part == matrix || $part == all ]]; then
   run tests/test_cuda.py
   run matrix/ --devices cuda --weights synthetic,package --checks load,infer,quality --results "$out/h200-matrix.jsonl"
@@ -33,6 +42,16 @@ fi
 if [[ $part == bench-7b ]]; then
   run matrix/ --devices cuda --checks bench --weights synthetic --models "meta-llama/Llama-2-7b-hf" \
     --results "$out/h200-bench.jsonl"
+fi
+VERDICT_MODELS="tiny/*,gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,TinyLlama/TinyLlama-1.1B-Chat-v1.0,meta-llama/Llama-2-7b-hf,google/gemma-2b,EleutherAI/gpt-j-6b"
+if [[ $part == verdicts ]]; then
+  dtype="${3:-bfloat16}"
+  [[ $dtype == bfloat16 ]] && run tests/test_cuda.py
+  timeout "${VERDICT_S:-420}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
+    --cuda-dtype "$dtype" --checks load,infer,quality,mutation --models "$VERDICT_MODELS" \
+    --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -8
+  timeout "${REST_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic --slow \
+    --cuda-dtype "$dtype" --checks load,infer,quality --results "$out/h200-$dtype.jsonl" 2>&1 | tail -3
 fi
 if [[ $part == quality-rows ]]; then  # re-grade named rows: bash scripts/gpu-matrix.sh OUT quality-rows MODELS
   run matrix/ --devices cuda --weights synthetic --checks quality --models "${3:?models}" --results "$out/h200-matrix.jsonl"

@@ -381,12 +381,16 @@ class GatedDecoder(nn.Module):
         for layer in self.layers:
             layer.attn.init_buffers(s, device)
 
-    def rope(self, position_ids: torch.Tensor, dtype):
-        # As transformers does it: fp32 angles, cos/sin scaled, then cast to the activations' dtype.
+    def rope_angles(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T, rotary_dim / 2] angles in fp32, as transformers computes them."""
         inv_freq = self.inv_freq
         if self.spec.rotary_long_inv_freq:  # LongRoPE, as HF picks: on the device, so no host sync
             inv_freq = torch.where(position_ids.max() + 1 > self.spec.rotary_long_after, self.long_inv_freq, inv_freq)
-        freqs = position_ids[..., None].float() * inv_freq
+        return position_ids[..., None].float() * inv_freq
+
+    def rope(self, position_ids: torch.Tensor, dtype):
+        # As transformers does it: fp32 angles, cos/sin scaled, then cast to the activations' dtype.
+        freqs = self.rope_angles(position_ids)
         emb = freqs.repeat_interleave(2, dim=-1) if self.spec.rotary_interleaved else torch.cat((freqs, freqs), dim=-1)
         cos, sin = emb.cos() * self.spec.rotary_scaling, emb.sin() * self.spec.rotary_scaling
         return cos.to(dtype)[:, :, None], sin.to(dtype)[:, :, None]  # [B, T, 1, rotary_dim]: broadcast over heads

@@ -2,8 +2,15 @@
 
 HF's default init zeroes biases and sets norms to 1, which hides mapping bugs (a transposed bias or a
 swapped norm looks right). Here every parameter, biases and norm weights included, gets random
-values of a scale that keeps activations O(1), so logits are peaked enough for greedy decoding to be
-a meaningful comparison.
+values of a scale that keeps activations O(1).
+
+Random weights alone give next-token distributions no trained model has: flat (untied heads: the
+entropy is log V) or one-hot on the input token (tied embeddings whose residual stream is still mostly
+the input embedding: BLOOM, Gemma). Against such a reference greedy agreement, KL and rank checks hold
+by construction, so a wrong conversion passes. `calibrate_` therefore tunes two scalars per checkpoint,
+measured on HF's own fp32 output: how much the blocks write into the residual stream (until the input
+token no longer dominates the prediction) and the logit temperature (until the median entropy is
+CALIBRATION_ENTROPY). What a quality row then measures about its reference is `reference_stats`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -47,33 +55,151 @@ def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def config_fingerprint(config, seed: int) -> str:
+# What a usable reference distribution looks like (a trained LM on text has a median next-token entropy
+# of a few nats). A quality row whose HF reference falls outside these is inconclusive (matrix/grading.py).
+ENTROPY_RANGE = (1.0, 6.0)  # median entropy of HF's next-token distribution, nats
+TOP1_PROB_MAX = 0.9  # median probability of HF's top token: above this the distribution is one-hot
+INPUT_TOKEN_ARGMAX_MAX = 0.5  # share of positions whose argmax is the input token: above, it is an echo
+# Calibration aims inside those ranges with room to spare.
+CALIBRATION_ENTROPY = 3.0
+CALIBRATION_INPUT_TOKEN_SHARE = 0.1
+CALIBRATION_FILE = "sentinel_calibration.json"
+RANDOMISATION = "calibrated-v1"  # part of the cache fingerprint: a new scheme never reuses old folders
+
+# Parameters (last name component) that write into the residual stream: attention output and MLP down
+# projections under the names transformers' decoders give them.
+RESIDUAL_WRITERS = ("o_proj", "out_proj", "c_proj", "dense", "fc2", "fc_out", "down_proj", "dense_4h_to_h", "wo", "w2")
+
+
+def reference_stats(logprobs: torch.Tensor, input_ids: torch.Tensor, real: torch.Tensor | None = None) -> dict:
+    """Median entropy and top-1 probability of next-token distributions [.., V] (log-probs), and the share
+    of positions whose argmax repeats the input token there; over `real` positions only when given."""
+    logprobs = logprobs.float()
+    entropy = -(logprobs.exp() * logprobs).sum(-1)
+    top1 = logprobs.max(-1).values.exp()
+    echo = (logprobs.argmax(-1) == input_ids).float()
+    if real is not None:
+        entropy, top1, echo = entropy[real], top1[real], echo[real]
+    return {"median_entropy": round(entropy.median().item(), 4), "median_top1_prob": round(top1.median().item(), 4),
+            "input_token_argmax_share": round(echo.mean().item(), 4)}
+
+
+def degenerate_reason(stats: dict) -> str | None:
+    """Why a reference distribution cannot tell a right conversion from a wrong one (None: it can)."""
+    low, high = ENTROPY_RANGE
+    if not low <= stats["median_entropy"] <= high:
+        return f"HF's median next-token entropy {stats['median_entropy']:.2f} nats is outside [{low}, {high}]"
+    if stats["median_top1_prob"] > TOP1_PROB_MAX:
+        return f"HF's median top-1 probability {stats['median_top1_prob']:.3f} > {TOP1_PROB_MAX} (one-hot)"
+    if stats["input_token_argmax_share"] > INPUT_TOKEN_ARGMAX_MAX:
+        return (f"HF predicts the input token at {stats['input_token_argmax_share']:.0%} of positions "
+                f"(> {INPUT_TOKEN_ARGMAX_MAX:.0%})")
+    return None
+
+
+def _probe(model, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed + 1)
+    return torch.randint(3, model.config.vocab_size, (2, 32), generator=g)
+
+
+def _temperature_target(model) -> tuple[list[torch.Tensor], bool]:
+    """The tensors whose common scale is the logit temperature, and whether they scale as 1 + w.
+
+    Untied: the LM head (weight and bias). Tied: the last norm before it (weight and bias), found as the last
+    norm-like module; nothing nonlinear follows it, so logits scale exactly with it."""
+    head = model.get_output_embeddings()
+    if head.weight is not model.get_input_embeddings().weight:
+        return [p for p in (head.weight, getattr(head, "bias", None)) if p is not None], False
+    norms = [(name, m) for name, m in model.named_modules()
+             if "norm" in type(m).__name__.lower() and getattr(m, "weight", None) is not None]
+    if not norms:
+        raise ValueError(f"{type(model).__name__}: tied embeddings and no norm to set the logit temperature with")
+    # The final norm sits outside the layer list (OPT registers it before the layers); a post-LN model
+    # without one ends in its last layer's last norm.
+    outside_layers = [m for name, m in norms if not re.search(r"\.\d+\.", name)]
+    norm = outside_layers[-1] if outside_layers else norms[-1][1]
+    with torch.no_grad():  # Gemma-style norms scale by 1 + w: a zero weight does not zero the output
+        saved = norm.weight.detach().clone()
+        norm.weight.zero_()
+        unit_offset = bool(norm(torch.randn(1, norm.weight.shape[0])).abs().max() > 0) and getattr(norm, "bias", None) is None
+        norm.weight.copy_(saved)
+    return [p for p in (norm.weight, getattr(norm, "bias", None)) if p is not None], unit_offset
+
+
+@torch.no_grad()
+def _scale_temperature(tensors: list[torch.Tensor], unit_offset: bool, factor: float) -> None:
+    weight, *bias = tensors
+    if unit_offset:
+        weight.copy_((1.0 + weight) * factor - 1.0)
+    else:
+        weight.mul_(factor)
+    for b in bias:
+        b.mul_(factor)
+
+
+@torch.no_grad()
+def calibrate_(model: nn.Module, seed: int = 0) -> dict:
+    """Residual gain, then logit temperature, as the module docstring says; returns what was set and measured."""
+    model.eval()
+    ids = _probe(model, seed)
+    logits = lambda: model(ids).logits.float()  # noqa: E731
+    writers = [p for name, p in model.named_parameters()
+               if p.dim() == 2 and name.rsplit(".", 2)[-2] in RESIDUAL_WRITERS]
+    gain = 1.0
+    stats = reference_stats(logits().log_softmax(-1), ids)
+    # Doubling the blocks' writes halves the input embedding's share of the residual stream.
+    while stats["input_token_argmax_share"] > CALIBRATION_INPUT_TOKEN_SHARE and writers and gain < 1024:
+        for p in writers:
+            p.mul_(2.0)
+        gain *= 2.0
+        stats = reference_stats(logits().log_softmax(-1), ids)
+    # Logits are linear in the temperature tensors, so the search runs on one forward's logits.
+    base = logits()
+    median_entropy = lambda t: reference_stats((base * t).log_softmax(-1), ids)["median_entropy"]  # noqa: E731
+    low, high = 1e-3, 1e3
+    for _ in range(40):  # entropy falls as the temperature factor grows
+        mid = (low * high) ** 0.5
+        low, high = (mid, high) if median_entropy(mid) > CALIBRATION_ENTROPY else (low, mid)
+    temperature = (low * high) ** 0.5
+    tensors, unit_offset = _temperature_target(model)
+    _scale_temperature(tensors, unit_offset, temperature)
+    return {"randomisation": RANDOMISATION, "residual_gain": gain, "logit_temperature": round(temperature, 6),
+            "probe": list(ids.shape), **reference_stats(logits().log_softmax(-1), ids)}
+
+
+def config_fingerprint(config, seed: int, calibrated: bool = True) -> str:
     import transformers
 
-    payload = json.dumps({"config": config.to_dict(), "seed": seed, "transformers": transformers.__version__},
+    scheme = {"randomisation": RANDOMISATION} if calibrated else {}
+    payload = json.dumps({"config": config.to_dict(), "seed": seed, "transformers": transformers.__version__, **scheme},
                          sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def make_synthetic_checkpoint(config, folder: str | Path, seed: int = 0) -> Path:
-    """Randomised `config` model saved to `folder` (fp32 safetensors) for loading with from_pretrained."""
+def make_synthetic_checkpoint(config, folder: str | Path, seed: int = 0, calibrate: bool = True) -> Path:
+    """Randomised `config` model saved to `folder` (fp32 safetensors) for loading with from_pretrained;
+    calibrated (see calibrate_) unless `calibrate` is False, with what calibration measured in CALIBRATION_FILE."""
     folder = Path(folder)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     randomise_(model, seed)
+    calibration = calibrate_(model, seed) if calibrate else None
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
+    if calibration is not None:
+        (folder / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=1) + "\n")
     return folder
 
 
-def cached_synthetic_checkpoint(config, cache_dir: str | Path, name: str, seed: int = 0) -> Path:
-    """Like make_synthetic_checkpoint, reusing a folder made earlier for the same config, seed and transformers."""
-    folder = Path(cache_dir) / f"{name.replace('/', '--')}-{config_fingerprint(config, seed)}"
+def cached_synthetic_checkpoint(config, cache_dir: str | Path, name: str, seed: int = 0, calibrate: bool = True) -> Path:
+    """Like make_synthetic_checkpoint, reusing a folder made earlier for the same config, seed, scheme and
+    transformers."""
+    folder = Path(cache_dir) / f"{name.replace('/', '--')}-{config_fingerprint(config, seed, calibrate)}"
     if not (folder / "config.json").exists():
         # A private folder renamed into place: concurrent makers (xdist workers) never see half a checkpoint.
         tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        make_synthetic_checkpoint(config, tmp, seed)
+        make_synthetic_checkpoint(config, tmp, seed, calibrate)
         try:
             tmp.rename(folder)
         except OSError:  # another process finished first; the checkpoints are identical

@@ -63,7 +63,10 @@ def test_families_option_selects_only_that_family():
 def test_weights_devices_checks_and_models_options():
     rows = collect("--families", "llama", "--weights", "package")
     assert rows and all("/package/" in r for r in rows)
-    assert {r.split("/")[-2] for r in rows} == {"load", "infer", "quality"}
+    assert {r.split("/")[-2] for r in rows} == {"load", "infer", "quality"}  # mutation beyond tiny rows: --slow
+    assert {r.split("/")[-2] for r in collect("--families", "llama", "--weights", "package", "--slow")} == {
+        "load", "infer", "quality", "mutation"}
+    assert any(r.endswith("/mutation/cpu]") for r in collect("--models", "tiny/llama"))
     rows = collect("--models", "gpt2", "--checks", "quality", "--devices", "cpu,cuda", "--weights", "synthetic")
     assert any(r.endswith("/cuda]") for r in rows) and all("/quality/" in r for r in rows)
     assert not any("gpt2-xl" in r for r in collect("--families", "gpt2"))  # slow entries need --slow

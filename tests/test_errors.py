@@ -210,7 +210,7 @@ def test_falcon_layouts_without_one_hf_reference_are_refused(tmp_path, flags, na
     from transformers import FalconConfig
 
     config = FalconConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, **flags)
-    make_synthetic_checkpoint(config, tmp_path)
+    make_synthetic_checkpoint(config, tmp_path, calibrate=False)  # HF cannot run these layouts
     with pytest.raises(UnsupportedConfigError) as exc:
         load_adaptive_model(tmp_path)
     assert named in one_line(exc) and "falcon" in one_line(exc)

@@ -12,12 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 FAKE_TOKEN = "hf_sentinelTestTokenNeverWritten"
 
 
-def run_matrix(tmp_path, *extra, models="tiny/opt*"):
+def run_matrix(tmp_path, *extra, models="tiny/opt*", checks="load,infer,quality"):
     results = tmp_path / "rows.jsonl"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT / 'tests' / 'plugins'}{os.pathsep}{ROOT}",
            "SENTINEL_CACHE": str(tmp_path / "cache"), "HF_TOKEN": FAKE_TOKEN}
     proc = subprocess.run([sys.executable, "-m", "pytest", "matrix/", "--models", models, "--weights",
-                           "synthetic", "--results", str(results), "-q", *extra],
+                           "synthetic", "--checks", checks, "--results", str(results), "-q", *extra],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     return proc, rows
@@ -36,10 +36,14 @@ def test_swapped_weights_fail_quality_with_the_difference_named(tmp_path):
 
 
 def test_same_rows_pass_with_the_real_converter(tmp_path):
-    proc, rows = run_matrix(tmp_path)
+    proc, rows = run_matrix(tmp_path, checks="load,infer,quality,mutation")
     assert proc.returncode == 0, proc.stdout[-2000:]
-    assert {r["check"] for r in rows} == {"load", "infer", "quality"}
-    assert len(rows) == 6 and all(r["outcome"] == "passed" for r in rows)  # tiny/opt and tiny/opt-post-ln
+    assert {r["check"] for r in rows} == {"load", "infer", "quality", "mutation"}
+    assert len(rows) == 8 and all(r["outcome"] == "passed" for r in rows)  # tiny/opt and tiny/opt-post-ln
+    for r in rows:  # every record says which code produced it
+        assert len(r["env"]["source_hash"]) == 16 and r["env"]["git_sha"], r["env"]
+    for r in (r for r in rows if r["check"] == "mutation"):
+        assert r["metrics"]["mutation_score"]["missed"] == [] and r["metrics"]["mutation_score"]["caught"] >= 6
     assert FAKE_TOKEN not in (tmp_path / "rows.jsonl").read_text()  # tokens never reach the records
 
 

@@ -1,21 +1,27 @@
-"""The reporter: status rules, merging, --check, diff, malformed input, HTML."""
+"""The reporter: status rules, staleness, merging, --check, diff, malformed input, mutation score, HTML."""
 
 import json
 
 import pytest
 
+from matrix.records import source_hash
 from reports import status as rules
 from reports.__main__ import main as reports_main
 from reports.diff import compare
 from reports.load import RecordError, load_results, merge, read_records
-from reports.render import render_markdown
+from reports.render import cell, known_issues, mutation_table, render_markdown
+
+OTHER_CODE = "0123456789abcdef"  # a source hash no tree has
 
 
 def rec(model="facebook/opt-125m", weights="synthetic", check="quality", device="cpu", outcome="passed",
-        time="2026-11-28T10:00:00+00:00", family="opt", dtype="float32", reason="", **metrics):
+        time="2026-11-28T10:00:00+00:00", family="opt", dtype="float32", reason="", code=None, **metrics):
+    """A record measured by this tree's code (current), or by `code`, another source hash (stale)."""
     return {"family": family, "model": model, "weights": weights, "check": check, "device": device, "dtype": dtype,
             "outcome": outcome, "reason": reason, "metrics": metrics, "time": time,
-            "env": {"torch": "2.13.0", "transformers": "5.24.0", "device_name": "x86_64", "python": "3.11"}}
+            "env": {"torch": "2.13.0", "transformers": "5.24.0", "device_name": "x86_64", "python": "3.11",
+                    "git_sha": "e817ab4fead844915a6ebbb6c5230e91f1e7de71", "git_dirty": False,
+                    "source_hash": code or source_hash()}}
 
 
 def all_checks(**kw):
@@ -60,6 +66,115 @@ def test_family_status():
     assert rules.family_status([rules.PARTIAL, rules.UNTESTED]) == rules.PARTIAL
     assert rules.family_status([rules.PASS, rules.FAIL]) == rules.FAIL
     assert rules.family_status([rules.UNTESTED]) == rules.UNTESTED
+    assert rules.family_status([rules.STALE, rules.INCONCLUSIVE, rules.UNTESTED]) == rules.INCONCLUSIVE
+    assert rules.family_status([rules.STALE, rules.UNTESTED]) == rules.STALE
+
+
+# staleness: only records measured by this tree's code count --------------------------------------
+
+def test_stale_passes_render_as_stale_and_never_count():
+    stale = all_checks(weights="package", code=OTHER_CODE)
+    assert rules.model_status(stale) == rules.STALE
+    assert rules.cell_status([stale[0]]) == rules.STALE
+    for check in ("load", "infer", "quality"):  # no hash recorded at all: as stale
+        del next(r for r in stale if r["check"] == check)["env"]["source_hash"]
+        assert rules.model_status(stale) == rules.STALE
+    page = render_markdown(all_checks(weights="package", code=OTHER_CODE, grade="Good"))
+    assert "⏳ stale pass: package (Good)" in page
+    assert "✅" not in page.split("## Support overview")[1].split("## Usage")[0]
+    assert "| opt " in page and "| ⏳ " in page  # the family's status
+    assert "⏳ stale" in page.split("## Evidence")[1]  # and the evidence says why
+
+
+def test_records_with_the_current_hash_count():
+    current = all_checks(weights="package", grade="Good")
+    assert rules.model_status(current) == rules.PASS
+    page = render_markdown(current)
+    assert "✅ package (Good)" in page and "stale" not in page.split("## Support overview")[1].split("## Usage")[0]
+    assert "| e817ab4  | current" in page
+
+
+def test_stale_evidence_adds_nothing_to_current_evidence():
+    records = all_checks(weights="synthetic") + all_checks(weights="package", code=OTHER_CODE)
+    assert rules.model_status(records) == rules.PARTIAL  # the real-weight passes are stale
+    quality = [r for r in records if r["check"] == "quality"]
+    assert cell(quality) == "⚠️ synthetic; ⏳ stale pass: package"
+
+
+def test_a_stale_failure_is_shown_but_is_no_failure():
+    records = all_checks(weights="package") + [rec(check="infer", device="cuda", dtype="bfloat16", outcome="failed",
+                                                   reason="boom", code=OTHER_CODE)]
+    assert rules.model_status(records) == rules.PASS
+    assert cell([records[-1]]) == "⏳ stale failure: synthetic"
+    issue = known_issues(records + [rec(model="gpt2", family="gpt2", outcome="failed", reason="bad")])
+    assert issue[0].startswith("❌ gpt2")  # current failures first
+    assert issue[1].startswith("⏳ ❌ facebook/opt-125m (synthetic, infer, cuda bf16, stale: e817ab4): boom")
+
+
+# inconclusive quality rows and grades ------------------------------------------------------------
+
+def test_inconclusive_is_neither_pass_nor_failure():
+    inconclusive = rec(outcome="inconclusive", weights="package", reason="HF reference is degenerate",
+                       grade="inconclusive")
+    assert rules.cell_status([inconclusive]) == rules.INCONCLUSIVE
+    assert cell([inconclusive]) == "◻️ inconclusive: package"
+    records = all_checks(weights="package")[:2] + [inconclusive]
+    assert rules.model_status(records) == rules.PARTIAL  # quality did not pass on real weights
+    assert rules.model_status([inconclusive]) == rules.INCONCLUSIVE
+    assert rules.cell_status([inconclusive, rec(weights="synthetic")]) == rules.PARTIAL
+    assert rules.cell_status([inconclusive, rec(weights="synthetic", outcome="failed")]) == rules.FAIL
+    assert any(i.startswith("◻️ 1 model(s) inconclusive: HF reference is degenerate") for i in known_issues(records))
+
+
+def test_inconclusive_replaces_an_older_run_unlike_a_skip(tmp_path):
+    passed = rec(time="2026-11-01T00:00:00+00:00")
+    inconclusive = rec(outcome="inconclusive", time="2026-11-02T00:00:00+00:00")
+    assert merge([passed, inconclusive]) == [inconclusive] and merge([inconclusive, passed]) == [inconclusive]
+    assert read_records(write_jsonl(tmp_path / "r.jsonl", [inconclusive]))[0]["outcome"] == "inconclusive"
+
+
+def test_quality_cells_show_their_grade():
+    records = [rec(weights="package", grade="Good"), rec(weights="synthetic", grade="Fair"),
+               rec(weights="synthetic", grade="Good", device="cuda", dtype="bfloat16"),
+               rec(weights="synthetic", grade="Fair", device="cuda", dtype="float16")]
+    assert cell(records[:2]) == "✅ package (Good)+synthetic (Fair)"
+    assert cell(records[1:2]) == "⚠️ synthetic (Fair)"
+    assert cell(records[2:]) == "⚠️ synthetic (Fair)"  # the worst of a source's rows
+    assert cell([rec(weights="package")]) == "✅ package"  # older records carry no grade
+    assert cell([rec(outcome="failed", grade="Poor")]) == "❌ synthetic (Poor)"
+
+
+# mutation score ----------------------------------------------------------------------------------
+
+def mutation(model="facebook/opt-125m", family="opt", missed=(), below=(), code=None, **kw):
+    """Five mutants, one not applicable; `below` were below noise, `missed` (above noise) not caught."""
+    names = ["swap_qk", "drop_bias", "rotary_off", "norm_eps", "tie_head"]
+    mutants = {name: {"caught": name not in missed, "effect": 0.5, "above_noise": name not in below,
+                      "applicable": name != "tie_head", "caught_by": "quality"} for name in names}
+    score = {"caught": 4 - len(below) - len(missed), "above_noise": 4 - len(below), "missed": list(missed),
+             "below_noise": len(below), "not_applicable": 1}
+    return rec(model=model, family=family, check="mutation", outcome="failed" if missed else "passed", code=code,
+               mutants=mutants, mutation_score=score, reason=f"missed {', '.join(missed)}" if missed else "", **kw)
+
+
+def test_mutation_score_per_family_device_and_dtype():
+    records = [mutation(), mutation(model="facebook/opt-350m", missed=("swap_qk",), below=("norm_eps",)),
+               mutation(model="gpt2", family="gpt2", code=OTHER_CODE)]
+    table = mutation_table(records)
+    opt = next(line for line in table.splitlines() if line.startswith("| opt"))
+    assert "7 / 7" not in opt and "6 / 7" in opt and "swap_qk (facebook/opt-350m)" in opt
+    assert "| current" in opt
+    gpt2 = next(line for line in table.splitlines() if line.startswith("| gpt2"))
+    assert "4 / 4" in gpt2 and "⏳ stale" in gpt2
+    assert mutation_table(all_checks()) is None
+
+
+def test_mutation_does_not_decide_status_but_a_miss_is_a_known_issue():
+    records = all_checks(weights="package") + [mutation(missed=("swap_qk",))]
+    assert rules.model_status(records) == rules.PASS
+    page = render_markdown(records)
+    assert "## Mutation score" in page
+    assert "❌ facebook/opt-125m (synthetic, mutation, cpu fp32): missed swap_qk" in page
 
 
 # merging and reading ---------------------------------------------------------------------------
@@ -172,6 +287,29 @@ def test_diff_command(tmp_path, capsys):
     assert "passed -> failed" in capsys.readouterr().out
 
 
+def bench_row(**metrics):
+    return rec(check="bench", weights="synthetic", decode_tokens_per_s=900.0, baseline_decode_tokens_per_s=600.0,
+               prefill_ms=5.0, baseline_prefill_ms=6.0, peak_mem_mb=100.0, baseline_peak_mem_mb=100.0, **metrics)
+
+
+def test_bench_ratios_show_their_spread():
+    spread = {"decode_ratio": 1.42, "decode_ratio_lo": 1.31, "decode_ratio_hi": 1.55,
+              "prefill_ratio": 1.03, "prefill_ratio_lo": 0.97, "prefill_ratio_hi": 1.08}
+    table = render_markdown([bench_row(**spread)]).split("## Benchmarks")[1]
+    assert "1.42 (1.31–1.55)" in table and "1.42 (1.31–1.55) ~ noise" not in table
+    assert "1.03 (0.97–1.08) ~ noise" in table
+    old = render_markdown([bench_row()]).split("## Benchmarks")[1]
+    assert "1.50 (no spread)" in old and "1.20 (no spread)" in old  # decode 900/600, prefill 6/5
+    stale = render_markdown([bench_row(code=OTHER_CODE)]).split("## Benchmarks")[1]
+    assert "| ⏳ facebook/opt-125m" in stale
+
+
+def test_spreads_are_not_regressions():
+    old = [bench_row(decode_tokens_per_s_iqr=10.0, decode_ratio_lo=1.0)]
+    new = [bench_row(decode_tokens_per_s_iqr=30.0, decode_ratio_lo=1.3)]
+    assert compare(old, new) == []
+
+
 def test_html_report_has_tables_and_plots(tmp_path):
     records = all_checks(weights="package", max_logprob_diff=1e-6) + [
         rec(check="bench", device="cuda", dtype="bfloat16", weights="synthetic", decode_tokens_per_s=900.0,
@@ -182,6 +320,11 @@ def test_html_report_has_tables_and_plots(tmp_path):
                          "--html", str(out)]) == 0
     html = out.read_text()
     assert html.count("<table") >= 3
+    assert "Mutation score" not in html
+    records.append(mutation())
+    assert reports_main([str(write_jsonl(tmp_path / "r.jsonl", records)), "--output", str(tmp_path / "p.md"),
+                         "--html", str(out)]) == 0
+    assert "<h2>Mutation score</h2>" in out.read_text()
     assert html.count("<svg") >= 3  # decode throughput, ratio bars, quality, pruning curve
     assert "Decode throughput" in html and "Pruning curve" in html
     assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained

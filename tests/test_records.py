@@ -1,0 +1,39 @@
+"""Which code measured a record: commit, dirty flag and source hash, with and without git."""
+
+import shutil
+
+from matrix import records
+
+
+def copy_without_git(tmp_path):
+    """The repository as it is shipped to a GPU machine: sources, no .git, caches that must not count."""
+    for folder in records.SOURCE_FOLDERS:
+        shutil.copytree(records.ROOT / folder, tmp_path / folder)
+    cache = tmp_path / "matrix" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "stray.py").write_text("x = 1\n")
+    return tmp_path
+
+
+def test_source_hash_is_read_from_the_files_not_git(tmp_path):
+    copy = copy_without_git(tmp_path)
+    # __wrapped__: uncached, so both hashes see the files as they are now
+    assert records.source_hash.__wrapped__(copy) == records.source_hash.__wrapped__(records.ROOT)
+    assert len(records.source_hash.__wrapped__(copy)) == 16
+    (copy / "matrix" / "records.py").write_text((copy / "matrix" / "records.py").read_text() + "\n")
+    assert records.source_hash.__wrapped__(copy) != records.source_hash.__wrapped__(records.ROOT)
+
+
+def test_without_git_the_commit_comes_from_the_shipped_file(tmp_path):
+    copy = copy_without_git(tmp_path)
+    assert records.git_sha.__wrapped__(copy) is None and records.git_dirty.__wrapped__(copy) is None
+    sha = "e817ab4fead844915a6ebbb6c5230e91f1e7de71"
+    (copy / records.COMMIT_FILE).write_text(sha + "\n")
+    assert records.git_sha.__wrapped__(copy) == sha
+
+
+def test_environment_names_the_code():
+    env = records.environment("cpu")
+    assert env["source_hash"] == records.source_hash()
+    if (records.ROOT / ".git").exists():
+        assert len(env["git_sha"]) == 40 and isinstance(env["git_dirty"], bool)
