@@ -154,9 +154,12 @@ BANDWIDTH_SHARE_MIN_MB = 64  # below this a decode step is bound by latency, not
 
 
 # Mutation testing (matrix/mutants.py): a mutant whose effect (max |Δ log p| against HF in fp32) is within
-# what the dtype itself does cannot be told from rounding by any check. fp32: the Good bar. Half
-# precision: HF's own max error against fp32 on the same tokens, times MUTATION_NOISE_FACTOR.
-MUTATION_NOISE_FACTOR = 1.0
+# what a correct implementation's error can be cannot be told from rounding by any check. fp32: the Good
+# bar. Half precision: HF's own max error against fp32 on the same tokens, times MUTATION_NOISE_FACTOR:
+# two correct bf16 implementations differ from fp32 by different maxima, and the unmutated adaptive
+# model's reached 1.37× HF's (tiny/gemma, CPU bf16); a mutant under 1.5× (tiny/opt's ReLU → leaky ReLU,
+# 1.02× on the H200) is as far from fp32 as a correct conversion can be.
+MUTATION_NOISE_FACTOR = 1.5
 
 
 def mutation_noise(dtype: str, baseline_effect: float) -> float:

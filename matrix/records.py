@@ -26,8 +26,9 @@ RECORD_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outc
                  "time", "duration_s", "synthetic_layers")
 
 ROOT = Path(__file__).resolve().parent.parent
-# A copy of the repository without .git (the one sent to a GPU machine) names its commit in this file
-# at its root.
+# A copy of the repository sent to another machine (a GPU lent without network) may carry no .git, or a
+# stale one. Before sending, `python -m matrix.records stamp` writes "<commit> <source hash>" of a clean
+# checkout into this file; a copy whose own source hash matches it reports that commit.
 COMMIT_FILE = "SENTINEL_COMMIT"
 SOURCE_FOLDERS = ("sentinel_core", "matrix")
 
@@ -46,22 +47,44 @@ def _in_git_checkout(root: Path) -> bool:
     return (root / ".git").exists()
 
 
+def _stamped_commit(root: Path) -> str | None:
+    """The commit named in COMMIT_FILE, if the file describes these very sources."""
+    try:
+        sha, stamped_hash = (root / COMMIT_FILE).read_text(encoding="utf-8").split()
+    except (OSError, ValueError):
+        return None
+    return sha if stamped_hash == source_hash(root) else None
+
+
 @cache
 def git_sha(root: Path = ROOT) -> str | None:
+    stamped = _stamped_commit(root)
+    if stamped is not None:
+        return stamped
     if _in_git_checkout(root):
         return (_git(root, "rev-parse", "HEAD") or "").strip() or None
-    if (root / COMMIT_FILE).is_file():
-        return (root / COMMIT_FILE).read_text(encoding="utf-8").strip() or None
     return None
 
 
 @cache
 def git_dirty(root: Path = ROOT) -> bool | None:
-    """Uncommitted changes (untracked files included) to the code that measures; None without git."""
+    """Uncommitted changes (untracked files included) to the code that measures; None without git. A stamped
+    copy is clean by construction (stamp refuses a dirty checkout)."""
+    if _stamped_commit(root) is not None:
+        return False
     if not _in_git_checkout(root):
         return None
     status = _git(root, "status", "--porcelain", "--", *SOURCE_FOLDERS)
     return None if status is None else bool(status.strip())
+
+
+def stamp(root: Path = ROOT) -> str:
+    """Write COMMIT_FILE for a copy of this checkout that travels without git."""
+    if git_dirty(root) is not False or _git(root, "status", "--porcelain", "--", *SOURCE_FOLDERS) is None:
+        raise SystemExit(f"error: commit the changes under {' and '.join(SOURCE_FOLDERS)} first: a stamp names a commit")
+    line = f"{(_git(root, 'rev-parse', 'HEAD') or '').strip()} {source_hash(root)}"
+    (root / COMMIT_FILE).write_text(line + "\n", encoding="utf-8")
+    return line
 
 
 @cache
@@ -107,3 +130,11 @@ def append_record(path: str | Path, record: dict) -> None:
             os.fsync(f.fileno())
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["stamp"]:
+        raise SystemExit("usage: python -m matrix.records stamp")
+    print(stamp())

@@ -64,10 +64,16 @@ def test_weights_devices_checks_and_models_options():
     rows = collect("--families", "llama", "--weights", "package")
     assert rows and all("/package/" in r for r in rows)
     assert {r.split("/")[-2] for r in rows} == {"load", "infer", "quality"}  # mutation beyond tiny rows: --slow
-    assert {r.split("/")[-2] for r in collect("--families", "llama", "--weights", "package", "--slow")} == {
-        "load", "infer", "quality", "mutation"}
-    assert any(r.endswith("/mutation/cpu]") for r in collect("--models", "tiny/llama"))
     rows = collect("--models", "gpt2", "--checks", "quality", "--devices", "cpu,cuda", "--weights", "synthetic")
     assert any(r.endswith("/cuda]") for r in rows) and all("/quality/" in r for r in rows)
     assert not any("gpt2-xl" in r for r in collect("--families", "gpt2"))  # slow entries need --slow
     assert any("gpt2-xl" in r for r in collect("--families", "gpt2", "--slow"))
+
+
+def test_mutation_rows_beyond_the_tiny_geometries_are_slow():
+    from matrix.conftest import Row
+
+    entries = {e.id: e for e in load_catalog()}
+    assert not Row(entries["tiny/llama"], "synthetic", "mutation", "cpu").slow
+    assert Row(entries["gpt2"], "synthetic", "mutation", "cpu").slow
+    assert not Row(entries["gpt2"], "synthetic", "quality", "cpu").slow

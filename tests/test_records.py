@@ -24,12 +24,15 @@ def test_source_hash_is_read_from_the_files_not_git(tmp_path):
     assert records.source_hash.__wrapped__(copy) != records.source_hash.__wrapped__(records.ROOT)
 
 
-def test_without_git_the_commit_comes_from_the_shipped_file(tmp_path):
+def test_a_copy_names_the_commit_stamped_for_its_own_sources(tmp_path):
     copy = copy_without_git(tmp_path)
     assert records.git_sha.__wrapped__(copy) is None and records.git_dirty.__wrapped__(copy) is None
     sha = "e817ab4fead844915a6ebbb6c5230e91f1e7de71"
-    (copy / records.COMMIT_FILE).write_text(sha + "\n")
-    assert records.git_sha.__wrapped__(copy) == sha
+    (copy / records.COMMIT_FILE).write_text(f"{sha} {records.source_hash.__wrapped__(copy)}\n")
+    assert records.git_sha.__wrapped__(copy) == sha and records.git_dirty.__wrapped__(copy) is False
+    # A stamp of other sources (the code changed after stamping) names nothing.
+    (copy / records.COMMIT_FILE).write_text(f"{sha} 0123456789abcdef\n")
+    assert records.git_sha.__wrapped__(copy) is None
 
 
 def test_environment_names_the_code():
