@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from matrix import records
+from matrix import adhoc, records
 from matrix.catalog import CatalogEntry, load_catalog
+from matrix.options import ADHOC_ENTRIES, CHECKS, DEFAULT_CHECKS, DEVICES, csv, is_glob
 
-CHECK_ORDER = ("load", "infer", "quality", "mutation", "bench")
-DEFAULT_CHECKS = ("load", "infer", "quality", "mutation")
+CHECK_ORDER = CHECKS  # rows of one loaded model run in this order
 ROW_KEY = pytest.StashKey[dict]()
 records_written_key = pytest.StashKey[bool]()
 
@@ -52,19 +52,16 @@ class Row:
         return (self.entry.id, self.weights, self.device)
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _rows_for(check: str) -> list[Row]:
-    return [Row(entry, weights, check, device)
-            for entry in load_catalog() for weights in entry.sources for device in ("cpu", "cuda")]
+def _rows_for(check: str, config) -> list[Row]:
+    """Catalog entries, then the models named in --models that no entry names (matrix/adhoc.py)."""
+    entries = (*load_catalog(), *config.stash.get(ADHOC_ENTRIES, ()))
+    return [Row(entry, weights, check, device) for entry in entries for weights in entry.sources for device in DEVICES]
 
 
 def pytest_generate_tests(metafunc):
     if "row" not in metafunc.fixturenames:
         return
-    rows = _rows_for(metafunc.module.CHECK)
+    rows = _rows_for(metafunc.module.CHECK, metafunc.config)
     params = []
     for row in rows:
         marks = []
@@ -93,20 +90,16 @@ def pytest_configure(config):
         results.unlink()
 
 
-def _is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
-
-
 def _selected(row: Row, config) -> bool:
-    families = _csv(config.getoption("--families"))
-    models = _csv(config.getoption("--models"))
-    checks = _csv(config.getoption("--checks")) or DEFAULT_CHECKS
-    devices = _csv(config.getoption("--devices"))
-    weights = _csv(config.getoption("--weights"))
+    families = csv(config.getoption("--families"))
+    models = csv(config.getoption("--models"))
+    checks = csv(config.getoption("--checks")) or DEFAULT_CHECKS
+    devices = csv(config.getoption("--devices"))
+    weights = csv(config.getoption("--weights"))
     if families and row.entry.family not in families:
         return False
-    named = any(m in (row.entry.id, row.entry.slug) for m in models)
-    if models and not named and not any(fnmatch.fnmatchcase(row.entry.id, m) for m in models if _is_glob(m)):
+    named = isinstance(row.entry, adhoc.AdhocEntry) or any(m in (row.entry.id, row.entry.slug) for m in models)
+    if models and not named and not any(fnmatch.fnmatchcase(row.entry.id, m) for m in models if is_glob(m)):
         return False
     if row.check not in checks or row.device not in devices:
         return False
@@ -171,13 +164,16 @@ def _provision(row: Row, config):
     from matrix import sources
 
     entry = row.entry
+    if isinstance(entry, adhoc.AdhocEntry):
+        folder, tokenizer = adhoc.provision(entry)
+        return folder, tokenizer, True
     skip_for_transformers(entry)
     if row.weights == "synthetic":
         return sources.synthetic_checkpoint(entry), None, False
     if row.weights == "package":
         folder = sources.package_checkpoint(entry)
         return folder, sources.tokenizer_for(folder), True
-    folder = sources.hub_checkpoint(entry)  # skips with the reason when it cannot be had
+    folder = sources.hub_checkpoint(entry.id, entry.gated)  # skips with the reason when it cannot be had
     return folder, sources.tokenizer_for(folder), True
 
 
@@ -256,6 +252,18 @@ def _inconclusive(call) -> bool:
     return call is not None and call.excinfo is not None and isinstance(call.excinfo.value, CheckInconclusive)
 
 
+def _checkpoint(row: Row) -> dict:
+    """Which checkpoint a row ran: a named folder, file or hub id with its fingerprint; packaged weights' sha256."""
+    if isinstance(row.entry, adhoc.AdhocEntry):
+        return row.entry.checkpoint
+    if row.weights == "package":
+        from matrix.sources import PACKAGED
+
+        packaged = PACKAGED.get(row.entry.id)
+        return {"location": packaged.file, "fingerprint": packaged.sha256[:16]} if packaged else {}
+    return {}
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
@@ -285,6 +293,9 @@ def pytest_runtest_makereport(item, call):
         "duration_s": round(report.duration, 3),
         "synthetic_layers": row.synthetic_layers,
     }
+    checkpoint = _checkpoint(row)
+    if checkpoint:
+        record["checkpoint"] = checkpoint
     records.append_record(config.getoption("--results"), record)
     return report
 

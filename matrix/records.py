@@ -22,8 +22,36 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-RECORD_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "reason", "metrics", "env",
-                 "time", "duration_s", "synthetic_layers")
+# Every field a record may have, and the JSON types it may hold (the reporter refuses others, naming the line).
+NUMBER, TEXT, OBJECT, LIST, FLAG, NULL = (int, float), (str,), (dict,), (list,), (bool,), (type(None),)
+RECORD_FIELDS = {"family": TEXT, "model": TEXT, "weights": TEXT, "check": TEXT, "device": TEXT, "dtype": TEXT,
+                 "outcome": TEXT, "reason": TEXT, "metrics": OBJECT, "env": OBJECT, "time": TEXT,
+                 "duration_s": NUMBER + NULL, "synthetic_layers": NUMBER + NULL, "checkpoint": OBJECT}
+# The metrics that are not plain numbers (every other metric is a number or null).
+METRIC_KINDS = {
+    **dict.fromkeys(("adaptive_path", "attn_baseline", "grade", "ppl_text", "pruning", "sample_output",
+                     "fp32_reference"), TEXT + NULL),
+    **dict.fromkeys(("mutants", "mutation_score", "reference_stats"), OBJECT),
+    **dict.fromkeys(("batch_sizes", "prefill_batch_sizes"), LIST),
+    "pruning_curve": "points",  # [[fraction pruned, value], ...]
+    **dict.fromkeys(("greedy_identical", "rank_check", "above_noise", "caught"), FLAG + NULL),
+}
+
+# The provenance fields of `env` (all text or null, git_dirty true/false/null).
+ENV_KINDS = {"git_dirty": FLAG + NULL}
+
+
+def kind_error(value, kinds) -> str | None:
+    """Why `value` is not of `kinds` (a bool is no number), or None when it is."""
+    if kinds == "points":
+        pairs = isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 and not kind_error(p[0], NUMBER)
+                                                and not kind_error(p[1], NUMBER) for p in value)
+        return None if pairs else f"must be a list of [number, number] points, not {json.dumps(value)[:40]}"
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(sorted({{int: "number", float: "number", str: "text", dict: "object", list: "list",
+                                     bool: "true/false", type(None): "null"}[k] for k in kinds}))
+        return f"must be {names}, not {json.dumps(value)[:40]}"
+    return None
 
 ROOT = Path(__file__).resolve().parent.parent
 # A copy of the repository sent to another machine (a GPU lent without network) may carry no .git, or a

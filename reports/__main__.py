@@ -4,10 +4,11 @@ python -m reports diff OLD NEW"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from .load import RecordError, load_results
+from .load import SCRATCH_RESULTS, RecordError, load_results, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "SUPPORTED_MODELS.md"
@@ -22,6 +23,34 @@ def first_difference(expected: str, actual: str) -> str:
     return f"line {min(len(exp), len(act)) + 1}: lengths differ ({len(exp)} rendered vs {len(act)} in file)"
 
 
+def unwritable(path: Path) -> str | None:
+    """Why `path` cannot be written (its folder is created when missing), or None; checked before anything is written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path.parent} ({exc.strerror}): choose another output path"
+    if path.is_dir():
+        return f"{path} is a folder: name a file"
+    if not os.access(path.parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable: choose another output path or fix its permissions"
+    return None
+
+
+def note_scratch_results() -> None:
+    """The default run leaves out results/latest.jsonl (a local run's scratch file); say so when it holds rows."""
+    scratch = DEFAULT_RESULTS / SCRATCH_RESULTS
+    if not scratch.is_file():
+        return
+    try:
+        records = read_records(scratch)
+    except RecordError:
+        records = []
+    if records:
+        failed = sum(r["outcome"] == "failed" for r in records)
+        print(f"note: {scratch} ({len(records)} records, {failed} failed) is left out; name it to include it",
+              file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["diff"]:
@@ -33,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="the Markdown page to write or check")
     parser.add_argument("--check", action="store_true", help="fail if the page differs from what the records render")
     parser.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="write the page even when no record was read (otherwise an error: never blank a page)")
     args = parser.parse_args(argv)
 
     from .render import render_markdown
@@ -43,8 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     except RecordError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not records and not args.allow_empty:
+        print(f"error: no records in {', '.join(map(str, paths)) or 'results/ (missing)'}: nothing to render; run the "
+              f"matrix first, name the results files, or pass --allow-empty", file=sys.stderr)
+        return 2
+    if not args.results:
+        note_scratch_results()
     page = render_markdown(records)
     output = Path(args.output)
+    problem = None if args.check else unwritable(output) or (unwritable(Path(args.html)) if args.html else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.check:
         current = output.read_text(encoding="utf-8") if output.exists() else ""
         if current != page:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 
 from matrix.bench_metrics import SPREAD_SUFFIXES
@@ -11,23 +13,46 @@ from matrix.grading import DIFF_ABSOLUTE, DIFF_IGNORED, DIFF_RELATIVE
 from .load import RecordError, load_results, record_key
 
 
+MISSING = object()  # a metric one of the two records does not have
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def lost(old, new) -> bool:
+    """A finite measurement that became NaN, infinite or null: a regression (a metric no longer recorded at all
+    is listed as a change only; the check may have stopped measuring it)."""
+    return is_number(old) and math.isfinite(old) and new is not MISSING and not (is_number(new) and math.isfinite(new))
+
+
 def moved(name: str, old, new) -> bool:
     # A spread (IQR, round count, a ratio's range) describes a measurement; it is not one that regresses.
-    if name in DIFF_IGNORED or name.endswith(SPREAD_SUFFIXES) or isinstance(old, bool) or isinstance(new, bool):
+    if name in DIFF_IGNORED or name.endswith(SPREAD_SUFFIXES):
         return False
-    if not isinstance(old, (int, float)) or not isinstance(new, (int, float)):
-        return False
+    if not is_number(old) or not is_number(new):
+        return old != new and (is_number(old) or is_number(new))
+    if not (math.isfinite(old) and math.isfinite(new)):
+        return not (math.isnan(old) and math.isnan(new)) and old != new
     if name in DIFF_ABSOLUTE:
         return abs(new - old) > DIFF_ABSOLUTE[name]
     return abs(new - old) > DIFF_RELATIVE * max(abs(old), 1e-12)
 
 
-def compare(old: list[dict], new: list[dict]) -> list[str]:
+WORSE = {("passed", "failed"), ("passed", "inconclusive"), ("inconclusive", "failed")}
+
+
+def show(value) -> str:
+    return f"{value:.4g}" if is_number(value) else "missing" if value is MISSING else json.dumps(value)
+
+
+def compare(old: list[dict], new: list[dict]) -> tuple[list[str], list[str]]:
+    """(every change, the regressions among them: a row that got worse, a measured number that was lost)."""
     before = {record_key(r): r for r in old}
     after = {record_key(r): r for r in new}
-    lines = []
+    lines, regressions = [], []
     for key in sorted(set(before) | set(after)):
-        label = "/".join(key)
+        label = "/".join(part for part in key if part)
         a, b = before.get(key), after.get(key)
         if a is None:
             lines.append(f"+ {label}: new row, {b['outcome']}")
@@ -37,21 +62,33 @@ def compare(old: list[dict], new: list[dict]) -> list[str]:
             continue
         if a["outcome"] != b["outcome"]:
             lines.append(f"! {label}: {a['outcome']} -> {b['outcome']}" + (f" ({b['reason']})" if b["reason"] else ""))
-        for name in sorted(set(a["metrics"]) & set(b["metrics"])):
-            if moved(name, a["metrics"][name], b["metrics"][name]):
-                lines.append(f"~ {label}: {name} {a['metrics'][name]:.4g} -> {b['metrics'][name]:.4g}")
-    return lines
+            if (a["outcome"], b["outcome"]) in WORSE:
+                regressions.append(lines[-1])
+        for name in sorted(set(a["metrics"]) | set(b["metrics"])):
+            old_value, new_value = a["metrics"].get(name, MISSING), b["metrics"].get(name, MISSING)
+            if old_value is MISSING and new_value is MISSING or not moved(name, old_value, new_value):
+                continue
+            lines.append(f"~ {label}: {name} {show(old_value)} -> {show(new_value)}")
+            if lost(old_value, new_value):
+                regressions.append(lines[-1])
+    return lines, regressions
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m reports diff", description=__doc__)
     parser.add_argument("old", help="results file or folder before")
     parser.add_argument("new", help="results file or folder after")
+    parser.add_argument("--fail-on-regression", action="store_true",
+                        help="exit 1 when a row got worse (passed -> failed or inconclusive) or a measured number "
+                             "became NaN, infinite or null (for CI)")
     args = parser.parse_args(argv)
     try:
-        lines = compare(load_results([args.old]), load_results([args.new]))
+        lines, regressions = compare(load_results([args.old]), load_results([args.new]))
     except RecordError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(lines) if lines else "no status changes and no metric moved past its threshold")
+    if regressions and args.fail_on_regression:
+        print(f"error: {len(regressions)} regression(s)", file=sys.stderr)
+        return 1
     return 0

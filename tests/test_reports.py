@@ -232,11 +232,86 @@ def test_unknown_fields_are_ignored_with_a_warning(tmp_path):
     assert "colour" not in records[0]
 
 
-def test_empty_results_render_a_nothing_run_page(tmp_path):
+def test_empty_results_never_overwrite_a_page_unless_asked(tmp_path, capsys):
     (tmp_path / "results").mkdir()
     out = tmp_path / "SUPPORTED.md"
-    assert reports_main([str(tmp_path / "results"), "--output", str(out)]) == 0
+    out.write_text("the committed page")
+    assert reports_main([str(tmp_path / "results"), "--output", str(out)]) == 2
+    assert out.read_text() == "the committed page" and "--allow-empty" in capsys.readouterr().err
+    assert reports_main([str(tmp_path / "results"), "--output", str(out), "--allow-empty"]) == 0
     assert "Nothing has been run yet" in out.read_text()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("time", 1764000000, "time must be text"), ("metrics", [1, 2], "metrics must be object"),
+    ("model", None, "model must be text"), ("duration_s", "slow", "duration_s must be null or number"),
+    ("metrics", {"max_logprob_diff": "tiny"}, "metrics.max_logprob_diff must be null or number"),
+    ("metrics", {"greedy_identical": 1}, "metrics.greedy_identical must be null or true/false"),
+    ("env", {"git_sha": 7}, "env.git_sha must be null or text"), ("outcome", "passd", "outcome 'passd' is not one"),
+])
+def test_a_mistyped_field_is_one_error_naming_file_and_line(tmp_path, capsys, field, value, message):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(rec()) + "\n" + json.dumps({**rec(), field: value}) + "\n")
+    assert reports_main([str(path), "--output", str(tmp_path / "page.md")]) == 2
+    err = capsys.readouterr().err
+    assert f"r.jsonl:2: {message}" in err and err.count("\n") == 1
+
+
+def test_a_latin1_byte_is_one_error_naming_the_line(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(json.dumps(rec()).encode() + b"\n" + json.dumps(rec(reason="caf\u00e9")).encode()[:-5] + b"\xe9\"}\n")
+    assert reports_main([str(path), "--output", str(tmp_path / "page.md")]) == 2
+    assert "r.jsonl:2: not UTF-8" in capsys.readouterr().err
+
+
+def test_random_field_types_never_traceback(tmp_path):
+    """Fuzz: every field and some metrics of valid records replaced by values of random JSON types."""
+    import random
+
+    rng = random.Random(0)
+    values = [None, True, 0, 1.5, float("nan"), "", "x", [], [1], {}, {"a": 1}]
+    fields = ["family", "model", "weights", "check", "device", "dtype", "outcome", "reason", "metrics", "env", "time",
+              "duration_s", "synthetic_layers", "checkpoint"]
+    metric_names = ["max_logprob_diff", "grade", "mutation_score", "ppl", "decode_ratio", "sample_output",
+                    "pruning_curve", "greedy_identical", "reference_stats"]
+    for trial in range(400):
+        record = rec(check=rng.choice(["load", "quality", "bench", "mutation"]), max_logprob_diff=1e-5, ppl=20.0)
+        for _ in range(rng.randint(1, 3)):
+            if rng.random() < 0.5:
+                record[rng.choice(fields)] = rng.choice(values)
+            elif isinstance(record.get("metrics"), dict):
+                record["metrics"][rng.choice(metric_names)] = rng.choice(values)
+        path = tmp_path / f"fuzz{trial}.jsonl"
+        path.write_text(json.dumps(record) + "\n")
+        code = reports_main([str(path), "--output", str(tmp_path / "page.md"), "--html", str(tmp_path / "r.html")])
+        assert code in (0, 2), record
+
+
+def test_outputs_go_into_new_folders_or_fail_in_one_line_before_writing(tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(rec()) + "\n")
+    assert reports_main([str(path), "--output", str(tmp_path / "a" / "page.md"), "--html",
+                         str(tmp_path / "b" / "report.html")]) == 0
+    assert (tmp_path / "a" / "page.md").is_file() and (tmp_path / "b" / "report.html").is_file()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert reports_main([str(path), "--output", str(tmp_path / "c.md"), "--html", str(blocker / "report.html")]) == 2
+    assert not (tmp_path / "c.md").exists() and "cannot create" in capsys.readouterr().err
+
+
+def test_diff_counts_a_lost_number_and_fails_on_regression_when_asked(tmp_path, capsys):
+    from reports.diff import main as diff_main
+
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text(json.dumps(rec(max_logprob_diff=1e-5, ppl=20.0)) + "\n")
+    new.write_text(json.dumps(rec(max_logprob_diff=float("nan"), ppl=None)) + "\n")
+    assert diff_main([str(old), str(new)]) == 0
+    out = capsys.readouterr().out
+    assert "max_logprob_diff 1e-05 -> nan" in out and "ppl 20 -> null" in out
+    assert diff_main([str(old), str(new), "--fail-on-regression"]) == 1
+    new.write_text(json.dumps(rec(outcome="failed", max_logprob_diff=1e-5, ppl=20.0)) + "\n")
+    assert diff_main([str(old), str(new), "--fail-on-regression"]) == 1
+    assert diff_main([str(old), str(old), "--fail-on-regression"]) == 0
 
 
 # rendering, --check, diff ----------------------------------------------------------------------
@@ -272,7 +347,7 @@ def test_check_catches_a_hand_edit(tmp_path, capsys):
 def test_diff_reports_status_changes_and_moved_metrics():
     old = [rec(outcome="passed", max_logprob_diff=1e-6, load_s=1.0), rec(check="load")]
     new = [rec(outcome="failed", reason="boom", max_logprob_diff=2e-6, load_s=2.0), rec(check="infer")]
-    lines = compare(old, new)
+    lines, _ = compare(old, new)
     assert any(line.startswith("! ") and "passed -> failed" in line for line in lines)
     assert any("load_s 1 -> 2" in line for line in lines)
     assert not any("max_logprob_diff" in line for line in lines)  # 1e-6 -> 2e-6 is within its absolute bar
@@ -307,7 +382,7 @@ def test_bench_ratios_show_their_spread():
 def test_spreads_are_not_regressions():
     old = [bench_row(decode_tokens_per_s_iqr=10.0, decode_ratio_lo=1.0)]
     new = [bench_row(decode_tokens_per_s_iqr=30.0, decode_ratio_lo=1.3)]
-    assert compare(old, new) == []
+    assert compare(old, new) == ([], [])
 
 
 def test_html_report_has_tables_and_plots(tmp_path):

@@ -1,0 +1,96 @@
+"""The matrix's command-line options: their names, the values each accepts, and one check of them all.
+
+Registered from the root conftest.py, so `pytest matrix/ ...` and a plain `pytest` both know them. A bad
+value stops the run before collection (pytest's UsageError, exit 4) with the valid names: a typo must
+never quietly select nothing, or run only the part that was spelled right.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+
+import pytest
+
+from matrix.catalog import WEIGHT_SOURCES, family_architectures, load_catalog
+
+# The checks, in the order the rows of one loaded model run; the defaults leave out bench (timing).
+CHECKS = ("load", "infer", "quality", "mutation", "bench")
+DEFAULT_CHECKS = ("load", "infer", "quality", "mutation")
+DEVICES = ("cpu", "cuda")
+# `local` is a folder or a GGUF file named in --models; `default` is everything that runs offline
+# in the time budget; `all` adds nothing today but says so explicitly.
+WEIGHTS = (*WEIGHT_SOURCES, "local", "default", "all")
+CUDA_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def csv(value: str) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")
+
+
+def add_options(parser) -> None:
+    group = parser.getgroup("sentinel matrix")
+    group.addoption("--families", default="",
+                    help=f"comma-separated model_types to run ({','.join(sorted(family_architectures()))})")
+    group.addoption("--models", default="",
+                    help="comma-separated models: catalog ids or globs ('gpt2*'), a local folder, a .gguf file, "
+                         "or any hub id; a model named exactly runs even when its entry is slow")
+    group.addoption("--checks", default="", help=f"comma-separated checks: {','.join(CHECKS)} "
+                                                 f"(default: {','.join(DEFAULT_CHECKS)})")
+    group.addoption("--devices", default="cpu", help=f"comma-separated devices: {','.join(DEVICES)}")
+    group.addoption("--weights", default="default",
+                    help=f"comma-separated weight sources: {','.join(WEIGHTS)}; default: everything that runs "
+                         f"offline in the time budget (package + synthetic, hub rows where cached, local models named)")
+    group.addoption("--slow", action="store_true", help="include catalog entries marked slow")
+    group.addoption("--cuda-dtype", default="bfloat16", choices=list(CUDA_DTYPES),
+                    help="dtype of CUDA rows (CPU rows are float32; CUDA float32 runs with TF32 off)")
+    group.addoption("--bench-compiled", action="store_true",
+                    help="bench on CUDA also times the torch.compile'd decode step (compiles once per batch size)")
+    group.addoption("--results", default="results/latest.jsonl", help="JSONL file the rows are appended to")
+    group.addoption("--results-fresh", action="store_true",
+                    help="start --results afresh instead of appending (the newest record per row wins anyway)")
+
+
+ALIASES = {"gpu": "cuda", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # what users type instead
+
+
+def _unknown(option: str, name: str, valid) -> pytest.UsageError:
+    close = [ALIASES[name]] if ALIASES.get(name) in valid else difflib.get_close_matches(name, list(valid), n=1,
+                                                                                          cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return pytest.UsageError(f"{option}: unknown name {name!r}{hint}; valid names: {', '.join(valid)}")
+
+
+def validate(config) -> None:
+    """Every name in every list option is a known one; every glob in --models matches a catalog id."""
+    known = (("--families", tuple(sorted(family_architectures()))), ("--checks", CHECKS), ("--devices", DEVICES),
+             ("--weights", WEIGHTS))
+    for option, valid in known:
+        for name in csv(config.getoption(option)):
+            if name not in valid:
+                raise _unknown(option, name, valid)
+    config.stash[ADHOC_ENTRIES] = adhoc_entries(csv(config.getoption("--models")))
+
+
+ADHOC_ENTRIES = pytest.StashKey[tuple]()
+
+
+def adhoc_entries(models: list[str]) -> tuple:
+    """The --models names that are no catalog id, slug or glob, resolved (a folder, a GGUF file, a hub id)."""
+    from matrix import adhoc
+
+    catalog = load_catalog()
+    ids = {name for entry in catalog for name in (entry.id, entry.slug)}
+    entries = []
+    for name in models:
+        if is_glob(name):
+            if not any(fnmatch.fnmatchcase(entry.id, name) for entry in catalog):
+                raise pytest.UsageError(f"--models: no catalog id matches {name!r}; ids look like "
+                                        f"{', '.join(e.id for e in catalog[:4])}, ... (see matrix/catalog.toml)")
+        elif name not in ids:
+            entries.append(adhoc.resolve(name))
+    return tuple(entries)
