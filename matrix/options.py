@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from pathlib import Path
 
 import pytest
 
 from matrix.catalog import WEIGHT_SOURCES, family_architectures, load_catalog
+from matrix.records import unwritable
 
 # The checks, in the order the rows of one loaded model run; the defaults leave out bench (timing).
 CHECKS = ("load", "infer", "quality", "mutation", "bench")
@@ -73,6 +75,9 @@ def validate(config) -> None:
         for name in csv(config.getoption(option)):
             if name not in valid:
                 raise _unknown(option, name, valid)
+    problem = unwritable(Path(config.getoption("--results")))
+    if problem and not config.getoption("collectonly"):
+        raise pytest.UsageError(f"--results: {problem}")
     config.stash[ADHOC_ENTRIES] = adhoc_entries(csv(config.getoption("--models")))
 
 

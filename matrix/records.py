@@ -37,6 +37,20 @@ METRIC_KINDS = {
     **dict.fromkeys(("greedy_identical", "rank_check", "above_noise", "caught"), FLAG + NULL),
 }
 
+def unwritable(path: Path) -> str | None:
+    """Why a file cannot be written at `path` (its folder is created when missing), or None; asked before any
+    work, so a bad output path is one line up front and never an error after the first result."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {path.parent} ({exc.strerror}): choose another path"
+    if path.is_dir():
+        return f"{path} is a folder: name a file"
+    if not os.access(path.parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
+        return f"{path} is not writable: choose another path or fix its permissions"
+    return None
+
+
 # The provenance fields of `env` (all text or null, git_dirty true/false/null).
 ENV_KINDS = {"git_dirty": FLAG + NULL}
 

@@ -301,7 +301,7 @@ def synthetic_checkpoint(entry, full_depth: bool = False) -> Path:
     from sentinel_core.synthetic import cached_synthetic_checkpoint
 
     config = entry.hf_config() if full_depth else entry.synthetic_config()
-    return cached_synthetic_checkpoint(config, cache_dir() / "synthetic", entry.slug, calibrate=not full_depth)
+    return cached_synthetic_checkpoint(config, cache_dir() / "synthetic", calibrate=not full_depth)
 
 
 def package_checkpoint(entry) -> Path:

@@ -4,9 +4,10 @@ python -m reports diff OLD NEW"""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from matrix.records import unwritable
 
 from .load import SCRATCH_RESULTS, RecordError, load_results, read_records
 
@@ -21,19 +22,6 @@ def first_difference(expected: str, actual: str) -> str:
         if a != b:
             return f"line {number}: records render {a!r}, file has {b!r}"
     return f"line {min(len(exp), len(act)) + 1}: lengths differ ({len(exp)} rendered vs {len(act)} in file)"
-
-
-def unwritable(path: Path) -> str | None:
-    """Why `path` cannot be written (its folder is created when missing), or None; checked before anything is written."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"cannot create {path.parent} ({exc.strerror}): choose another output path"
-    if path.is_dir():
-        return f"{path} is a folder: name a file"
-    if not os.access(path.parent, os.W_OK) or path.exists() and not os.access(path, os.W_OK):
-        return f"{path} is not writable: choose another output path or fix its permissions"
-    return None
 
 
 def note_scratch_results() -> None:

@@ -23,3 +23,7 @@ class UnsupportedConfigError(SentinelError):
 
 class CheckpointError(SentinelError):
     """A checkpoint that does not load cleanly: missing, unused or mis-shaped weights."""
+
+
+class DiskSpaceError(SentinelError):
+    """Not enough free disk for a checkpoint about to be written; says how much and where."""

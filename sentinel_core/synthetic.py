@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,13 +28,22 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
+from .errors import DiskSpaceError
+
+
+# Random values are drawn on bfloat16's grid, so a checkpoint can store them in 16 bits and still load
+# exactly in fp32 (half the disk); calibration keeps them there (its residual gain is a power of two, and its
+# temperature goes into the final norm alone).
+STORAGE_DTYPE = torch.bfloat16
+
 
 @torch.no_grad()
 def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
 
     def normal(p: torch.Tensor, std: float, mean: float = 0.0) -> None:
-        p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32) * std + mean)
+        values = torch.randn(p.shape, generator=g, dtype=torch.float32) * std + mean
+        p.copy_(values.to(STORAGE_DTYPE).to(p.dtype))
 
     seen: set[int] = set()
     for module in model.modules():
@@ -64,7 +74,7 @@ INPUT_TOKEN_ARGMAX_MAX = 0.5  # share of positions whose argmax is the input tok
 CALIBRATION_ENTROPY = 3.0
 CALIBRATION_INPUT_TOKEN_SHARE = 0.1
 CALIBRATION_FILE = "sentinel_calibration.json"
-RANDOMISATION = "calibrated-v1"  # part of the cache fingerprint: a new scheme never reuses old folders
+RANDOMISATION = "calibrated-v2"  # v2: values on bfloat16's grid, temperature in the final norm  # part of the cache fingerprint: a new scheme never reuses old folders
 
 # Parameters (last name component) that write into the residual stream: attention output and MLP down
 # projections under the names transformers' decoders give them.
@@ -105,15 +115,16 @@ def _probe(model, seed: int) -> torch.Tensor:
 def _temperature_target(model) -> tuple[list[torch.Tensor], bool]:
     """The tensors whose common scale is the logit temperature, and whether they scale as 1 + w.
 
-    Untied: the LM head (weight and bias). Tied: the last norm before it (weight and bias), found as the last
-    norm-like module; nothing nonlinear follows it, so logits scale exactly with it."""
+    The last norm before the LM head (weight and bias), found as the last norm-like module: logits scale with
+    it exactly (up to an LM-head bias), and it is the one tensor calibration leaves off the 16-bit grid. A
+    model without norms: the LM head itself."""
     head = model.get_output_embeddings()
-    if head.weight is not model.get_input_embeddings().weight:
-        return [p for p in (head.weight, getattr(head, "bias", None)) if p is not None], False
     norms = [(name, m) for name, m in model.named_modules()
              if "norm" in type(m).__name__.lower() and getattr(m, "weight", None) is not None]
     if not norms:
-        raise ValueError(f"{type(model).__name__}: tied embeddings and no norm to set the logit temperature with")
+        if head.weight is model.get_input_embeddings().weight:
+            raise ValueError(f"{type(model).__name__}: tied embeddings and no norm to set the logit temperature with")
+        return [p for p in (head.weight, getattr(head, "bias", None)) if p is not None], False
     # The final norm sits outside the layer list (OPT registers it before the layers); a post-LN model
     # without one ends in its last layer's last norm.
     outside_layers = [m for name, m in norms if not re.search(r"\.\d+\.", name)]
@@ -184,24 +195,74 @@ def make_synthetic_checkpoint(config, folder: str | Path, seed: int = 0, calibra
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     randomise_(model, seed)
     calibration = calibrate_(model, seed) if calibrate else None
+    for p in model.parameters():  # exactly representable in 16 bits: stored so, loaded back exactly in fp32
+        if torch.equal(p.data.to(STORAGE_DTYPE).to(p.dtype), p.data):
+            p.data = p.data.to(STORAGE_DTYPE)
     folder.mkdir(parents=True, exist_ok=True)
+    ensure_room(folder, sum(p.numel() * p.element_size() for p in model.parameters()))
     model.save_pretrained(folder)
+    _declare_float32(folder / "config.json")
     if calibration is not None:
         (folder / CALIBRATION_FILE).write_text(json.dumps(calibration, indent=1) + "\n")
     return folder
 
 
-def cached_synthetic_checkpoint(config, cache_dir: str | Path, name: str, seed: int = 0, calibrate: bool = True) -> Path:
+def _declare_float32(config_file: Path) -> None:
+    """save_pretrained names the first tensor's dtype (bfloat16 here), and from_pretrained would load the model
+    in it: the checkpoint is an fp32 model whose values happen to fit in 16 bits."""
+    config = json.loads(config_file.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = "float32"
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def ensure_room(folder: Path, needed_bytes: int) -> None:
+    """One clear line before a checkpoint is written where it does not fit (not safetensors' traceback halfway)."""
+    free = shutil.disk_usage(folder).free
+    if free < needed_bytes * 1.05 + (64 << 20):
+        raise DiskSpaceError(f"a synthetic checkpoint needs {needed_bytes / 1e9:.2f} GB in {folder.parent} and only "
+                             f"{free / 1e9:.2f} GB is free: free space (`sentinel cache clean`) or point SENTINEL_CACHE "
+                             f"at a bigger disk")
+
+
+def checkpoint_intact(folder: Path) -> bool:
+    """config.json and every safetensors file whole (each file's size is what its header says it holds)."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not (folder / "config.json").is_file() or not files:
+        return False
+    for file in files:
+        try:
+            with open(file, "rb") as f:
+                header_len = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(header_len))
+        except (OSError, ValueError):
+            return False
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if file.stat().st_size != 8 + header_len + end:
+            return False
+    return True
+
+
+def cached_synthetic_checkpoint(config, cache_dir: str | Path, seed: int = 0, calibrate: bool = True) -> Path:
     """Like make_synthetic_checkpoint, reusing a folder made earlier for the same config, seed, scheme and
-    transformers."""
-    folder = Path(cache_dir) / f"{name.replace('/', '--')}-{config_fingerprint(config, seed, calibrate)}"
-    if not (folder / "config.json").exists():
+    transformers (one folder per distinct config, whatever the names it is asked for under). A folder found
+    damaged (a truncated file) is made again."""
+    folder = Path(cache_dir) / f"{config.model_type}-{config_fingerprint(config, seed, calibrate)}"
+    if folder.exists() and not checkpoint_intact(folder):
+        warnings.warn(f"{folder} is damaged (a truncated or missing file): making it again", stacklevel=2)
+        shutil.rmtree(folder)
+    if not folder.exists():
         # A private folder renamed into place: concurrent makers (xdist workers) never see half a checkpoint.
         tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        make_synthetic_checkpoint(config, tmp, seed, calibrate)
         try:
+            make_synthetic_checkpoint(config, tmp, seed, calibrate)
             tmp.rename(folder)
-        except OSError:  # another process finished first; the checkpoints are identical
+        except OSError:
+            if not checkpoint_intact(folder):
+                raise
+            # else another process finished first; the checkpoints are identical
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder

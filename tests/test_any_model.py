@@ -29,7 +29,7 @@ def read(results: Path) -> list[dict]:
 class FakeConfig:
     def __init__(self, **values):
         self.values = {"--families": "", "--models": "", "--checks": "", "--devices": "cpu", "--weights": "default",
-                       **values}
+                       "--results": "results/latest.jsonl", "collectonly": False, **values}
         self.stash = pytest.Stash()
 
     def getoption(self, name):
@@ -53,6 +53,15 @@ def test_a_glob_that_matches_nothing_and_a_missing_path_are_usage_errors(tmp_pat
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(pytest.UsageError, match="not a .gguf; pass the folder"):
         options.validate(FakeConfig(**{"--models": str(tmp_path / "model.safetensors")}))
+
+
+def test_results_that_cannot_be_written_stop_the_run_before_the_first_row(tmp_path):
+    with pytest.raises(pytest.UsageError, match="--results: .* is a folder: name a file"):
+        options.validate(FakeConfig(**{"--results": str(tmp_path)}))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(pytest.UsageError, match="--results: cannot create"):
+        options.validate(FakeConfig(**{"--results": str(tmp_path / "file" / "rows.jsonl")}))
+    options.validate(FakeConfig(**{"--results": str(tmp_path / "new" / "rows.jsonl")}))  # folders are made
 
 
 def test_catalog_names_stay_catalog_rows_and_the_rest_resolve(tmp_path):
