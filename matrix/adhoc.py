@@ -121,7 +121,15 @@ def provision(entry: AdhocEntry):
         path = sources.gguf_checkpoint(path)
     has_tokenizer = any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json",
                                                              "tokenizer.model", "vocab.json"))
-    return str(path), sources.tokenizer_for(path) if has_tokenizer else None
+    tokenizer = sources.tokenizer_for(path) if has_tokenizer else None
+    if tokenizer is not None:
+        from sentinel_core.loader import load_config
+
+        vocab = load_config(str(path)).get_text_config().vocab_size
+        if len(tokenizer) > vocab:
+            raise AdhocError(f"{path}: its tokenizer has {len(tokenizer):,} tokens and the model's vocabulary "
+                             f"{vocab:,}: save the tokenizer that was trained with this model into the folder")
+    return str(path), tokenizer
 
 
 class AdhocError(RuntimeError):

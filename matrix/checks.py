@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
+from sentinel_core.families import reference_attention
+from sentinel_core.loader import load_config
+from sentinel_core.generation import position_ids as generate_positions  # HF generate's rule
 from sentinel_core.synthetic import degenerate_reason, reference_stats
 
 from . import grading
@@ -107,17 +110,17 @@ def timed_load(fn, device: str):
 
 
 def load_pair(folder, device: str, dtype: str, tokenizer=None, real_weights=False, hf_kwargs=None) -> ModelPair:
-    """HF eager baseline and the adaptive model, each loaded through its own public path and timed."""
+    """HF's reference (eager attention, or what the family names: Falcon-RW's ALiBi is SDPA's) and the adaptive
+    model, each loaded through its own public path and timed."""
     hf_kwargs = dict(hf_kwargs or {})
-    hf, hf_s, hf_mb = timed_load(lambda: load_baseline_model(folder, device=device, dtype=dtype,
-                                                             attn_implementation="eager", **hf_kwargs), device)
-    loader = (lambda: load_adaptive_model(folder, baseline_model=hf, device=device, dtype=dtype)) if hf_kwargs \
-        else (lambda: load_adaptive_model(folder, device=device, dtype=dtype))
+    hf_kwargs.setdefault("attn_implementation", reference_attention(load_config(str(folder))))
+    hf, hf_s, hf_mb = timed_load(lambda: load_baseline_model(folder, device=device, dtype=dtype, **hf_kwargs), device)
+    loader = (lambda: load_adaptive_model(folder, baseline_model=hf, device=device, dtype=dtype)) \
+        if set(hf_kwargs) - {"attn_implementation"} else (lambda: load_adaptive_model(folder, device=device, dtype=dtype))
     adaptive, ad_s, ad_mb = timed_load(loader, device)
     metrics = {"load_s": round(ad_s, 3), "baseline_load_s": round(hf_s, 3), "peak_mem_mb": round(ad_mb, 1),
                "baseline_peak_mem_mb": round(hf_mb, 1)}
-    fp32_reference = lambda: load_baseline_model(folder, device=device, dtype="float32",  # noqa: E731
-                                                 attn_implementation="eager", **hf_kwargs)
+    fp32_reference = lambda: load_baseline_model(folder, device=device, dtype="float32", **hf_kwargs)  # noqa: E731
     fp32_adaptive = lambda: load_adaptive_model(folder, device=device, dtype="float32")  # noqa: E731
     return ModelPair(hf, adaptive, tokenizer, device, dtype, real_weights, metrics, load_fp32_reference=fp32_reference,
                      load_fp32_adaptive=fp32_adaptive)
@@ -147,10 +150,6 @@ def input_batch(pair: ModelPair) -> tuple[torch.Tensor, torch.Tensor]:
         ids[i, width - len(row):] = torch.tensor(row)
         mask[i, width - len(row):] = 1
     return ids.to(pair.device), mask.to(pair.device)
-
-
-def generate_positions(mask: torch.Tensor) -> torch.Tensor:
-    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
 
 def hf_position_kwargs(pair: ModelPair, positions: torch.Tensor) -> dict:

@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from matrix import adhoc, records
+from matrix import adhoc, records, registry
 from matrix.catalog import CatalogEntry, load_catalog
-from matrix.options import ADHOC_ENTRIES, CHECKS, DEFAULT_CHECKS, DEVICES, csv, is_glob
-
-CHECK_ORDER = CHECKS  # rows of one loaded model run in this order
+from matrix.options import ADHOC_ENTRIES, DEVICES, csv, is_glob
 ROW_KEY = pytest.StashKey[dict]()
 records_written_key = pytest.StashKey[bool]()
 
@@ -36,32 +34,37 @@ class Row:
         return f"{self.entry.family}/{self.entry.slug}/{self.weights}/{self.check}/{self.device}"
 
     @property
+    def check_def(self) -> registry.Check:
+        return registry.by_name(self.check)
+
+    @property
     def synthetic_layers(self) -> int | None:
         """Layers kept in a cut synthetic checkpoint (None: the real depth); benchmarks use every layer."""
-        cut = self.weights == "synthetic" and self.entry.synthetic_is_cut and self.check != "bench"
+        cut = self.weights == "synthetic" and self.entry.synthetic_is_cut and not self.check_def.full_depth
         return self.entry.synthetic_layers if cut else None
 
     @property
     def slow(self) -> bool:
         """Slow entries, and mutation rows beyond the tiny geometries (a dozen mutants, each a quality check:
         the main job runs them all, the default test run the tiny ones)."""
-        return self.entry.slow or (self.check == "mutation" and not self.entry.is_tiny)
+        return self.entry.slow or (self.check_def.slow_beyond_tiny and not self.entry.is_tiny)
 
     @property
     def model_key(self) -> tuple:
         return (self.entry.id, self.weights, self.device)
 
 
-def _rows_for(check: str, config) -> list[Row]:
-    """Catalog entries, then the models named in --models that no entry names (matrix/adhoc.py)."""
+def _rows(config) -> list[Row]:
+    """Every check of catalog entries, then of the models named in --models that no entry names (matrix/adhoc.py)."""
     entries = (*load_catalog(), *config.stash.get(ADHOC_ENTRIES, ()))
-    return [Row(entry, weights, check, device) for entry in entries for weights in entry.sources for device in DEVICES]
+    return [Row(entry, weights, check, device) for entry in entries for weights in entry.sources
+            for check in registry.names() for device in DEVICES]
 
 
 def pytest_generate_tests(metafunc):
     if "row" not in metafunc.fixturenames:
         return
-    rows = _rows_for(metafunc.module.CHECK, metafunc.config)
+    rows = _rows(metafunc.config)
     params = []
     for row in rows:
         marks = []
@@ -93,7 +96,7 @@ def pytest_configure(config):
 def _selected(row: Row, config) -> bool:
     families = csv(config.getoption("--families"))
     models = csv(config.getoption("--models"))
-    checks = csv(config.getoption("--checks")) or DEFAULT_CHECKS
+    checks = csv(config.getoption("--checks")) or registry.default_names()
     devices = csv(config.getoption("--devices"))
     weights = csv(config.getoption("--weights"))
     if families and row.entry.family not in families:
@@ -125,7 +128,7 @@ def pytest_collection_modifyitems(config, items):
         row = getattr(item, "callspec", None) and item.callspec.params.get("row")
         if row is None:
             return (0, "", 0)
-        return (1, "/".join(row.model_key), CHECK_ORDER.index(row.check))
+        return (1, "/".join(row.model_key), registry.names().index(row.check))
 
     items[:] = sorted(keep, key=order)  # rows of one model run back to back and share its loaded pair
 

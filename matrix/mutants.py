@@ -178,7 +178,9 @@ def _rope_base(model, factor: float):
     if (why := _rotary(model)) is not None:
         return why
     # inv_freq[i] = base^(-2i/d): a base × factor multiplies it by factor^(-2i/d)
-    buffers = [model.inv_freq] + ([model.long_inv_freq] if hasattr(model, "long_inv_freq") else [])
+    # Gemma 3's sliding layers have their own (local base) frequencies: a converter could get either base wrong.
+    buffers = [model.inv_freq] + [getattr(model, name) for name in ("long_inv_freq", "local_inv_freq")
+                                  if hasattr(model, name)]
     undo = _restoring(*buffers)
     with torch.no_grad():
         for b in buffers:
@@ -195,7 +197,8 @@ def _rope_angles_half(model):
     if (why := _rotary(model)) is not None:
         return why
     angles = model.rope_angles
-    return _setting(model, "rope_angles", lambda position_ids: angles(position_ids).bfloat16().float())
+    # **kw: local=True asks for Gemma 3's sliding-layer angles, mutated alike.
+    return _setting(model, "rope_angles", lambda position_ids, **kw: angles(position_ids, **kw).bfloat16().float())
 
 
 @mutant("positions_shifted", "every position one further (learned table rows or rotary angles)")
@@ -204,7 +207,7 @@ def _positions_shifted(model):
         return "the generic wrapper runs HF's own positions"
     if model.spec.positions == "rotary":
         angles = model.rope_angles
-        return _setting(model, "rope_angles", lambda position_ids: angles(position_ids + 1))
+        return _setting(model, "rope_angles", lambda position_ids, **kw: angles(position_ids + 1, **kw))
     if model.spec.positions == "learned":
         table = model.pos_embed.weight
         undo = _restoring(table)

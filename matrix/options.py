@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from matrix import registry
 from matrix.catalog import WEIGHT_SOURCES, family_architectures, load_catalog
 from matrix.records import unwritable
 
-# The checks, in the order the rows of one loaded model run; the defaults leave out bench (timing).
-CHECKS = ("load", "infer", "quality", "mutation", "bench")
-DEFAULT_CHECKS = ("load", "infer", "quality", "mutation")
 DEVICES = ("cpu", "cuda")
 # `local` is a folder or a GGUF file named in --models; `default` is everything that runs offline
 # in the time budget; `all` adds nothing today but says so explicitly.
@@ -41,8 +39,8 @@ def add_options(parser) -> None:
     group.addoption("--models", default="",
                     help="comma-separated models: catalog ids or globs ('gpt2*'), a local folder, a .gguf file, "
                          "or any hub id; a model named exactly runs even when its entry is slow")
-    group.addoption("--checks", default="", help=f"comma-separated checks: {','.join(CHECKS)} "
-                                                 f"(default: {','.join(DEFAULT_CHECKS)})")
+    group.addoption("--checks", default="", help=f"comma-separated checks: {','.join(registry.names())} "
+                                                 f"(default: {','.join(registry.default_names())})")
     group.addoption("--devices", default="cpu", help=f"comma-separated devices: {','.join(DEVICES)}")
     group.addoption("--weights", default="default",
                     help=f"comma-separated weight sources: {','.join(WEIGHTS)}; default: everything that runs "
@@ -69,7 +67,7 @@ def _unknown(option: str, name: str, valid) -> pytest.UsageError:
 
 def validate(config) -> None:
     """Every name in every list option is a known one; every glob in --models matches a catalog id."""
-    known = (("--families", tuple(sorted(family_architectures()))), ("--checks", CHECKS), ("--devices", DEVICES),
+    known = (("--families", tuple(sorted(family_architectures()))), ("--checks", registry.names()), ("--devices", DEVICES),
              ("--weights", WEIGHTS))
     for option, valid in known:
         for name in csv(config.getoption(option)):

@@ -156,8 +156,9 @@ def _install_hint(packaged: PackagedGGUF | None = None) -> str:
 
 
 def _checkpoint_complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file() and (
-        any(folder.glob("*.safetensors")))
+    from sentinel_core.synthetic import checkpoint_intact
+
+    return (folder / "tokenizer.json").is_file() and checkpoint_intact(folder)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -222,6 +223,8 @@ def gguf_checkpoint(gguf: Path, verbose: bool = False) -> Path:
     target = gguf_folder(gguf)
     if _checkpoint_complete(target):
         return target
+    if target.exists():  # damaged (a truncated file): converted again
+        shutil.rmtree(target)
     missing = _missing_modules()
     if missing:
         raise RuntimeError(f"reading a GGUF needs {', '.join(missing)}: run `pip install {' '.join(missing)}`")

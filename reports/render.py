@@ -9,6 +9,7 @@ import jinja2
 import tabulate as tabulate_module
 from tabulate import tabulate
 
+from matrix import registry
 from matrix.bench_metrics import RATIO, RATIO_HI, RATIO_LO, RATIOS
 from matrix.catalog import family_architectures, load_catalog
 from matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
@@ -19,7 +20,6 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # Column widths must not depend on whether the optional wcwidth package is installed (it counts an
 # emoji as two columns), or the committed page would differ between machines and --check would flap.
 tabulate_module.WIDE_CHARS_MODE = False
-CHECK_TITLES = {"load": "Loading", "infer": "Inference", "quality": "Quality"}
 DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
@@ -128,7 +128,7 @@ def build_context(records: list[dict]) -> dict:
     for r in records:
         by_model[r["model"]].append(r)
     # One column group per device and dtype: a CUDA fp32 row and a CUDA bf16 row are different evidence.
-    devices = sorted({(r["device"], r["dtype"]) for r in records if r["check"] in rules.CHECKS},
+    devices = sorted({(r["device"], r["dtype"]) for r in records if r["check"] in registry.status_names()},
                      key=lambda d: (d[0] != "cpu", d))
     archs = family_architectures()
     catalog = {e.id: e for e in load_catalog()}
@@ -142,7 +142,7 @@ def build_context(records: list[dict]) -> dict:
             status = rules.model_status(recs)
             statuses.append(status)
             cells = [cell([r for r in recs if r["check"] == check and (r["device"], r["dtype"]) == device])
-                     for device in devices for check in rules.CHECKS]
+                     for device in devices for check in registry.status_names()]
             label = model + (" (gated)" if model in catalog and catalog[model].gated else "")
             rows.append([label, *cells, notes(recs)])
             for r in recs:
@@ -150,8 +150,8 @@ def build_context(records: list[dict]) -> dict:
                 if text and r["weights"] in rules.REAL_WEIGHTS:
                     samples.append({"model": model, "weights": r["weights"], "device": r["device"],
                                     "dtype": r["dtype"], "text": " ".join(text.split())})
-        headers = ["Model", *[f"{CHECK_TITLES[c]} ({device} {DTYPE_SHORT.get(dtype, dtype)})"
-                              for device, dtype in devices for c in rules.CHECKS], "Notes"]
+        headers = ["Model", *[f"{registry.by_name(c).title} ({device} {DTYPE_SHORT.get(dtype, dtype)})"
+                              for device, dtype in devices for c in registry.status_names()], "Notes"]
         counts = {s: statuses.count(s) for s in rules.PRECEDENCE}
         families.append({
             "name": family, "architecture": archs.get(family, "no converter"), "models": models,

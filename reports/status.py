@@ -15,18 +15,19 @@ it says nothing) is current but neither a pass nor a failure.
   ❔  untested: no record, or only skipped rows
 
 A cell (one check on one device), a model and a family take the first of ❌ ✅ ⚠️ ◻️ ⏳ ❔ that applies;
-a family's status is the first that one of its models has. Only CHECKS decide a status: bench and
-mutation rows are reported beside it (a failed mutation row, a missed mutant, is a known issue).
+a family's status is the first that one of its models has. Only the checks that decide a status
+(matrix/registry.py: load, infer, quality) do; bench and mutation rows are reported beside it (a failed
+mutation row, a missed mutant, is a known issue).
 """
 
 from __future__ import annotations
 
+from matrix import registry
 from matrix.records import source_hash
 
 PASS, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "⚠️", "❌", "◻️", "⏳", "❔"
 PRECEDENCE = (FAIL, PASS, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
 REAL_WEIGHTS = ("hub", "package")
-CHECKS = ("load", "infer", "quality")
 
 
 def is_current(record: dict) -> bool:
@@ -61,10 +62,10 @@ def cell_status(records: list[dict]) -> str:
 def model_status(records: list[dict]) -> str:
     """A model over all its status checks, devices and weight sources."""
     def every_check_on_one_device(passed: list[dict]) -> bool:
-        return any(set(CHECKS) <= {r["check"] for r in passed if r["device"] == device and r["weights"] in REAL_WEIGHTS}
+        return any(set(registry.status_names()) <= {r["check"] for r in passed if r["device"] == device and r["weights"] in REAL_WEIGHTS}
                    for device in {r["device"] for r in passed})
 
-    return _status(_ran([r for r in records if r["check"] in CHECKS]), every_check_on_one_device)
+    return _status(_ran([r for r in records if r["check"] in registry.status_names()]), every_check_on_one_device)
 
 
 def family_status(model_statuses: list[str]) -> str:

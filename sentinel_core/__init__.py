@@ -1,15 +1,46 @@
-"""Sentinel's core: Hugging Face causal LMs rebuilt as one gated transformer, exact against HF."""
+"""Sentinel's core: Hugging Face causal LMs rebuilt as one gated transformer, exact against HF.
 
-from .decoder import CausalLMOutput, GatedDecoder, KVCache
-from .errors import (CheckpointError, GatedModelError, ModelNotFoundError, SentinelError, UnsupportedConfigError,
-                     UnsupportedModelError)
-from .families import FAMILIES, get_family
-from .loader import load_adaptive_model, load_baseline_model
-from .model import AdaptiveCausalLM
-from .spec import DecoderSpec
+The names below are imported on first use (PEP 562), so `sentinel --help` and the errors module do not
+pay for torch and transformers.
+"""
 
-__all__ = [
-    "AdaptiveCausalLM", "CausalLMOutput", "CheckpointError", "DecoderSpec", "FAMILIES", "GatedDecoder",
-    "GatedModelError", "KVCache", "ModelNotFoundError", "SentinelError", "UnsupportedConfigError",
-    "UnsupportedModelError", "get_family", "load_adaptive_model", "load_baseline_model",
-]
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING
+
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "AdaptiveCausalLM": "model", "CausalLMOutput": "decoder", "GatedDecoder": "decoder", "KVCache": "decoder",
+    "CheckpointError": "errors", "GatedModelError": "errors", "ModelNotFoundError": "errors",
+    "SentinelError": "errors", "UnsupportedConfigError": "errors", "UnsupportedModelError": "errors",
+    "FAMILIES": "families", "get_family": "families", "load_adaptive_model": "loader",
+    "load_baseline_model": "loader", "DecoderSpec": "spec",
+}
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .decoder import CausalLMOutput, GatedDecoder, KVCache
+    from .errors import (CheckpointError, GatedModelError, ModelNotFoundError, SentinelError,
+                         UnsupportedConfigError, UnsupportedModelError)
+    from .families import FAMILIES, get_family
+    from .loader import load_adaptive_model, load_baseline_model
+    from .model import AdaptiveCausalLM
+    from .spec import DecoderSpec
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # a submodule not imported yet: sentinel_core.loader, ...
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

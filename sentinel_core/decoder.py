@@ -85,6 +85,14 @@ def rounded_to(value: float, dtype: torch.dtype) -> float:
     return torch.tensor(value, dtype=dtype).item()
 
 
+def dynamic_ntk_inv_freq(base: float, factor: float, after: int, dim: int, length: torch.Tensor) -> torch.Tensor:
+    """`dynamic` rope's frequencies for a forward of `length` (a device tensor, so no host sync): the
+    tensor operations of transformers' _compute_dynamic_ntk_parameters, in its order, so the same bits."""
+    length = length.clamp_min(after)  # HF: torch.maximum(seq_len, max_position_embeddings)
+    base = base * ((factor * length / after) - (factor - 1)) ** (dim / (dim - 2))
+    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device=length.device).to(torch.float) / dim))
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -182,6 +190,10 @@ class GatedAttention(nn.Module):
         self.rotary_dim = spec.rotary_dim
         self.rotary_interleaved = spec.rotary_interleaved
         self.windowed = bool(spec.sliding_layers and spec.sliding_layers[layer_idx])
+        self.qk_norm = spec.qk_norm
+        if spec.qk_norm:  # one weight over head_dim, shared by every head: nothing for pruning to slice
+            self.q_norm = make_norm(spec, spec.head_dim)
+            self.k_norm = make_norm(spec, spec.head_dim)
         qkv_out = (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
         self.qkv = nn.Linear(spec.hidden_size, qkv_out, bias=spec.qkv_bias)
         self.out = nn.Linear(self.num_heads * self.head_dim, spec.hidden_size, bias=spec.out_bias)
@@ -210,6 +222,9 @@ class GatedAttention(nn.Module):
         B, T, _ = x.shape
         hd, nh, nkv = self.head_dim, self.num_heads, self.num_kv_heads
         qk, v = self.qkv(x).view(B, T, nh + 2 * nkv, hd).split([nh + nkv, nkv], dim=2)
+        if self.qk_norm:  # Gemma 3 normalises each head's query and key before rotating them
+            q, k = qk.split([nh, nkv], dim=2)
+            qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=2)
         if rope is not None:  # queries and keys rotated in one pass: the same arithmetic, half the kernels
             cos, sin = rope
             qk = apply_rotary(qk, cos, sin, self.rotary_dim, self.rotary_interleaved)
@@ -319,6 +334,9 @@ class Block(nn.Module):
         if not spec.shared_norm:
             self.mlp_norm = make_norm(spec)
         self.mlp = MLP(spec)
+        if spec.sandwich_norms:
+            self.attn_post_norm = make_norm(spec)
+            self.mlp_post_norm = make_norm(spec)
 
     def forward(self, x, gates, rope, mask: AttentionMask, cache):
         s = self.spec
@@ -333,11 +351,17 @@ class Block(nn.Module):
                 return a + m + x
             return m + a + x
         h_in = self.attn_norm(x) if s.pre_norm else x
-        h = attend(h_in) + (h_in if s.residual_from_norm else x)
+        a = attend(h_in)
+        if s.sandwich_norms:  # Gemma 3: each sublayer's output is normalised before it joins the residual
+            a = self.attn_post_norm(a)
+        h = a + (h_in if s.residual_from_norm else x)
         if not s.pre_norm:
             h = self.attn_norm(h)
         m_in = self.mlp_norm(h) if s.pre_norm else h
-        out = self.mlp(m_in) + (m_in if s.residual_from_norm else h)
+        m = self.mlp(m_in)
+        if s.sandwich_norms:
+            m = self.mlp_post_norm(m)
+        out = m + (m_in if s.residual_from_norm else h)
         if not s.pre_norm:
             out = self.mlp_norm(out)
         return out
@@ -376,23 +400,37 @@ class GatedDecoder(nn.Module):
             if s.rotary_long_inv_freq:
                 self.register_buffer("long_inv_freq", torch.tensor(s.rotary_long_inv_freq, dtype=torch.float32,
                                                                    device=device), persistent=False)
+        if s.rotary_local_inv_freq:
+            self.register_buffer("local_inv_freq", torch.tensor(s.rotary_local_inv_freq, dtype=torch.float32,
+                                                                device=device), persistent=False)
         if s.positions == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(s.num_heads).to(device), persistent=False)
         for layer in self.layers:
             layer.attn.init_buffers(s, device)
 
-    def rope_angles(self, position_ids: torch.Tensor) -> torch.Tensor:
-        """[B, T, rotary_dim / 2] angles in fp32, as transformers computes them."""
+    def rope_angles(self, position_ids: torch.Tensor, local: bool = False) -> torch.Tensor:
+        """[B, T, rotary_dim / 2] angles in fp32, as transformers computes them. local: the sliding layers'
+        own frequencies (Gemma 3), which no scaling type touches."""
+        if local:
+            return position_ids[..., None].float() * self.local_inv_freq
         inv_freq = self.inv_freq
         if self.spec.rotary_long_inv_freq:  # LongRoPE, as HF picks: on the device, so no host sync
             inv_freq = torch.where(position_ids.max() + 1 > self.spec.rotary_long_after, self.long_inv_freq, inv_freq)
+        if self.spec.rotary_dynamic_factor:
+            # Dynamic NTK: past the trained length HF recomputes the frequencies from this forward's length.
+            # Keys already cached keep the rotation they got, as in HF's cached decoding.
+            s, length = self.spec, position_ids.max() + 1
+            dynamic = dynamic_ntk_inv_freq(s.rotary_base, s.rotary_dynamic_factor, s.rotary_dynamic_after,
+                                           s.rotary_dim, length)
+            inv_freq = torch.where(length > s.rotary_dynamic_after, dynamic, inv_freq)
         return position_ids[..., None].float() * inv_freq
 
-    def rope(self, position_ids: torch.Tensor, dtype):
+    def rope(self, position_ids: torch.Tensor, dtype, local: bool = False):
         # As transformers does it: fp32 angles, cos/sin scaled, then cast to the activations' dtype.
-        freqs = self.rope_angles(position_ids)
+        freqs = self.rope_angles(position_ids, local=True) if local else self.rope_angles(position_ids)
         emb = freqs.repeat_interleave(2, dim=-1) if self.spec.rotary_interleaved else torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos() * self.spec.rotary_scaling, emb.sin() * self.spec.rotary_scaling
+        scaling = 1.0 if local else self.spec.rotary_scaling
+        cos, sin = emb.cos() * scaling, emb.sin() * scaling
         return cos.to(dtype)[:, :, None], sin.to(dtype)[:, :, None]  # [B, T, 1, rotary_dim]: broadcast over heads
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
@@ -429,13 +467,15 @@ class GatedDecoder(nn.Module):
         mask = self.attention_mask(attention_mask, B, T, past, query_pos,
                                    cache.max_len if static else None, dtype, device)
         rope = self.rope(position_ids, dtype) if s.positions == "rotary" else None
+        # Gemma 3's sliding layers rotate with their own frequencies: both sets made once per forward.
+        local_rope = self.rope(position_ids, dtype, local=True) if s.rotary_local_inv_freq else rope
         # cuDNN's attention was seen to differ run to run in bf16 (H200, torch 2.11); decoding must be
         # reproducible (a CUDA-graph replay has to give eager's tokens), so it is left out on CUDA.
         with sdpa_kernel(DETERMINISTIC_SDPA_BACKENDS) if x.is_cuda else nullcontext():
             # Gates known to be 1 (generate checks once per call) skip the multiply: x * 1 is exact,
             # and it saves two kernels per layer in launch-bound decoding.
             for layer, gates in zip(self.layers, [None] * s.num_layers if unit_gates else self.gates):
-                x = layer(x, gates, rope, mask, cache)
+                x = layer(x, gates, local_rope if layer.attn.windowed else rope, mask, cache)
         if cache is not None:
             cache.advance(T)
         if s.final_norm:
@@ -444,7 +484,10 @@ class GatedDecoder(nn.Module):
             x = self.project_out(x)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        return CausalLMOutput(logits=self.lm_head(x), past_key_values=cache)
+        logits = self.lm_head(x)
+        if s.final_logit_softcap is not None:  # HF's order: divide, tanh, multiply
+            logits = torch.tanh(logits / s.final_logit_softcap) * s.final_logit_softcap
+        return CausalLMOutput(logits=logits, past_key_values=cache)
 
     def gates_are_one(self) -> bool:
         """Every gate of every head still present is 1 (a pruned head's 0 gate does not count). One host
@@ -481,8 +524,15 @@ class GatedDecoder(nn.Module):
             bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
             return bias.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
 
-        bias = additive(causal[None] & padding)
-        if alibi:  # BLOOM: slope[h] * key position (from the mask), computed in fp32, added in the dtype
+        allowed = causal[None] & padding
+        bias = additive(allowed)
+        if alibi and s.falcon_alibi:
+            # Falcon-RW, as HF's SDPA path (and the original Falcon-RW code): bf16 slopes times key positions
+            # in bf16, divided by sqrt(head_dim) because SDPA scales q·k alone; masked keys get finfo.min.
+            key_positions = ((keys.cumsum(-1) - 1) * keys)[:, None, None, :]
+            falcon = (self.alibi_slopes.bfloat16().view(1, -1, 1, 1) * key_positions).to(dtype)
+            bias = (falcon / math.sqrt(s.head_dim)).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
+        elif alibi:  # BLOOM: slope[h] * key position (from the mask), computed in fp32, added in the dtype
             key_positions = ((keys.cumsum(-1) - 1) * keys)[:, None, None, :].float()
             bias = bias + (self.alibi_slopes.view(1, -1, 1, 1) * key_positions).to(dtype)
         window_bias = None

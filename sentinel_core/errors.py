@@ -27,3 +27,7 @@ class CheckpointError(SentinelError):
 
 class DiskSpaceError(SentinelError):
     """Not enough free disk for a checkpoint about to be written; says how much and where."""
+
+
+class RemoteCodeError(SentinelError):
+    """The checkpoint needs its own Python code (trust_remote_code), which is never enabled by default."""

@@ -20,9 +20,9 @@ from transformers import GenerationConfig
 from transformers.pytorch_utils import Conv1D
 
 from .decoder import CausalLMOutput
-from .model import generation_tokens
 from .errors import UnsupportedModelError
 from .families import FAMILIES
+from .generation import generation_tokens
 
 # What HF calls an attention's output projection, across architectures.
 OUT_PROJ_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "wo")

@@ -12,7 +12,7 @@ from huggingface_hub import errors as hub_errors
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .convert import build_decoder
-from .errors import CheckpointError, GatedModelError, ModelNotFoundError, SentinelError
+from .errors import CheckpointError, GatedModelError, ModelNotFoundError, RemoteCodeError, SentinelError
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
@@ -69,6 +69,10 @@ def _hub_error_to_sentinel(exc: BaseException, model_name: str) -> SentinelError
             f"(`hf download {model_name}`, then keep HF_HOME), or pass a local model folder")
     if has(hub_errors.HFValidationError):
         return ModelNotFoundError(f"{model_name!r} is neither a local model folder nor a valid hub id: check the path")
+    if "trust_remote_code" in str(exc):
+        return RemoteCodeError(
+            f"{model_name} runs its own Python code (its config names custom classes): read that code, then pass "
+            f"--trust_remote_code (API: trust_remote_code=True); Sentinel never enables it by itself")
     corrupt = isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith("safetensors")
     if corrupt and Path(model_name).is_dir():
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -98,6 +102,38 @@ def load_config(model_name: str, **hf_kwargs):
     with hub_errors_explained(model_name):
         return AutoConfig.from_pretrained(name, **{k: v for k, v in kwargs.items()
                                                    if k in ("gguf_file", "trust_remote_code", "revision", "token")})
+
+
+def preflight(model_name: str, trust_remote_code: bool = False):
+    """The config and the spec `model_name` would load with, before any weights are read: an unsupported
+    family or config flag, or a model_type with no attention heads to gate, fails here. The spec is the
+    converter's DecoderSpec, or the generic wrapper's WrapperSpec for a model_type with no converter."""
+    config = load_config(model_name, trust_remote_code=trust_remote_code)
+    if config.model_type in FAMILIES:
+        return config, FAMILIES[config.model_type].to_spec(config)
+    return config, check_wrappable(config, trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer(model_name: str, trust_remote_code: bool = False):
+    """The model's own HF tokenizer (a .gguf path: the tokenizer inside the GGUF file)."""
+    from transformers import AutoTokenizer
+
+    kwargs: dict = {}
+    name = _split_gguf(model_name, kwargs)
+    try:
+        with hub_errors_explained(model_name):
+            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
+    except SentinelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot load is the user's to fix
+        raise CheckpointError(f"{model_name}: its tokenizer does not load ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''}): save the tokenizer "
+                              f"next to the weights with tokenizer.save_pretrained") from exc
+    # transformers 5 builds an empty tokenizer from config.json alone rather than failing.
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise CheckpointError(f"{model_name} has no tokenizer files (tokenizer.json, tokenizer_config.json, ...): "
+                              f"save the model's tokenizer into it with tokenizer.save_pretrained")
+    return tokenizer
 
 
 def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
@@ -139,6 +175,7 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
     if config.model_type not in FAMILIES:
         check_wrappable(config)  # no attention heads to gate: fail before reading any weights
         return GenericGatedLM(load_baseline_model(model_name, device=device, dtype=dtype))
+    FAMILIES[config.model_type].to_spec(config)  # a config the converter refuses fails before any weights are read
     baseline = load_baseline_model(model_name, device=device, dtype=dtype)
     model = build_decoder(AdaptiveCausalLM, baseline, consume=True, config=baseline.config,
                           generation_config=getattr(baseline, "generation_config", None))

@@ -13,6 +13,7 @@ from transformers.generation.logits_process import (
 )
 
 from .decoder import GatedDecoder, KVCache, StaticKVCache
+from .generation import generation_tokens, position_ids
 from .spec import DecoderSpec
 
 
@@ -142,29 +143,6 @@ class AdaptiveCausalLM(GatedDecoder):
         return ids
 
 
-def generation_tokens(model, max_new_tokens: int, eos_token_id, pad_token_id) -> tuple[list[int], int]:
-    """generate's eos ids and pad id, defaulted as HF generate does: the checkpoint's generation_config
-    first (it may list several eos ids), then its config; eos_token_id=[] means no eos at all. Shared
-    by the native decoder and the generic wrapper so both mean the same by the same arguments."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-
-    def default(name: str):
-        for source in (model.generation_config, model.config):
-            value = getattr(source, name, None) if source is not None else None
-            if value is not None:
-                return value
-        return None
-
-    if eos_token_id is None:
-        eos_token_id = default("eos_token_id")
-    eos = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
-    if pad_token_id is None:
-        pad_token_id = default("pad_token_id")
-        pad_token_id = pad_token_id if pad_token_id is not None else (eos[0] if eos else 0)
-    return eos, pad_token_id
-
-
 class _Decoding:
     """The forward passes of one generate call: prefill, then one step per new token.
 
@@ -186,9 +164,7 @@ class _Decoding:
         # Read once per call (gates do not change while generating); generate runs without gradients.
         self.unit_gates = model.gates_are_one()
 
-    @staticmethod
-    def positions(mask: torch.Tensor) -> torch.Tensor:
-        return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    positions = staticmethod(position_ids)  # HF generate's rule (generation.py)
 
     def prefill(self) -> torch.Tensor:
         model, ids = self.model, self.input_ids

@@ -34,6 +34,9 @@ class DecoderSpec:
     max_positions: int = 0
     learned_position_offset: int = 0  # OPT stores two extra rows before position 0
     positions_from_mask: bool = False  # OPT: position = cumsum(mask) - 1 when none are given
+    # ALiBi as Falcon-RW computes it (HF's SDPA path): slope · key position rounded through bf16, divided by
+    # sqrt(head_dim), masked keys exactly finfo.min. False: BLOOM's, in fp32 and added to the mask.
+    falcon_alibi: bool = False
     rotary_inv_freq: tuple[float, ...] = ()  # from transformers' own rope code, any scaling type
     rotary_scaling: float = 1.0  # multiplies cos and sin (yarn's attention factor)
     rotary_interleaved: bool = False  # GPT-J rotates pairs (0,1), (2,3)... instead of the two halves
@@ -42,12 +45,22 @@ class DecoderSpec:
     # Phi-3's generate: when the sequence (padding included) first reaches this length, the KV cache is
     # dropped and the whole sequence runs again, so LongRoPE's long factors reach every key. 0: never.
     rerun_at_length: int = 0
+    # Dynamic NTK rope: a forward whose length L (largest position + 1) is past rotary_dynamic_after
+    # (config.max_position_embeddings) rotates with base · (factor · L / after - (factor - 1)) ^ (d / (d - 2))
+    # instead of rotary_inv_freq's base, recomputed per forward as HF does. Factor 0: not dynamic.
+    rotary_base: float = 0.0
+    rotary_dynamic_factor: float = 0.0
+    rotary_dynamic_after: int = 0
 
     # Attention.
     qkv_bias: bool = True
     out_bias: bool = True
     sliding_window: int | None = None  # a query sees at most this many keys (itself included) ...
     sliding_layers: tuple[bool, ...] = ()  # ... in the layers flagged here (Mistral: all; Qwen2: per layer_types)
+    # Gemma 3: the sliding layers rotate with their own (local base, unscaled) frequencies; the others with
+    # rotary_inv_freq and its scaling. Empty: every layer rotates with rotary_inv_freq.
+    rotary_local_inv_freq: tuple[float, ...] = ()
+    qk_norm: bool = False  # Gemma 3: each head's query and key normalised over head_dim (one weight each) before rope
     attn_scale: float | None = None  # None: head_dim ** -0.5
     scale_by_inverse_layer_idx: bool = False  # GPT-2: an extra 1 / (layer + 1)
 
@@ -59,6 +72,7 @@ class DecoderSpec:
     # associate): "x+attn+mlp" StableLM, "attn+mlp+x" Phi and GPT-J, "mlp+attn+x" GPT-NeoX and Falcon.
     parallel_sum: str = "mlp+attn+x"
     residual_from_norm: bool = False  # BLOOM's apply_residual_connection_post_layernorm
+    sandwich_norms: bool = False  # Gemma 3: attention and MLP outputs each normalised again before the residual add
 
     # MLP: "dense" is down(act(up(x))), "gated" is down(act(gate(x)) * up(x)).
     mlp: str = "dense"
@@ -72,10 +86,15 @@ class DecoderSpec:
     final_norm: bool = True
     tie_embeddings: bool = True
     lm_head_bias: bool = False  # GPT-J, Phi
+    final_logit_softcap: float | None = None  # logits = cap · tanh(logits / cap) (Gemma 3's final_logit_softcapping)
 
     def __post_init__(self):
         if self.sliding_layers and len(self.sliding_layers) != self.num_layers:
             raise ValueError(f"sliding_layers has {len(self.sliding_layers)} entries for {self.num_layers} layers")
+        if self.rotary_local_inv_freq and len(self.rotary_local_inv_freq) != len(self.rotary_inv_freq):
+            raise ValueError("rotary_local_inv_freq and rotary_inv_freq must rotate the same dimensions")
+        if self.sandwich_norms and (not self.pre_norm or self.parallel_residual):
+            raise ValueError("sandwich_norms is defined for serial pre-norm blocks only")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
         for name, value, allowed in (

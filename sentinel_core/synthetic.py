@@ -79,6 +79,10 @@ RANDOMISATION = "calibrated-v2"  # v2: values on bfloat16's grid, temperature in
 # Parameters (last name component) that write into the residual stream: attention output and MLP down
 # projections under the names transformers' decoders give them.
 RESIDUAL_WRITERS = ("o_proj", "out_proj", "c_proj", "dense", "fc2", "fc_out", "down_proj", "dense_4h_to_h", "wo", "w2")
+# Sandwich-norm blocks (Gemma 3: post_feedforward_layernorm present) normalise each sublayer's output before the
+# residual add, so scaling the projections changes nothing there: their post norms (1 + w) are what write.
+# (Llama's post_attention_layernorm is the MLP's input norm; it counts only next to a post_feedforward one.)
+SANDWICH_WRITERS = ("post_attention_layernorm", "post_feedforward_layernorm")
 
 
 def reference_stats(logprobs: torch.Tensor, input_ids: torch.Tensor, real: torch.Tensor | None = None) -> dict:
@@ -156,12 +160,16 @@ def calibrate_(model: nn.Module, seed: int = 0) -> dict:
     logits = lambda: model(ids).logits.float()  # noqa: E731
     writers = [p for name, p in model.named_parameters()
                if p.dim() == 2 and name.rsplit(".", 2)[-2] in RESIDUAL_WRITERS]
+    unit_offset_writers = False
+    if any(name.endswith("post_feedforward_layernorm.weight") for name, _ in model.named_parameters()):
+        writers = [p for name, p in model.named_parameters() if name.rsplit(".", 2)[-2] in SANDWICH_WRITERS]
+        unit_offset_writers = True  # Gemma's norms scale by 1 + w
     gain = 1.0
     stats = reference_stats(logits().log_softmax(-1), ids)
     # Doubling the blocks' writes halves the input embedding's share of the residual stream.
     while stats["input_token_argmax_share"] > CALIBRATION_INPUT_TOKEN_SHARE and writers and gain < 1024:
         for p in writers:
-            p.mul_(2.0)
+            _scale_temperature([p], unit_offset_writers, 2.0)  # p × 2 (Gemma's norms: 1 + p × 2)
         gain *= 2.0
         stats = reference_stats(logits().log_softmax(-1), ids)
     # Logits are linear in the temperature tensors, so the search runs on one forward's logits.

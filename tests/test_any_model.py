@@ -124,3 +124,15 @@ def test_a_hub_id_that_cannot_be_had_offline_is_a_row_that_says_why(tmp_path):
     assert done.returncode == 0
     assert row["outcome"] == "skipped" and "not in the HF cache and HF_HUB_OFFLINE=1" in row["reason"]
     assert row["model"] == "no-such-org/no-such-model" and row["weights"] == "hub"
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_a_row_failure_naming_the_fix(local_qwen2, tmp_path):
+    import shutil
+
+    from tokenizer_fixture import save_tokenizer
+
+    folder = tmp_path / "mismatched"
+    shutil.copytree(local_qwen2, folder)
+    save_tokenizer(folder, vocab_size=512)  # the model has 384 rows
+    with pytest.raises(adhoc.AdhocError, match=r"tokenizer has 51\d tokens and the model's vocabulary 384: save the tokenizer"):
+        adhoc.provision(adhoc.resolve(str(folder)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -190,3 +191,122 @@ def test_usage_errors_and_help_return_codes(checkpoint, capsys):
     assert run(capsys, "--model_name", checkpoint, "--prompt", "x", "--temperature", 0, "--do_sample")[0] == 2
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "Greedy decoding is the default" in out
+
+
+# Subcommands -------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_kebab_case_options_are_the_same_options():
+    parse = build_parser().parse_args
+    kebab = parse(["--model-name", "m", "--prompt", "p", "--max-new-tokens", "3", "--top-k", "4", "--do-sample",
+                   "--repetition-penalty", "1.2", "--trust-remote-code"])
+    snake = parse(["--model_name", "m", "--prompt", "p", "--max_new_tokens", "3", "--top_k", "4", "--do_sample",
+                   "--repetition_penalty", "1.2", "--trust_remote_code"])
+    assert kebab == snake and kebab.max_new_tokens == 3 and kebab.trust_remote_code
+
+
+def test_generate_subcommand_is_the_bare_command(checkpoint, capsys):
+    code, out, _ = run(capsys, "generate", *base_args(checkpoint))
+    bare_code, bare_out, _ = run(capsys, *base_args(checkpoint))
+    assert code == bare_code == 0 and out == bare_out
+
+
+def test_help_and_version_import_no_torch():
+    import subprocess
+
+    code = ("import sys\nfrom sentinel_core.cli import main\n"
+            "for argv in (['--help'], ['generate', '--help'], ['check', '--help'], ['env', '--help'], ['--version']):\n"
+            "    assert main(argv) == 0, argv\n"
+            "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "commands:" in out.stdout and "sentinel generate" in out.stdout and "sentinel 0." in out.stdout
+
+
+def test_env_prints_versions_and_never_the_token(capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_do_not_print_me")
+    code, out, _ = run(capsys, "env")
+    assert code == 0 and "hf_do_not_print_me" not in out
+    keys = dict(line.split(": ", 1) for line in out.splitlines())
+    assert keys["torch"] == torch.__version__ and keys["HF_TOKEN set"] == "yes" and keys["HF_HUB_OFFLINE"] == "1"
+    for key in ("sentinel", "python", "transformers", "huggingface_hub", "gguf", "safetensors", "CUDA devices",
+                "HF cache", "Sentinel cache", "CPU count", "platform"):
+        assert key in keys, key
+
+
+def test_report_delegates_to_python_m_reports(capsys):
+    code, out, _ = run(capsys, "report", "--help")
+    assert code == 0 and "python -m reports" in out and "--html" in out
+
+
+def test_check_runs_the_models_rows_end_to_end(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    results.write_text('{"earlier": "record"}\n')
+    code, out, err = run(capsys, "check", "tiny/llama", "--checks", "load,infer", "--results", results)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("sentinel check tiny/llama: 2 rows (2 passed)")
+    assert lines[1].split() == ["check", "cpu", "float32"]
+    assert lines[3].startswith("load") and "✅ load" in lines[3] and " s" in lines[3]
+    assert lines[4].startswith("infer") and "✅ max diff" in lines[4]
+    records = results.read_text().splitlines()
+    assert records[0] == '{"earlier": "record"}' and len(records) == 3  # appended, nothing else touched
+
+
+def test_check_usage_error_is_exit_2(tmp_path, capsys):
+    code, _, err = run(capsys, "check", "tiny/llama", "--checks", "lod", "--results", tmp_path / "r.jsonl")
+    assert code == 2 and "did you mean 'load'" in err
+
+
+def fake_record(check, outcome, device="cpu", dtype="float32", reason="", **metrics):
+    return {"family": "llama", "model": "m", "weights": "synthetic", "check": check, "device": device, "dtype": dtype,
+            "outcome": outcome, "reason": reason, "metrics": metrics}
+
+
+def test_check_failed_row_is_exit_1_with_its_reason(tmp_path, capsys, monkeypatch):
+    import json
+
+    from sentinel_core.cli import check
+
+    rows = [fake_record("load", "passed", load_s=0.5),
+            fake_record("quality", "failed", reason="adaptive differs from HF:\n max |Δ log p| 1e-2",
+                        max_logprob_diff=0.01, grade="Poor"),
+            fake_record("quality", "inconclusive", device="cuda", dtype="bfloat16", reason="flat reference",
+                        grade="inconclusive"),
+            fake_record("mutation", "passed", mutation_score={"caught": 12, "above_noise": 12}),
+            fake_record("bench", "skipped", device="cuda", dtype="bfloat16", reason="no CUDA device")]
+
+    def fake_matrix(command, cwd):
+        results = Path(command[command.index("--results") + 1])
+        results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return 1
+
+    monkeypatch.setattr(check, "run_matrix", fake_matrix)
+    code, out, _ = run(capsys, "check", "m", "--results", tmp_path / "r.jsonl")
+    assert code == 1
+    table = {line.split()[0]: line for line in out.splitlines()[3:8]}
+    assert "✅ load 0.50 s" in table["load"]
+    assert "❌ Poor, max |Δ log p| 1.0e-02" in table["quality"] and "◻️ inconclusive" in table["quality"]
+    assert "✅ caught 12/12" in table["mutation"] and "⏭" in table["bench"]
+    assert "❌ quality (cpu float32): adaptive differs from HF: max |Δ log p| 1e-2" in out
+    assert "◻️ quality (cuda bfloat16): flat reference" in out
+    assert "⏭ bench (cuda bfloat16): no CUDA device" in out
+    assert check.exit_code(rows[:1], 0) == 0 and check.exit_code(rows, 0) == 1
+
+
+def test_cache_lists_sizes_and_cleans_only_what_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SENTINEL_CACHE", str(tmp_path))
+    (tmp_path / "synthetic" / "llama-0123456789abcdef").mkdir(parents=True)
+    (tmp_path / "synthetic" / "llama-0123456789abcdef" / "model.safetensors").write_bytes(b"x" * 2048)
+    (tmp_path / "synthetic" / "llama-0123456789abcdef.partial-999999").mkdir()
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic: 1 entries" in out and "partial: 1 entries" in out and "llama-0123456789abcdef" in out
+    monkeypatch.setattr("sys.stdin", open(os.devnull))
+    assert main(["cache", "clean", "partial"]) == 2  # not a terminal and no --yes: nothing deleted
+    assert main(["cache", "clean", "nonsense", "--yes"]) == 2
+    assert main(["cache", "clean", "partial", "--yes"]) == 0
+    assert [p.name for p in (tmp_path / "synthetic").iterdir()] == ["llama-0123456789abcdef"]

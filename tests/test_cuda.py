@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
-from variants import variants
+from variants import hf_attention, variants
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 @torch.no_grad()
 def test_bf16_matches_hf_and_graph_decode_matches_eager(name, synthetic_folders, left_padded_batch):
     folder = synthetic_folders(name)
-    hf = load_baseline_model(folder, device="cuda", dtype="bfloat16", attn_implementation="eager")
+    hf = load_baseline_model(folder, device="cuda", dtype="bfloat16", attn_implementation=hf_attention(name))
     model = load_adaptive_model(folder, device="cuda", dtype="bfloat16")
     ids, mask = (t.cuda() for t in left_padded_batch)
     ours = model(ids, attention_mask=mask).logits.float().log_softmax(-1)
@@ -41,17 +41,34 @@ def test_rms_norm_within_two_ulp_of_hf_on_cuda():
         assert ours.dtype == theirs.dtype and worst <= 2.0, f"{name} {dtype}: {worst:.2f} ulp"
 
 
-@pytest.mark.parametrize("name", ["llama-gqa", "gemma-multi-query-wide-heads", "falcon-40b-style-grouped-two-norms-bias"])
+@pytest.mark.parametrize("name", ["llama-gqa", "gemma-multi-query-wide-heads", "falcon-40b-style-grouped-two-norms-bias",
+                                  "llama-dynamic-rope", "falcon-rw-alibi-12-heads"])
 @torch.no_grad()
 def test_fp32_on_cuda_matches_hf(name, synthetic_folders, left_padded_batch):
     """The brief's fp32 bar holds on the GPU too (flash/efficient SDPA kernels, fused norms)."""
     folder = synthetic_folders(name)
-    hf = load_baseline_model(folder, device="cuda", attn_implementation="eager")
+    hf = load_baseline_model(folder, device="cuda", attn_implementation=hf_attention(name))
     model = load_adaptive_model(folder, device="cuda")
     ids, mask = (t.cuda() for t in left_padded_batch)
     ours = model(ids, attention_mask=mask).logits.log_softmax(-1)
     theirs = hf(ids, attention_mask=mask).logits.log_softmax(-1)
     assert (ours - theirs).abs()[mask.bool()].max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["llama-dynamic-rope", "neox-dynamic-rope-partial-rotary"])
+@torch.no_grad()
+def test_graph_decode_crosses_the_dynamic_rope_boundary(name, synthetic_folders, left_padded_batch):
+    """A 5-token prompt past max_position_embeddings = 8 inside the captured step: the frequencies are picked
+    on the device from the step's position, so the replayed graph must give HF's cached generate."""
+    folder = synthetic_folders(name)
+    hf = load_baseline_model(folder, device="cuda", attn_implementation="eager")
+    model = load_adaptive_model(folder, device="cuda")
+    ids = left_padded_batch[0][:, 8:].cuda()
+    theirs = hf.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False, eos_token_id=None,
+                         pad_token_id=0)
+    for kwargs in ({}, {"static_cache": True}, {"cuda_graph": True}, {"compiled": True}):
+        ours = model.generate(ids, max_new_tokens=16, eos_token_id=[], pad_token_id=0, **kwargs)
+        assert torch.equal(ours, theirs), f"{name} {kwargs}"
 
 
 @torch.no_grad()

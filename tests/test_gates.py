@@ -5,7 +5,7 @@ import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
 from sentinel_core.convert import hf_module_name
-from variants import variants
+from variants import hf_attention, variants
 
 TOL = 1e-4
 # (layer, head) pairs to switch off: a head in the middle of layer 0 and the last head of layer 1.
@@ -15,7 +15,7 @@ OFF = {0: [1], 1: [0, 2]}
 @pytest.fixture(scope="module", params=list(variants()))
 def pair(request, synthetic_folders):
     folder = synthetic_folders(request.param)
-    hf = load_baseline_model(folder, attn_implementation="eager")
+    hf = load_baseline_model(folder, attn_implementation=hf_attention(request.param))
     return request.param, hf, load_adaptive_model(folder, baseline_model=hf)
 
 

@@ -238,7 +238,7 @@ def test_the_matrix_record_names_the_path(tmp_path):
 
 # The wrapper against the native decoder: two independent implementations of the same gates --------
 
-from variants import variants  # noqa: E402
+from variants import hf_attention, variants  # noqa: E402
 
 
 @pytest.mark.parametrize("name", list(variants()))
@@ -247,7 +247,7 @@ def test_wrapper_gates_equal_native_gates_on_every_native_family(name, synthetic
     """Wrapped around a model that also has a native converter, the wrapper must find the attention
     output projections and slice heads exactly as the converter maps them: the same fractional and
     zero gates give the same log-probs (fp32, 1e-4) through HF's modules and through the gated decoder."""
-    hf = load_baseline_model(synthetic_folders(name), attn_implementation="eager")
+    hf = load_baseline_model(synthetic_folders(name), attn_implementation=hf_attention(name))
     native = load_adaptive_model(name, baseline_model=hf)
     wrapped = GenericGatedLM(copy.deepcopy(hf))
     assert (wrapped.num_layers, wrapped.num_heads) == (native.num_layers, native.num_heads)

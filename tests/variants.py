@@ -1,6 +1,6 @@
 """Tiny HF configs, one per architecture variant the parity tests must cover."""
 
-from transformers import (BloomConfig, FalconConfig, GemmaConfig, GPT2Config, GPTJConfig, GPTNeoConfig, GPTNeoXConfig,
+from transformers import (BloomConfig, FalconConfig, GemmaConfig, Gemma3TextConfig, GPT2Config, GPTJConfig, GPTNeoConfig, GPTNeoXConfig,
                           LlamaConfig, MistralConfig, OPTConfig, PhiConfig, Phi3Config, Qwen2Config, StableLmConfig)
 
 VOCAB = 512
@@ -17,6 +17,24 @@ def _rope(theta: float, **scaling):
         scaling.pop("original_max_position_embeddings", None)  # given at the top level too
         scaling["type"] = scaling.pop("rope_type")
     return {"rope_theta": theta, **partial, **({"rope_scaling": scaling} if scaling else {})}
+
+
+def hf_attention(name: str) -> str:
+    """The HF attention a variant's reference runs: the family registry's answer (Falcon-RW's ALiBi: SDPA)."""
+    from sentinel_core.families import reference_attention
+
+    return reference_attention(variants()[name])
+
+
+def _gemma3_rope(global_theta: float, local_theta: float, **scaling):
+    """Gemma 3's two ropes: 5.x's rope_parameters per layer kind, or 4.x's rope_theta/rope_scaling/rope_local_base_freq."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        full = {"rope_type": scaling.pop("rope_type", "default"), "rope_theta": global_theta, **scaling}
+        return {"rope_parameters": {"full_attention": full,
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": local_theta}}}
+    return {"rope_theta": global_theta, "rope_local_base_freq": local_theta, **({"rope_scaling": scaling} if scaling else {})}
 
 
 def variants() -> dict:
@@ -103,10 +121,54 @@ def variants() -> dict:
         "falcon-serial-multi-head": FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
                                                  num_attention_heads=4, multi_query=False, parallel_attn=False,
                                                  bias=True, tie_word_embeddings=False, **_rope(10000.0)),
+        # Falcon-RW: ALiBi, serial block, multi-head. 12 heads: 4 extra slopes from base 2^-0.5, which bf16
+        # rounds (Falcon's slopes go through bf16, BLOOM's do not); head_dim 8. Its HF reference is SDPA.
+        "falcon-rw-alibi-12-heads": FalconConfig(vocab_size=VOCAB, hidden_size=96, num_hidden_layers=2,
+                                                 num_attention_heads=12, multi_query=False, parallel_attn=False,
+                                                 alibi=True, bias=True, tie_word_embeddings=True),
+        # Dynamic NTK rope past max_position_embeddings = 8: the parity batch (13 tokens) is past it in a full
+        # forward, and the unpadded generate (5-token prompt) crosses it while decoding from the cache.
+        "llama-dynamic-rope": LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8,
+                                          tie_word_embeddings=False, **_rope(10000.0, rope_type="dynamic", factor=2.0)),
+        "neox-dynamic-rope-partial-rotary": GPTNeoXConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2,
+                                                          num_attention_heads=4, intermediate_size=128,
+                                                          max_position_embeddings=8, rotary_pct=0.5,
+                                                          use_parallel_residual=True, tie_word_embeddings=False,
+                                                          **_rope(10000.0, rope_type="dynamic", factor=3.0,
+                                                                  partial_rotary_factor=0.5)),
+        "falcon-dynamic-rope": FalconConfig(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                            multi_query=True, parallel_attn=True, bias=False, ffn_hidden_size=128,
+                                            max_position_embeddings=8,
+                                            **_rope(10000.0, rope_type="dynamic", factor=2.0)),
+        "stablelm-dynamic-rope-partial-rotary": StableLmConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
+                                                               num_hidden_layers=2, num_attention_heads=4,
+                                                               num_key_value_heads=2, max_position_embeddings=8,
+                                                               tie_word_embeddings=False,
+                                                               **_rope(10000.0, rope_type="dynamic", factor=4.0,
+                                                                       partial_rotary_factor=0.25)),
         # hidden_activation is what official Gemma configs also carry; HF runs hidden_act, and so must we.
         "gemma-multi-query-wide-heads": GemmaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=96,
                                                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
                                                     head_dim=32, max_position_embeddings=128, pad_token_id=0,
                                                     bos_token_id=1, eos_token_id=2, hidden_act="gelu_pytorch_tanh",
                                                     hidden_activation="relu", **_rope(10000.0)),
+        # Gemma 3: two sliding layers (window 4: it binds on the 13-token batch) with the local base, then a full
+        # one with the global base and linear scaling ×8; q/k norms, four norms per block, query_pre_attn_scalar
+        # unlike head_dim, GQA.
+        "gemma3-sliding-global-linear-rope": Gemma3TextConfig(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=32, max_position_embeddings=128, sliding_window=4,
+            layer_types=["sliding_attention", "sliding_attention", "full_attention"], query_pre_attn_scalar=48,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            **_gemma3_rope(1000000.0, 10000.0, rope_type="linear", factor=8.0)),
+        # Full layers first and last, multi-query, attention biases, untied head, final logit soft-capping that
+        # bites. attn_logit_softcapping is set too: HF's Gemma 3 never applies it, and neither may we.
+        "gemma3-softcap-mqa-bias-untied": Gemma3TextConfig(
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=1, head_dim=16, max_position_embeddings=128, sliding_window=6,
+            layer_types=["full_attention", "sliding_attention", "sliding_attention", "full_attention"],
+            query_pre_attn_scalar=16, attention_bias=True, tie_word_embeddings=False, final_logit_softcapping=10.0,
+            attn_logit_softcapping=1.0, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+            **_gemma3_rope(100000.0, 1000.0)),
     }

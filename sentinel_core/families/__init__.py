@@ -33,6 +33,14 @@ class Family:
     model_type: str
     to_spec: Callable[[object], DecoderSpec]
     rules: Callable[[DecoderSpec], list[Rule]]
+    # HF's attention implementation the converted model equals (eager, unless HF's eager path is the odd one out).
+    reference_attention: Callable[[object], str] = lambda config: "eager"
+
+
+def reference_attention(config) -> str:
+    """The attn_implementation of the HF model a conversion of `config` is held to (eager for the generic wrapper)."""
+    family = FAMILIES.get(config.model_type)
+    return family.reference_attention(config) if family else "eager"
 
 
 FAMILIES: dict[str, Family] = {}
@@ -101,7 +109,7 @@ def layers(spec: DecoderSpec, rules: list[Rule]) -> list[Rule]:
             for i in range(spec.num_layers) for r in rules]
 
 
-SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3", "yarn", "longrope")
+SUPPORTED_ROPE_TYPES = ("default", "linear", "dynamic", "llama3", "yarn", "longrope")
 
 
 def rope_type(config) -> str:
@@ -113,8 +121,9 @@ def rotary_frequencies(config, rotary_cls) -> dict:
     """DecoderSpec's rotary fields, computed by transformers' own code whatever the scaling type.
 
     LongRoPE (Phi-3-128k, Phi-3.5, Phi-4-mini) has two frequency sets: HF uses the long one for a
-    forward whose largest position is past original_max_position_embeddings. `dynamic` rope, whose
-    frequencies are recomputed from the length itself, is refused rather than approximated.
+    forward whose largest position is past original_max_position_embeddings. `dynamic` rope keeps its
+    base, factor and max_position_embeddings: the decoder recomputes the frequencies per forward from its
+    length, with HF's own formula (checked here against transformers' at twice that length).
     """
     kind = rope_type(config)
     if kind not in SUPPORTED_ROPE_TYPES:
@@ -133,6 +142,22 @@ def rotary_frequencies(config, rotary_cls) -> dict:
         long, _ = ROPE_INIT_FUNCTIONS["longrope"](config, "cpu", seq_len=threshold + 1)
         fields.update(rotary_inv_freq=tuple(short.float().tolist()), rotary_scaling=float(scaling),
                       rotary_long_inv_freq=tuple(long.float().tolist()), rotary_long_after=int(threshold))
+    if kind == "dynamic":
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        from ..decoder import dynamic_ntk_inv_freq
+
+        params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+        fields.update(rotary_base=float(params.get("rope_theta") or config.rope_theta),
+                      rotary_dynamic_factor=float(params["factor"]),
+                      rotary_dynamic_after=int(config.max_position_embeddings))
+        length = torch.tensor(2 * config.max_position_embeddings)
+        theirs, _ = ROPE_INIT_FUNCTIONS["dynamic"](config, "cpu", seq_len=length)
+        ours = dynamic_ntk_inv_freq(fields["rotary_base"], fields["rotary_dynamic_factor"],
+                                    fields["rotary_dynamic_after"], 2 * len(fields["rotary_inv_freq"]), length)
+        if not torch.equal(ours, theirs.float()):
+            raise UnsupportedConfigError(f"{config.model_type}: rope type 'dynamic' with this config gives other "
+                                         "frequencies in the gated decoder than in transformers")
     return fields
 
 
@@ -143,4 +168,4 @@ def refuse(config, flag: str, why: str, bad: Callable[[object], bool]) -> None:
         raise UnsupportedConfigError(f"{config.model_type}: config flag {flag}={value!r} is not supported ({why})")
 
 
-from . import bloom, falcon, gemma, gpt2, gpt_neo, gpt_neox, gptj, llama, mistral, opt, phi, phi3, qwen2, stablelm  # noqa: E402,F401  (each registers itself)
+from . import bloom, falcon, gemma, gemma3, gpt2, gpt_neo, gpt_neox, gptj, llama, mistral, opt, phi, phi3, qwen2, stablelm  # noqa: E402,F401  (each registers itself)

@@ -1,4 +1,4 @@
-"""Falcon: rotary, exact GELU, a fused query_key_value in one of three layouts, and three block forms.
+"""Falcon: rotary or ALiBi, exact GELU, a fused query_key_value in one of three layouts, and three block forms.
 
 - falcon-7b style (multi_query, parallel_attn): one K/V head, one LayerNorm feeding attention and
   MLP in parallel; fused rows are [all q heads | k | v].
@@ -6,9 +6,11 @@
   [q heads of the group, k, v]; two LayerNorms (ln_attn, ln_mlp) or one (num_ln_in_parallel_attn=1).
 - neither: multi-head, fused rows per head (q, k, v) like BLOOM; serial or parallel block.
 All three are "per K/V group: the group's queries, its key, its value" with one or all heads per group.
-Falcon-RW's ALiBi is refused: in transformers 5.24 HF's eager path adds the bias twice (in the
-attention and again through the mask) while its SDPA path adds it once, so there is no one HF model
-to be equal to (measured: max |Δ log p| 1.1 between the two on a tiny random checkpoint).
+Falcon-RW's ALiBi (alibi=True) matches HF's SDPA path, which adds the bias once, as the original
+Falcon-RW code does: softmax((q·k + alibi) / sqrt(head_dim)), alibi = bf16(slope) · key position from the
+mask, rounded to bf16. HF's eager path (transformers 5.24) adds it twice, in the attention and again
+through the mask (measured: max |Δ log p| 1.1 between the two on a tiny random checkpoint), so the
+reference for an ALiBi Falcon is HF loaded with attn_implementation="sdpa".
 """
 
 import torch
@@ -29,13 +31,12 @@ def two_norms_in_parallel(c) -> bool:
 
 
 def to_spec(c) -> DecoderSpec:
-    refuse(c, "alibi", "Falcon-RW's ALiBi has no single HF reference: transformers 5.24's eager and SDPA paths "
-                       "disagree by 1.1 in log p (eager adds the bias twice)", bool)
     if c.new_decoder_architecture:
         refuse(c, "parallel_attn", "HF's new decoder architecture is only defined with parallel attention",
                lambda v: not v)
     parallel = c.new_decoder_architecture or c.parallel_attn
-    rotary = rotary_frequencies(c, FalconRotaryEmbedding)
+    positions = dict(positions="alibi", falcon_alibi=True) if c.alibi else dict(
+        positions="rotary", **rotary_frequencies(c, FalconRotaryEmbedding))
     return DecoderSpec(
         family="falcon",
         vocab_size=c.vocab_size,
@@ -46,8 +47,7 @@ def to_spec(c) -> DecoderSpec:
         head_dim=c.hidden_size // c.num_attention_heads,
         intermediate_size=getattr(c, "ffn_hidden_size", None) or 4 * c.hidden_size,
         norm_eps=c.layer_norm_epsilon,
-        positions="rotary",
-        **rotary,
+        **positions,
         qkv_bias=c.bias,
         out_bias=c.bias,
         parallel_residual=parallel,
@@ -95,4 +95,5 @@ def rules(s: DecoderSpec) -> list[Rule]:
     ]
 
 
-register(Family("falcon", to_spec, rules))
+register(Family("falcon", to_spec, rules,
+                reference_attention=lambda c: "sdpa" if getattr(c, "alibi", False) else "eager"))

@@ -1,18 +1,20 @@
-"""The `sentinel` / `python main.py` command line: generate text with the gated decoder.
+"""`sentinel generate` (also `sentinel` / `python main.py` with no command): generate text with the gated decoder.
 
-    python main.py --model_name distilgpt2 --prompt "The meaning of life is"
+    sentinel generate --model-name distilgpt2 --prompt "The meaning of life is"
     python main.py --model_name distilgpt2 --prompt "Once upon a time" --do_sample --seed 1 --baseline
+
+Nothing here imports torch or transformers before the arguments are parsed, so --help answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import sys
 
-import torch
+from ..errors import SentinelError
+from .common import add_option, parse, run_reporting_errors
 
-from .errors import CheckpointError, SentinelError
+HELP = "generate text with the gated decoder (the default command)"
 
 DESCRIPTION = "Generate text with a Hugging Face causal LM rebuilt as Sentinel's gated decoder."
 
@@ -33,7 +35,8 @@ output:
   outputs are labelled and a last line says whether their token ids are identical.
   Errors are one line on stderr, "error: ...", with exit status 2.
 
-examples:
+examples (options take either spelling: --max_new_tokens or --max-new-tokens):
+  sentinel generate --model-name distilgpt2 --prompt "The meaning of life is" --max-new-tokens 20
   python main.py --model_name distilgpt2 --prompt "The meaning of life is"
   python main.py --model_name gpt2 --prompt "Once upon a time" --do_sample --top_p 0.9 --seed 1
   python main.py --model_name ./my-checkpoint --prompt "Hello" --baseline
@@ -76,34 +79,34 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sentinel", description=DESCRIPTION, epilog=EPILOG,
+def build_parser(prog: str = "sentinel generate") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_name", required=True,
-                   help="hub id (distilgpt2, meta-llama/Llama-3.2-1B), local model folder, or path to a .gguf file")
-    p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max_new_tokens", type=_positive_int, default=50, help="tokens to generate (default: 50)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto (default) is cuda when available, else cpu")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                   help="auto (default) is float32 on cpu, bfloat16 on cuda")
+    add_option(p, "--model_name", required=True, metavar="MODEL",
+               help="hub id (distilgpt2, meta-llama/Llama-3.2-1B), local model folder, or path to a .gguf file")
+    add_option(p, "--prompt", required=True, help="text to continue")
+    add_option(p, "--max_new_tokens", type=_positive_int, default=50, metavar="N",
+               help="tokens to generate (default: 50)")
+    add_option(p, "--device", choices=("auto", "cpu", "cuda"), default="auto",
+               help="auto (default) is cuda when available, else cpu")
+    add_option(p, "--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+               help="auto (default) is float32 on cpu, bfloat16 on cuda")
     g = p.add_argument_group("decoding (greedy unless sampling is asked for; see below)")
-    g.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=_non_negative_float, default=None,
-                   help="sampling temperature (default 1.0); a value other than 0 or 1 turns sampling on; "
-                        "0 means greedy")
-    g.add_argument("--top_k", type=_non_negative_int, default=None,
-                   help="keep the k most likely tokens when sampling (default 0: off); above 0 turns sampling on")
-    g.add_argument("--top_p", type=_probability, default=None,
-                   help="nucleus sampling mass (default 1.0: off); below 1 turns sampling on")
-    g.add_argument("--repetition_penalty", type=_positive_float, default=1.0,
-                   help="HF repetition penalty, greedy or sampled (default 1.0: off)")
-    g.add_argument("--seed", type=int, default=None,
-                   help="seed for torch and the sampler (default: a random seed, printed in the header)")
-    p.add_argument("--baseline", action="store_true",
-                   help="also generate with the Hugging Face model, same settings, and print both outputs")
-    p.add_argument("--trust_remote_code", action="store_true",
-                   help="allow the checkpoint's own Python code (off by default; only for repos you trust)")
+    add_option(g, "--do_sample", action="store_true", help="sample instead of greedy decoding")
+    add_option(g, "--temperature", type=_non_negative_float, default=None, metavar="T",
+               help="sampling temperature (default 1.0); a value other than 0 or 1 turns sampling on; 0 means greedy")
+    add_option(g, "--top_k", type=_non_negative_int, default=None, metavar="K",
+               help="keep the k most likely tokens when sampling (default 0: off); above 0 turns sampling on")
+    add_option(g, "--top_p", type=_probability, default=None, metavar="P",
+               help="nucleus sampling mass (default 1.0: off); below 1 turns sampling on")
+    add_option(g, "--repetition_penalty", type=_positive_float, default=1.0, metavar="R",
+               help="HF repetition penalty, greedy or sampled (default 1.0: off)")
+    add_option(g, "--seed", type=int, default=None,
+               help="seed for torch and the sampler (default: a random seed, printed in the header)")
+    add_option(p, "--baseline", action="store_true",
+               help="also generate with the Hugging Face model, same settings, and print both outputs")
+    add_option(p, "--trust_remote_code", action="store_true",
+               help="allow the checkpoint's own Python code (off by default; only for repos you trust)")
     return p
 
 
@@ -121,6 +124,8 @@ def sampling_settings(args) -> dict:
 
 
 def resolve_device(name: str) -> str:
+    import torch
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -132,50 +137,6 @@ def resolve_dtype_name(name: str, device: str) -> str:
     if name == "auto":
         return "bfloat16" if device == "cuda" else "float32"
     return name
-
-
-def load_tokenizer(model_name: str, trust_remote_code: bool = False):
-    """The model's own HF tokenizer (a .gguf path: the tokenizer inside the GGUF file)."""
-    from transformers import AutoTokenizer
-
-    from .loader import _split_gguf, hub_errors_explained
-
-    kwargs: dict = {}
-    name = _split_gguf(model_name, kwargs)
-    try:
-        with hub_errors_explained(model_name):
-            tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, **kwargs)
-    except SentinelError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a tokenizer that cannot load is the user's to fix
-        raise CheckpointError(f"{model_name}: its tokenizer does not load ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}): save the tokenizer "
-                              f"next to the weights with tokenizer.save_pretrained") from exc
-    # transformers 5 builds an empty tokenizer from config.json alone rather than failing.
-    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
-        raise CheckpointError(f"{model_name} has no tokenizer files (tokenizer.json, tokenizer_config.json, ...): "
-                              f"save the model's tokenizer into it with tokenizer.save_pretrained")
-    return tokenizer
-
-
-def eos_token_ids(model_name: str, config, baseline=None) -> list[int]:
-    """End-of-sequence ids as HF generate uses them: generation_config.json first, else the model config."""
-    from pathlib import Path
-
-    gen_config = getattr(baseline, "generation_config", None)
-    if gen_config is None and Path(str(model_name)).suffix != ".gguf":
-        try:
-            from transformers import GenerationConfig
-
-            gen_config = GenerationConfig.from_pretrained(str(model_name))
-        except Exception:  # noqa: BLE001 - no generation_config.json: the model config decides
-            gen_config = None
-    eos = getattr(gen_config, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(config, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(eos)] if isinstance(eos, int) else [int(e) for e in eos]
 
 
 def _header(args, model, device: str, dtype_name: str, sampling: dict, seed) -> str:
@@ -195,8 +156,10 @@ def _header(args, model, device: str, dtype_name: str, sampling: dict, seed) -> 
             f"dtype: {dtype_name} | heads: {L} layers x {H} heads = {L * H} gates | decoding: {decoding}")
 
 
-def encode_prompt(tokenizer, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompt(tokenizer, prompt: str):
     """input_ids and attention_mask [1, T]; an empty prompt starts from BOS."""
+    import torch
+
     input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     if input_ids.shape[1] == 0:
         if tokenizer.bos_token_id is None:
@@ -211,7 +174,7 @@ def _check_context(spec, prompt_len: int, max_new_tokens: int) -> None:
                             f"{spec.max_positions} positions: shorten the prompt or lower --max_new_tokens")
 
 
-def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
+def _first_difference(a, b) -> int | None:
     a, b = a.flatten().tolist(), b.flatten().tolist()
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
@@ -220,11 +183,11 @@ def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int | None:
 
 
 def run(args) -> int:
+    import torch
     from transformers import TextStreamer
 
-    from .families import FAMILIES, get_family
-    from .generic import check_wrappable
-    from .loader import load_adaptive_model, load_baseline_model, load_config
+    from ..generation import generation_tokens
+    from ..loader import load_adaptive_model, load_baseline_model, load_tokenizer, preflight
 
     sampling = sampling_settings(args)
     device = resolve_device(args.device)
@@ -236,11 +199,9 @@ def run(args) -> int:
         torch.manual_seed(seed)
 
     trc = args.trust_remote_code
-    config = load_config(args.model_name, trust_remote_code=trc)
     # An unsupported family or config flag, a missing tokenizer or a too-long prompt fail before any weights are read.
     # A model_type with no converter runs through the generic gated wrapper, if it has attention heads to gate.
-    spec = (get_family(config.model_type).to_spec(config) if config.model_type in FAMILIES
-            else check_wrappable(config, trust_remote_code=trc))
+    _, spec = preflight(args.model_name, trust_remote_code=trc)
     tokenizer = load_tokenizer(args.model_name, trust_remote_code=trc)
     input_ids, attention_mask = encode_prompt(tokenizer, args.prompt)
     _check_context(spec, input_ids.shape[1], args.max_new_tokens)
@@ -259,8 +220,8 @@ def run(args) -> int:
 
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
 
-    eos = eos_token_ids(args.model_name, config, baseline)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    # The checkpoint's eos ids (generation_config, then config), as HF generate takes them; the tokenizer's pad.
+    eos, pad = generation_tokens(model, args.max_new_tokens, eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
     settings = dict(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
                     eos_token_id=eos or None, pad_token_id=pad, **sampling)
 
@@ -295,22 +256,6 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, or a usage error argparse has already printed
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    try:
-        return run(args)
-    except SentinelError as exc:
-        message = " ".join(str(exc).split())
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+def main(argv=None, prog: str = "sentinel generate") -> int:
+    args = parse(build_parser(prog), argv)
+    return args if isinstance(args, int) else run_reporting_errors(run, args)

@@ -1,0 +1,96 @@
+"""Every check of the matrix, defined once: its name, title, what it runs, whether it runs by default and
+whether it decides a model's status. The pytest plugin (row generation, order, --checks), the status rules,
+the report's columns and the tests all read this list; adding a check is adding one `Check` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    title: str  # the report's column title
+    summary: str  # one line: what a pass means
+    run: Callable  # run(row, request) -> metrics dict; raises CheckFailed / CheckInconclusive
+    default: bool = True  # runs when --checks is not given
+    decides_status: bool = True  # part of a model's ✅ / ⚠️ / ❌; else reported beside it
+    # Synthetic rows time the real geometry at full depth, loading their own models (bench); others share the
+    # loaded HF + adaptive pair of a checkpoint cut to a few layers.
+    full_depth: bool = False
+    slow_beyond_tiny: bool = False  # rows of non-tiny entries only with --slow or the model named (mutation)
+
+
+def _load(row, request):
+    from matrix.checks import check_load
+
+    return check_load(request.getfixturevalue("pair"))
+
+
+def _infer(row, request):
+    from matrix.checks import check_infer
+
+    return check_infer(request.getfixturevalue("pair"))
+
+
+def _quality(row, request):
+    from matrix.checks import check_quality
+    from matrix.sources import perplexity_text
+
+    pair = request.getfixturevalue("pair")
+    if not pair.real_weights:
+        return check_quality(pair)
+    name, text = perplexity_text()
+    return {"ppl_text": name, **check_quality(pair, text=text)}
+
+
+def _mutation(row, request):
+    from matrix.checks import check_mutation
+
+    return check_mutation(request.getfixturevalue("pair"))
+
+
+def _bench(row, request):
+    from matrix.bench import run_bench
+
+    folder, device, dtype = request.getfixturevalue("bench_folder")
+    return run_bench(folder, device, dtype, request.getfixturevalue("benchmark"),
+                     compiled=request.config.getoption("--bench-compiled"))
+
+
+CHECKS: list[Check] = [
+    Check("load", "Loading", "builds from the checkpoint, every key mapped, parameters = HF + one gate per head", _load),
+    Check("infer", "Inference", "finite outputs; left-padded rows equal the rows alone; the cache equals a full "
+                                "forward", _infer),
+    Check("quality", "Quality", "log-probs, greedy tokens and perplexity agree with HF eager", _quality),
+    Check("mutation", "Mutation score", "every injected conversion bug above noise fails quality or infer",
+          _mutation, decides_status=False, slow_beyond_tiny=True),
+    Check("bench", "Benchmarks", "adaptive and HF timed side by side (a measurement, never a verdict)", _bench,
+          default=False, decides_status=False, full_depth=True),
+]
+
+
+def register(check: Check) -> Check:
+    """Add a check (order: the rows of one model run in list order)."""
+    if any(c.name == check.name for c in CHECKS):
+        raise ValueError(f"a check named {check.name!r} is already registered")
+    CHECKS.append(check)
+    return check
+
+
+def by_name(name: str) -> Check:
+    return next(c for c in CHECKS if c.name == name)
+
+
+def names() -> tuple[str, ...]:
+    return tuple(c.name for c in CHECKS)
+
+
+def default_names() -> tuple[str, ...]:
+    return tuple(c.name for c in CHECKS if c.default)
+
+
+def status_names() -> tuple[str, ...]:
+    return tuple(c.name for c in CHECKS if c.decides_status)

@@ -1,0 +1,64 @@
+"""The `sentinel` command line (also `python main.py`, `python -m sentinel_core.cli`).
+
+    sentinel generate --model-name distilgpt2 --prompt "Hello"   # the default command
+    sentinel check tiny/llama --checks load,infer                  # a model's matrix rows, as a verdict table
+    sentinel report [--check] [--html report.html]                 # python -m reports
+    sentinel env                                                   # versions, devices, caches
+    sentinel cache [list | clean [KIND ...] --yes]                 # Sentinel's cache, with sizes
+
+Arguments that do not start with a command are generate's: `sentinel --model_name m --prompt p` is
+`sentinel generate --model_name m --prompt p`. Each command's module imports torch and transformers
+only when it runs, so every --help answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .common import version
+from .generate import build_parser, sampling_settings  # noqa: F401  (the generate API, as before the split)
+
+COMMANDS = ("generate", "check", "report", "env", "cache")
+
+
+def command(name: str):
+    return importlib.import_module(f".{name}", __name__)
+
+
+def top_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sentinel", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Hugging Face causal LMs rebuilt as one gated transformer: generate with them, check them "
+                    "against HF, report the results.",
+        epilog="Without a command the arguments are generate's: `sentinel --model_name M --prompt P` is\n"
+               "`sentinel generate --model_name M --prompt P`. `sentinel COMMAND --help` for a command's options.")
+    p.add_argument("--version", "-V", action="version", version=f"sentinel {version()}")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMANDS:
+        sub.add_parser(name, help=command(name).HELP)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head = argv[0] if argv else None
+    if head in COMMANDS:
+        return command(head).main(argv[1:])
+    if head in ("--version", "-V"):
+        print(f"sentinel {version()}")
+        return 0
+    if head in ("-h", "--help"):
+        # The commands first, then generate's options: they are what bare `sentinel ...` takes.
+        print(top_parser().format_help())
+        print(build_parser().format_help(), end="")
+        return 0
+    if head is None:
+        top_parser().print_help(sys.stderr)
+        return 2
+    return command("generate").main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

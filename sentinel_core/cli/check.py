@@ -1,0 +1,182 @@
+"""`sentinel check MODEL`: run one model's matrix rows (pytest with the matrix plugin) and print a verdict table.
+
+    sentinel check tiny/llama --checks load,infer
+    sentinel check ./my-checkpoint --devices cpu,cuda --dtype float16
+
+MODEL is anything the matrix's --models takes: a catalog id or glob, a local folder, a .gguf file, a hub id.
+The rows run in a child `python -m pytest` on a scratch results file; their records are then appended to
+--results and tabulated: one row per check (and weight source, when there are several), one column per
+device and dtype. Exit status 0 when no check failed, 1 when one did, 2 on a usage error or no rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .common import add_option, parse, run_reporting_errors
+
+HELP = "run a model's matrix rows (load, infer, quality, mutation, bench) and print a verdict table"
+
+MARKS = {"passed": "✅", "failed": "❌", "inconclusive": "◻️", "skipped": "⏭"}
+
+
+def _mutation_score(score) -> str:
+    return f"caught {score.get('caught', 0)}/{score.get('above_noise', 0)}" if isinstance(score, dict) else str(score)
+
+
+# The metrics a check's cell shows, in order: (record key, format). The only place the command line names
+# the keys that matrix/checks.py and matrix/bench.py record. A tuple of keys shows the largest of them.
+CELL_METRICS = {
+    "load": [("load_s", "load {:.2f} s")],
+    "infer": [(("padded_vs_alone_max_diff", "cache_vs_full_max_diff"), "max diff {:.1e}")],
+    "quality": [("grade", "{}"), ("max_logprob_diff", "max |Δ log p| {:.1e}"), ("ppl", "ppl {:.2f}")],
+    "mutation": [("mutation_score", _mutation_score)],
+    "bench": [("decode_ratio", "decode ×{:.2f}")],  # matrix/bench_metrics.py: "decode" + RATIO
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sentinel check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL", help="catalog id or glob, local folder, .gguf file, or hub id")
+    add_option(p, "--devices", default="cpu", help="comma-separated: cpu,cuda (default: cpu)")
+    add_option(p, "--checks", default="",
+               help="comma-separated: load,infer,quality,mutation,bench (default: the matrix's default checks)")
+    add_option(p, "--dtype", choices=("bfloat16", "float16", "float32"), default=None,
+               help="dtype of the CUDA rows (default: the matrix's, bfloat16); CPU rows are float32")
+    add_option(p, "--weights", default="",
+               help="comma-separated weight sources: hub,package,synthetic,local,default,all (default: default)")
+    add_option(p, "--results", default=None,
+               help="JSONL file this run's records are appended to (default: results/latest.jsonl of the checkout)")
+    add_option(p, "--slow", action="store_true", help="include catalog entries marked slow")
+    return p
+
+
+def matrix_folder() -> Path:
+    import matrix
+
+    return Path(matrix.__file__).resolve().parent
+
+
+def model_argument(model: str) -> str:
+    """A local folder or file as an absolute path (pytest runs in the checkout); any other name as it is."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
+def pytest_command(args, results: Path) -> list[str]:
+    command = [sys.executable, "-m", "pytest", str(matrix_folder()), "--models", model_argument(args.model),
+               "--devices", args.devices, "--results", str(results), "-q", "--tb=no", "-p", "no:randomly"]
+    for option, value in (("--checks", args.checks), ("--weights", args.weights), ("--cuda-dtype", args.dtype)):
+        if value:
+            command += [option, value]
+    return command + (["--slow"] if args.slow else [])
+
+
+def run_matrix(command: list[str], cwd: Path) -> int:
+    """pytest's exit code; its output goes to stderr as it comes (stdout is the table's)."""
+    # A run of its own, even when started from a pytest-xdist worker.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        for line in proc.stdout:
+            print(line, end="", file=sys.stderr, flush=True)
+    return proc.returncode
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def key_numbers(check: str, metrics: dict) -> str:
+    shown = []
+    for key, fmt in CELL_METRICS.get(check, []):
+        keys = key if isinstance(key, tuple) else (key,)
+        values = [metrics[k] for k in keys if metrics.get(k) is not None]
+        if not values:
+            continue
+        value = max(values) if len(values) > 1 else values[0]
+        shown.append(fmt(value) if callable(fmt) else fmt.format(value))
+    return ", ".join(shown)
+
+
+def verdict_table(records: list[dict]) -> tuple[str, list[str]]:
+    """The table (a row per check, a column per device and dtype) and, for the cells that did not pass, one
+    line per reason naming its cells."""
+    from tabulate import tabulate
+
+    several_sources = len({r["weights"] for r in records}) > 1
+    rows: dict[str, dict[str, str]] = {}
+    columns: list[str] = []
+    reasons: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (mark, reason) -> its cells
+    for r in records:
+        row = f"{r['check']} ({r['weights']})" if several_sources else r["check"]
+        column = f"{r['device']} {r['dtype']}"
+        if column not in columns:
+            columns.append(column)
+        mark = MARKS.get(r["outcome"], r["outcome"])
+        rows.setdefault(row, {})[column] = f"{mark} {key_numbers(r['check'], r.get('metrics') or {})}".strip()
+        if r["outcome"] != "passed":
+            reason = " ".join((r.get("reason") or "no reason recorded").split())
+            reasons.setdefault((mark, reason), []).append((row, column))
+    table = tabulate([[row, *(cells.get(c, "") for c in columns)] for row, cells in rows.items()],
+                     headers=["check", *columns], tablefmt="simple")
+    lines = []
+    for (mark, reason), cells in reasons.items():
+        if len({column for _, column in cells}) == 1:
+            where = f"{', '.join(row for row, _ in cells)} ({cells[0][1]})"
+        else:
+            where = ", ".join(f"{row} ({column})" for row, column in cells)
+        lines.append(f"{mark} {where}: {reason}")
+    return table, lines
+
+
+def exit_code(records: list[dict], pytest_code: int) -> int:
+    if any(r["outcome"] == "failed" for r in records):
+        return 1
+    return 1 if pytest_code == 1 else 0
+
+
+def run(args) -> int:
+    from matrix.records import append_record, unwritable
+
+    root = matrix_folder().parent
+    results = Path(args.results).expanduser().resolve() if args.results else root / "results" / "latest.jsonl"
+    problem = unwritable(results)
+    if problem:
+        print(f"error: --results: {problem}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="sentinel-check-") as scratch:
+        rows_file = Path(scratch) / "rows.jsonl"
+        code = run_matrix(pytest_command(args, rows_file), cwd=root)
+        records = read_records(rows_file)
+    for record in records:  # this run's records only, into the user's results file
+        append_record(results, record)
+    if code in (2, 3, 4):  # interrupted or collection errors, internal error, usage error: pytest said why above
+        print(f"error: the matrix run stopped (pytest exit code {code}); see its output above", file=sys.stderr)
+        return 2
+    if not records:
+        print(f"error: no matrix rows for {args.model!r} with these options (pytest exit code {code})",
+              file=sys.stderr)
+        return 2
+    table, reasons = verdict_table(records)
+    counts = ", ".join(f"{sum(r['outcome'] == o for r in records)} {o}" for o in MARKS
+                       if any(r["outcome"] == o for r in records))
+    print(f"sentinel check {args.model}: {len(records)} rows ({counts}), appended to {results}")
+    print(table)
+    for line in reasons:
+        print(line)
+    return exit_code(records, code)
+
+
+def main(argv=None) -> int:
+    args = parse(build_parser(), argv)
+    return args if isinstance(args, int) else run_reporting_errors(run, args)
