@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 # public name -> the submodule that defines it
 _EXPORTS = {
     "AdaptiveCausalLM": "model", "CausalLMOutput": "decoder", "GatedDecoder": "decoder", "KVCache": "decoder",
-    "CheckpointError": "errors", "GatedModelError": "errors", "ModelNotFoundError": "errors",
-    "SentinelError": "errors", "UnsupportedConfigError": "errors", "UnsupportedModelError": "errors",
+    **{name: "errors" for name in ("SentinelError", "CheckpointError", "DeviceError", "DiskSpaceError", "GateError",
+                                   "GatedModelError", "InputError", "ModelNotFoundError", "PruneError",
+                                   "RemoteCodeError", "UnsupportedConfigError", "UnsupportedModelError")},
     "FAMILIES": "families", "get_family": "families", "load_adaptive_model": "loader",
     "load_baseline_model": "loader", "DecoderSpec": "spec",
 }
@@ -22,8 +23,9 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .decoder import CausalLMOutput, GatedDecoder, KVCache
-    from .errors import (CheckpointError, GatedModelError, ModelNotFoundError, SentinelError,
-                         UnsupportedConfigError, UnsupportedModelError)
+    from .errors import (CheckpointError, DeviceError, DiskSpaceError, GatedModelError, GateError, InputError,
+                         ModelNotFoundError, PruneError, RemoteCodeError, SentinelError, UnsupportedConfigError,
+                         UnsupportedModelError)
     from .families import FAMILIES, get_family
     from .loader import load_adaptive_model, load_baseline_model
     from .model import AdaptiveCausalLM

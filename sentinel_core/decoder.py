@@ -18,6 +18,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.activations import ACT2FN
 
+from .errors import CheckpointError
+from .inputs import check_gates, check_ids, check_mask, check_values
 from .spec import DecoderSpec
 
 
@@ -205,18 +207,14 @@ class GatedAttention(nn.Module):
         self.register_buffer("kv_of_head", self.head_ids // group)
         self._uniform_groups = True
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Loading a pruned model's weights prunes this layer the same way first (or refuses)."""
-        saved = state_dict.get(prefix + "head_ids")
-        if saved is not None and hasattr(self, "head_ids"):
-            current, kept = set(self.head_ids.tolist()), set(saved.tolist())
-            if kept - current:
-                raise ValueError(f"layer {self.layer_idx}: the state dict keeps heads {sorted(kept - current)} "
-                                 f"that this model has already pruned")
-            if current - kept:
-                with torch.no_grad():
-                    self.prune(current - kept)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def pruning_state(self) -> tuple:
+        """What prune replaces (it never writes into the old tensors): enough to undo it."""
+        return (self.qkv, self.out, self.head_ids, self.kv_of_head, self.num_heads, self.num_kv_heads,
+                self._uniform_groups)
+
+    def restore_pruning_state(self, state: tuple) -> None:
+        (self.qkv, self.out, self.head_ids, self.kv_of_head, self.num_heads, self.num_kv_heads,
+         self._uniform_groups) = state
 
     def forward(self, x, gates, rope, mask: AttentionMask, cache):
         B, T, _ = x.shape
@@ -387,6 +385,35 @@ class GatedDecoder(nn.Module):
         self.lm_head = nn.Linear(spec.embed_dim, spec.vocab_size, bias=spec.lm_head_bias)
         self.gates = nn.Parameter(torch.ones(spec.num_layers, spec.num_heads))
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """A pruned model's state dict prunes this model the same way first (its `head_ids` say which heads
+        each layer kept). Every shape is checked before any value is copied: a state dict that does not
+        fit raises CheckpointError and leaves the model as it was."""
+        undo = []
+        try:
+            for i, layer in enumerate(self.layers):
+                saved = state_dict.get(f"layers.{i}.attn.head_ids")
+                if saved is None:
+                    continue
+                current, kept = set(layer.attn.head_ids.tolist()), set(saved.tolist())
+                if kept - current:
+                    raise CheckpointError(f"layer {i}: the state dict keeps heads {sorted(kept - current)} that this "
+                                          f"model has already pruned: load it into a freshly loaded model")
+                if current - kept:
+                    undo.append((layer.attn, layer.attn.pruning_state()))
+                    with torch.no_grad():
+                        layer.attn.prune(current - kept)
+            expected = {name: tuple(value.shape) for name, value in self.state_dict().items()}
+            wrong = [f"{name} {tuple(value.shape)} (expected {expected[name]})"
+                     for name, value in state_dict.items() if name in expected and tuple(value.shape) != expected[name]]
+            if wrong:
+                raise CheckpointError(f"the state dict does not fit this model, nothing was loaded: {'; '.join(wrong)}")
+        except CheckpointError:
+            for attn, state in reversed(undo):
+                attn.restore_pruning_state(state)
+            raise
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def tie_weights(self) -> None:
         if self.spec.tie_embeddings:
             self.lm_head.weight = self.embed.weight
@@ -434,15 +461,23 @@ class GatedDecoder(nn.Module):
         return cos.to(dtype)[:, :, None], sin.to(dtype)[:, :, None]  # [B, T, 1, rotary_dim]: broadcast over heads
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, logits_to_keep: int = 0, unit_gates: bool = False) -> CausalLMOutput:
+                use_cache=False, logits_to_keep: int = 0, unit_gates: bool | None = None) -> CausalLMOutput:
         """attention_mask covers past and new tokens ([B, S]; for a StaticKVCache, [B, max_len]).
 
-        unit_gates=True is the caller's promise that every gate is 1 (nothing is multiplied then)."""
+        unit_gates None (a caller's forward) checks the ids' and gates' values first (one host sync);
+        generate checks them once per call and passes True (every gate is 1: nothing is multiplied) or False.
+        """
         s = self.spec
+        check_ids(input_ids, self.embed.weight.device)
+        check_gates(self.gates, s.num_layers, s.num_heads, self.embed.weight.device)
         B, T = input_ids.shape
         cache = past_key_values if past_key_values is not None else (KVCache(s.num_layers) if use_cache else None)
         past = cache.seen() if cache is not None else 0
         static = isinstance(cache, StaticKVCache)
+        check_mask(attention_mask, input_ids, cache.max_len if static else past + T)
+        if unit_gates is None:
+            check_values(input_ids, self.embed.num_embeddings, self.gates, self.kept_heads())
+            unit_gates = False
         device = input_ids.device
         query_pos = past + torch.arange(T, device=device)
 
@@ -489,12 +524,21 @@ class GatedDecoder(nn.Module):
             logits = torch.tanh(logits / s.final_logit_softcap) * s.final_logit_softcap
         return CausalLMOutput(logits=logits, past_key_values=cache)
 
-    def gates_are_one(self) -> bool:
-        """Every gate of every head still present is 1 (a pruned head's 0 gate does not count). One host
-        sync: generate asks once per call, so the decode steps can skip the multiply."""
-        per_layer = [(gates.index_select(0, layer.attn.head_ids) == 1).all()
-                     for gates, layer in zip(self.gates, self.layers)]
-        return bool(torch.stack(per_layer).all())
+    def kept_heads(self) -> torch.Tensor:
+        """[layers, heads] bool: False where prune_heads removed the head."""
+        kept = torch.zeros(self.spec.num_layers, self.spec.num_heads, dtype=torch.bool, device=self.gates.device)
+        for row, layer in zip(kept, self.layers):
+            row[layer.attn.head_ids] = True
+        return kept
+
+    def check_call(self, input_ids, attention_mask=None) -> bool:
+        """generate's boundary: ids, mask and gates checked once per call (one host sync). Returns whether
+        every gate of every head still present is 1 (a pruned head's 0 gate does not count), so the decode
+        steps can skip the multiply."""
+        check_ids(input_ids, self.embed.weight.device)
+        check_mask(attention_mask, input_ids, input_ids.shape[1])
+        check_gates(self.gates, self.spec.num_layers, self.spec.num_heads, self.embed.weight.device)
+        return check_values(input_ids, self.embed.num_embeddings, self.gates, self.kept_heads())
 
     def attention_mask(self, attention_mask, B, T, past, query_pos, static_len, dtype, device) -> AttentionMask:
         """Without padding, SDPA's own causal mask (or none for one new token) keeps the fast kernels;

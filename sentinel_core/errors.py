@@ -31,3 +31,19 @@ class DiskSpaceError(SentinelError):
 
 class RemoteCodeError(SentinelError):
     """The checkpoint needs its own Python code (trust_remote_code), which is never enabled by default."""
+
+
+class InputError(SentinelError, ValueError):
+    """input_ids or attention_mask that the model cannot read as given (type, shape, values)."""
+
+
+class GateError(SentinelError, ValueError):
+    """Gates that do not describe the model: wrong shape or device, not finite, or a pruned head's gate reopened."""
+
+
+class PruneError(SentinelError, ValueError):
+    """A prune plan naming layers or heads that are not there, not as integers, or leaving a layer empty."""
+
+
+class DeviceError(SentinelError):
+    """A device that this machine does not have (or a model and its inputs on different devices)."""

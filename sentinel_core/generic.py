@@ -23,6 +23,7 @@ from .decoder import CausalLMOutput
 from .errors import UnsupportedModelError
 from .families import FAMILIES
 from .generation import generation_tokens
+from .inputs import check_gates, check_ids, check_mask, check_values, warn_if_right_padded
 
 # What HF calls an attention's output projection, across architectures.
 OUT_PROJ_NAMES = ("o_proj", "out_proj", "c_proj", "dense", "wo")
@@ -126,15 +127,23 @@ class GenericGatedLM(nn.Module):
         self._projections = projections
         self._hooks = self._add_gate_hooks()
         self._hf_args = set(inspect.signature(hf_model.forward).parameters)
-        self._unit_gates_read = (None, False)  # ((storage, version) read at, whether every gate was 1)
+        # Whether every gate is 1, as read at the start of the forward or generate call under way (None
+        # outside one). Read per call, never cached across calls: a write through `gates.data` bumps no
+        # version counter, so nothing short of reading the values would notice it.
+        self._unit_gates: bool | None = None
 
     def gates_are_one(self) -> bool:
-        """Whether every gate is 1, read from the device only when the gates changed since the last read:
-        an in-place write (model.gates[l, h] = 0, an optimizer step) bumps the tensor's version counter."""
-        key = (self.gates.data_ptr(), self.gates._version)
-        if self._unit_gates_read[0] != key:
-            self._unit_gates_read = (key, bool((self.gates == 1).all()))
-        return self._unit_gates_read[1]
+        return bool((self.gates == 1).all())
+
+    def check_call(self, input_ids, attention_mask=None, past_length: int = 0) -> bool:
+        """The boundary of forward and generate: ids, mask and gates checked (one host sync). Returns whether
+        every gate is 1."""
+        device = self.hf.device
+        check_ids(input_ids, device)
+        check_mask(attention_mask, input_ids, past_length + input_ids.shape[1])
+        check_gates(self.gates, self.spec.num_layers, self.spec.num_heads, device)
+        kept = torch.ones_like(self.gates, dtype=torch.bool)
+        return check_values(input_ids, self.hf.get_input_embeddings().num_embeddings, self.gates, kept)
 
     def _add_gate_hooks(self) -> list:
         return [proj.register_forward_pre_hook(partial(self._gate_heads, layer), with_kwargs=True)
@@ -143,7 +152,8 @@ class GenericGatedLM(nn.Module):
     def _gate_heads(self, layer: int, module, args, kwargs):
         # Gates all at 1 are not multiplied (x · 1 is exact), which keeps the hooks' kernels out of every
         # forward and decode step; with gradients on, they are, so the gates still receive them.
-        if not (torch.is_grad_enabled() and self.gates.requires_grad) and self.gates_are_one():
+        unit_gates = self._unit_gates if self._unit_gates is not None else self.gates_are_one()
+        if unit_gates and not (torch.is_grad_enabled() and self.gates.requires_grad):
             return None
         def gated(x):
             gates = self.gates[layer].to(x.dtype)[:, None]  # [heads, 1] against [..., heads, head_dim]
@@ -168,6 +178,16 @@ class GenericGatedLM(nn.Module):
         position_ids go only to a model whose forward takes them (ALiBi models compute none). transformers
         5 calls the KV cache `cache`, 4.x `past_key_values`.
         """
+        past = past_key_values.get_seq_length() if hasattr(past_key_values, "get_seq_length") else 0
+        self._unit_gates = self.check_call(input_ids, attention_mask, past_length=past)
+        try:
+            return self._hf_forward(input_ids, attention_mask, position_ids, past_key_values, use_cache,
+                                    logits_to_keep, **kwargs)
+        finally:
+            self._unit_gates = None
+
+    def _hf_forward(self, input_ids, attention_mask, position_ids, past_key_values, use_cache, logits_to_keep,
+                    **kwargs) -> CausalLMOutput:
         kw = dict(attention_mask=attention_mask, use_cache=use_cache, **kwargs)
         if past_key_values is not None:
             kw["cache" if "cache" in self._hf_args else "past_key_values"] = past_key_values
@@ -203,6 +223,8 @@ class GenericGatedLM(nn.Module):
             raise ValueError("cuda_graph=True and compiled=True need a native converter; the generic gated wrapper "
                              "decodes with HF generate")
         eos, pad_token_id = generation_tokens(self, max_new_tokens, eos_token_id, pad_token_id)
+        unit_gates = self.check_call(input_ids, attention_mask)  # one host sync: ids, mask and gates
+        warn_if_right_padded(attention_mask)
         # A fresh GenerationConfig: the checkpoint's extras (no_repeat_ngram_size, ...) are not part of
         # the native path's generate either; eos and pad defaults were taken from it above.
         kw = dict(generation_config=GenerationConfig(),
@@ -215,14 +237,15 @@ class GenericGatedLM(nn.Module):
         if static_cache:
             kw["cache_implementation"] = "static"
         # Gates all at 1 (read once per call): HF's generate runs with no hooks at all, exactly HF's speed.
-        unit_gates = self.gates_are_one()
         if unit_gates:
             for hook in self._hooks:
                 hook.remove()
+        self._unit_gates = unit_gates
         try:
             with _global_rng_from(generator if do_sample else None):
                 return self.hf.generate(input_ids, **kw)
         finally:
+            self._unit_gates = None
             if unit_gates:
                 self._hooks = self._add_gate_hooks()
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import pickle
+import re
+import struct
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,7 +16,7 @@ from huggingface_hub import errors as hub_errors
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .convert import build_decoder
-from .errors import CheckpointError, GatedModelError, ModelNotFoundError, RemoteCodeError, SentinelError
+from .errors import CheckpointError, DeviceError, GatedModelError, ModelNotFoundError, RemoteCodeError, SentinelError
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
@@ -29,6 +33,26 @@ def resolve_dtype(dtype) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def check_device(device, cpu: str = "device='cpu'") -> None:
+    """A DeviceError for a device this machine does not have, raised before any weights are read; `cpu` is how
+    the caller spells the way out (the CLI: --device cpu). None leaves the model where it is, as Module.to does."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DeviceError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N' (the N-th GPU)") from exc
+    if dev.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        why = "no CUDA device is visible" if torch.version.cuda else f"torch {torch.__version__} is built without CUDA"
+        raise DeviceError(f"device {str(device)!r} was asked for but CUDA is not available ({why}): use {cpu}")
+    if dev.index is not None and dev.index >= count:
+        raise DeviceError(f"device {str(device)!r} does not exist: this machine has {count} CUDA device(s), "
+                          f"cuda:0 to cuda:{count - 1}; use one of them or {cpu}")
+
+
 def _split_gguf(model_name: str, hf_kwargs: dict) -> str:
     """A path to a .gguf file becomes its folder plus gguf_file=, as transformers wants."""
     path = Path(str(model_name))
@@ -42,6 +66,35 @@ def _split_gguf(model_name: str, hf_kwargs: dict) -> str:
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE")
+
+
+# The code that parses a GGUF file (transformers' own reader, or the gguf package's): whatever these raise while
+# loading, the file is not a GGUF file transformers can read.
+_GGUF_READERS = ("transformers/integrations/gguf/reader.py", "gguf/gguf_reader.py")
+
+
+def _raised_within(exc: BaseException, *files: str) -> bool:
+    """Whether `exc` was raised while one of `files` (path endings, e.g. "torch/serialization.py") was running."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return any(frame.filename.replace(os.sep, "/").endswith(files) for frame in frames)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unreadable_weights(exc: BaseException, model_name: str) -> CheckpointError:
+    """torch.load(weights_only=True) refused a .bin file: truncated, corrupt, or a pickle that would run code."""
+    folder = Path(model_name)
+    files = ", ".join(p.name for p in sorted(folder.glob("*.bin"))) if folder.is_dir() else ""
+    called = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    # torch's own text goes on to suggest weights_only=False, which would run such code: not repeated here.
+    why = f"it asks to call {called.group(1)}" if called else _first_line(exc).split(". ")[0]
+    return CheckpointError(
+        f"{model_name}: its PyTorch weights ({files or 'pytorch_model.bin'}) are unreadable or unsafe: "
+        f"torch.load(weights_only=True) refused them ({why}) and nothing in them was run; re-download the model, "
+        f"or use its .safetensors weights (convert the .bin only where you trust its source)")
 
 
 def _hub_error_to_sentinel(exc: BaseException, model_name: str) -> SentinelError | None:
@@ -73,11 +126,23 @@ def _hub_error_to_sentinel(exc: BaseException, model_name: str) -> SentinelError
         return RemoteCodeError(
             f"{model_name} runs its own Python code (its config names custom classes): read that code, then pass "
             f"--trust_remote_code (API: trust_remote_code=True); Sentinel never enables it by itself")
+    for cause in chain:
+        if isinstance(cause, hub_errors.StrictDataclassError):
+            # transformers 5 checks config.json's fields against their declared types; the last line of the
+            # message is "TypeError: Field 'n_layer' expected int, got str (value: 'two')".
+            detail = str(cause).strip().splitlines()[-1].strip().split(": ", 1)[-1]
+            return CheckpointError(f"{model_name}: config.json does not validate ({detail}): correct it in "
+                                   f"config.json, or re-download the checkpoint")
+        if isinstance(cause, (pickle.UnpicklingError, RuntimeError, EOFError)) and _raised_within(
+                cause, "torch/serialization.py"):
+            return _unreadable_weights(cause, model_name)
+        if isinstance(cause, (ValueError, IndexError, struct.error)) and _raised_within(cause, *_GGUF_READERS):
+            return CheckpointError(f"{model_name} is not a readable GGUF file ({_first_line(cause)}): it is truncated "
+                                   f"or corrupt; re-download it")
     corrupt = isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith("safetensors")
     if corrupt and Path(model_name).is_dir():
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return CheckpointError(f"{model_name} does not hold a loadable checkpoint ({first_line}): re-download it, "
-                               f"or re-save it with save_pretrained")
+        return CheckpointError(f"{model_name} does not hold a loadable checkpoint ({_first_line(exc)}): re-download "
+                               f"it, or re-save it with save_pretrained")
     return None
 
 
@@ -138,9 +203,12 @@ def load_tokenizer(model_name: str, trust_remote_code: bool = False):
 
 def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     """The Hugging Face AutoModelForCausalLM, in eval mode, refusing checkpoints that load incompletely."""
+    check_device(device)
     kwargs = dict(hf_kwargs)
     name = _split_gguf(model_name, kwargs)
     kwargs.setdefault("trust_remote_code", False)
+    # A mis-shaped tensor then shows up in the loading info, named with both shapes, and is refused below.
+    kwargs.setdefault("ignore_mismatched_sizes", True)
     dtype = resolve_dtype(dtype)
     if dtype is None and "gguf_file" in kwargs:
         dtype = torch.float32  # GGUF weights are dequantised; fp32 keeps them exactly
@@ -148,7 +216,14 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
         kwargs["dtype"] = dtype
     with hub_errors_explained(model_name):
         model, info = AutoModelForCausalLM.from_pretrained(name, output_loading_info=True, **kwargs)
-    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if info.get("mismatched_keys"):
+        key, found, expected = sorted(info["mismatched_keys"], key=lambda m: m[0])[0]
+        more = len(info["mismatched_keys"]) - 1
+        raise CheckpointError(f"{model_name}: tensor {key} has shape {tuple(found)} in the checkpoint but the config "
+                              f"expects {tuple(expected)}" + (f" ({more} more mis-shaped)" if more else "") +
+                              ": the weights do not match config.json (corrupt, or from another model); re-download "
+                              "or re-save the checkpoint")
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys") and v}
     if problems:
         detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, sorted(v)[:3]))}" for k, v in problems.items())
         raise CheckpointError(f"{model_name} loads incompletely ({detail}): the checkpoint is corrupt or from another "
@@ -162,6 +237,7 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
     A model_type with no native converter gets the generic gated wrapper around the HF model itself
     (`adaptive_path` says which one was built).
     """
+    check_device(device)
     dtype = resolve_dtype(dtype)
     if baseline_model is not None:
         if baseline_model.config.model_type not in FAMILIES:

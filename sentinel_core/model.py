@@ -13,7 +13,9 @@ from transformers.generation.logits_process import (
 )
 
 from .decoder import GatedDecoder, KVCache, StaticKVCache
+from .errors import DeviceError, PruneError
 from .generation import generation_tokens, position_ids
+from .inputs import prune_plan, warn_if_right_padded
 from .spec import DecoderSpec
 
 
@@ -48,16 +50,10 @@ class AdaptiveCausalLM(GatedDecoder):
         Their gates are set to 0 so `gates` keeps describing the model; in GQA a KV head goes only
         when every query head reading it is gone. Every request is checked before anything changes.
         """
-        plan: dict[int, set[int]] = {}
-        for layer, head_list in heads.items():
-            layer = int(layer)
-            doomed = {int(h) for h in head_list}  # tensors hash by identity: ints compare by value
-            if not 0 <= layer < self.num_layers or any(not 0 <= h < self.num_heads for h in doomed):
-                raise ValueError(f"prune_heads: no head {sorted(doomed)} in layer {layer}")
-            remaining = set(self.layers[layer].attn.head_ids.tolist()) - doomed
-            if not remaining:
-                raise ValueError(f"prune_heads: layer {layer} would have no heads left; set its gates to 0 instead")
-            plan[layer] = doomed
+        plan = prune_plan(heads, self.num_layers, self.num_heads)
+        for layer, doomed in plan.items():
+            if not set(self.layers[layer].attn.head_ids.tolist()) - doomed:
+                raise PruneError(f"prune_heads: layer {layer} would have no heads left; set its gates to 0 instead")
         for layer, doomed in plan.items():
             self.layers[layer].attn.prune(doomed)
             self.gates[layer, sorted(doomed)] = 0
@@ -106,8 +102,11 @@ class AdaptiveCausalLM(GatedDecoder):
         benchmark records how often). Each new batch size or length compiles again.
         """
         eos, pad_token_id = generation_tokens(self, max_new_tokens, eos_token_id, pad_token_id)
+        unit_gates = self.check_call(input_ids, attention_mask)
+        warn_if_right_padded(attention_mask)
         if (cuda_graph or compiled) and input_ids.device.type != "cuda":
-            raise ValueError("cuda_graph=True and compiled=True need the model and inputs on a CUDA device")
+            raise DeviceError("cuda_graph=True and compiled=True need the model and inputs on a CUDA device: "
+                              "model.to('cuda'), or leave them off")
         B = input_ids.shape[0]
         processors = self._logits_processors(do_sample, temperature, top_k, top_p, repetition_penalty)
         if min_new_tokens and eos:
@@ -115,9 +114,9 @@ class AdaptiveCausalLM(GatedDecoder):
                                                                    device=input_ids.device))
         eos_t = torch.tensor(eos, device=input_ids.device)
         unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
-        decoding = _Decoding(self, input_ids, attention_mask, max_new_tokens, use_cache,
-                             static_cache or cuda_graph or compiled, cuda_graph or compiled,
-                             self.compiled_forward() if compiled else self)
+        decoding = _Decoding(self, input_ids, attention_mask, max_new_tokens, use_cache=use_cache,
+                             static=static_cache or cuda_graph or compiled, cuda_graph=cuda_graph or compiled,
+                             step_forward=self.compiled_forward() if compiled else self, unit_gates=unit_gates)
         ids = input_ids
         if streamer is not None:
             streamer.put(input_ids.cpu())
@@ -151,7 +150,8 @@ class _Decoding:
     which is what lets a CUDA graph replay the step.
     """
 
-    def __init__(self, model, input_ids, attention_mask, max_new_tokens, use_cache, static, cuda_graph, step_forward):
+    def __init__(self, model, input_ids, attention_mask, max_new_tokens, use_cache, static, cuda_graph, step_forward,
+                 unit_gates: bool):
         self.model, self.input_ids, self.step_forward = model, input_ids, step_forward
         self.mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
         self.padded = attention_mask is not None and bool((self.mask == 0).any())  # one sync, before decoding
@@ -162,7 +162,7 @@ class _Decoding:
         rerun_at = model.spec.rerun_at_length
         self.rerun_at = rerun_at if input_ids.shape[1] < rerun_at <= self.max_len else 0
         # Read once per call (gates do not change while generating); generate runs without gradients.
-        self.unit_gates = model.gates_are_one()
+        self.unit_gates = unit_gates
 
     positions = staticmethod(position_ids)  # HF generate's rule (generation.py)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sentinel_core import load_adaptive_model, load_baseline_model
+from sentinel_core import CheckpointError, load_adaptive_model, load_baseline_model
 from sentinel_core.convert import hf_module_name
 from variants import hf_attention, variants
 
@@ -127,14 +127,6 @@ def test_gqa_kv_head_stays_until_its_whole_group_is_pruned(synthetic_folders, le
     assert (a - b).abs()[mask.bool()].max().item() <= TOL
 
 
-def test_prune_rejects_unknown_heads(synthetic_folders):
-    model = load_adaptive_model(synthetic_folders("gpt2"))
-    with pytest.raises(ValueError, match="no head"):
-        model.prune_heads({0: [99]})
-    with pytest.raises(ValueError, match="no head"):
-        model.prune_heads({7: [0]})
-
-
 def test_gates_are_one_writable_tensor(synthetic_folders):
     model = load_adaptive_model(synthetic_folders("bloom"))
     assert model.gates.shape == (model.num_layers, model.num_heads)
@@ -146,7 +138,7 @@ def test_gates_are_one_writable_tensor(synthetic_folders):
 def test_prune_is_checked_whole_before_anything_changes(synthetic_folders):
     model = load_adaptive_model(synthetic_folders("gpt2"))
     shape = model.layers[0].attn.qkv.weight.shape
-    with pytest.raises(ValueError, match="no head"):
+    with pytest.raises(ValueError, match="no layer 7"):
         model.prune_heads({0: [1], 7: [0]})
     with pytest.raises(ValueError, match="layer 1 would have no heads left"):
         model.prune_heads({0: [1], 1: [0, 1, 2, 3]})
@@ -169,5 +161,22 @@ def test_pruned_state_dict_round_trip(name, synthetic_folders, left_padded_batch
     assert torch.equal(fresh(ids, attention_mask=mask).logits, pruned(ids, attention_mask=mask).logits)
     other = load_adaptive_model(folder)
     other.prune_heads({0: [2]})
-    with pytest.raises(ValueError, match="already pruned"):
+    with pytest.raises(CheckpointError, match="already pruned"):
         other.load_state_dict(pruned.state_dict())
+
+
+def test_a_state_dict_that_does_not_fit_changes_nothing(synthetic_folders):
+    """One wrong shape in a pruned state dict: refused before the model prunes itself or copies a value."""
+    folder = synthetic_folders("llama-gqa")
+    pruned = load_adaptive_model(folder)
+    pruned.prune_heads({0: [1], 1: [0, 2]})
+    state = pruned.state_dict()
+    name = "layers.1.attn.out.weight"
+    state[name] = state[name][:, :-1]
+    fresh = load_adaptive_model(folder)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"nothing was loaded: layers\.1\.attn\.out\.weight \(64, 31\)"):
+        fresh.load_state_dict(state)
+    assert fresh.pruned_heads() == {}
+    after = fresh.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

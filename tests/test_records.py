@@ -1,8 +1,16 @@
 """Which code measured a record: commit, dirty flag and source hash, with and without git."""
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 from matrix import records
+
+ROOT = records.ROOT
 
 
 def copy_without_git(tmp_path):
@@ -40,3 +48,19 @@ def test_environment_names_the_code():
     assert env["source_hash"] == records.source_hash()
     if (records.ROOT / ".git").exists():
         assert len(env["git_sha"]) == 40 and isinstance(env["git_dirty"], bool)
+
+
+def test_kill_9_mid_run_loses_no_finished_row(tmp_path):
+    """A matrix run killed outright (OOM killer, a cancelled CI job) keeps every row it finished, whole."""
+    results = tmp_path / "rows.jsonl"
+    command = [sys.executable, "-m", "pytest", "matrix/", "--models", "tiny/gpt2", "--devices", "cpu",
+               "--checks", "load,infer,quality,mutation", "--results", str(results), "-q", "-p", "no:cacheprovider"]
+    run = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and run.poll() is None and not (results.exists() and results.read_text()):
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert rows and all(row["model"] == "tiny/gpt2" and row["outcome"] in {"passed", "failed", "skipped"} for row in rows)

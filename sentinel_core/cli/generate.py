@@ -126,10 +126,11 @@ def sampling_settings(args) -> dict:
 def resolve_device(name: str) -> str:
     import torch
 
+    from ..loader import check_device
+
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SentinelError("--device cuda was asked for but CUDA is not available: use --device cpu")
+    check_device(name, cpu="--device cpu")  # the API's rule, in the CLI's spelling
     return name
 
 
@@ -156,6 +157,17 @@ def _header(args, model, device: str, dtype_name: str, sampling: dict, seed) -> 
             f"dtype: {dtype_name} | heads: {L} layers x {H} heads = {L * H} gates | decoding: {decoding}")
 
 
+def check_prompt(prompt: str) -> None:
+    """Text only: argv bytes that are not UTF-8 reach Python as lone surrogates (PEP 383), which no tokenizer reads."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(prompt[exc.start])
+        what = f"byte 0x{bad - 0xDC00:02x}" if 0xDC80 <= bad <= 0xDCFF else f"character U+{bad:04X}"
+        raise SentinelError(f"--prompt must be UTF-8 text, and it holds {what} at position {exc.start}: pass the "
+                            f"prompt as UTF-8 (check the terminal's or the file's encoding)") from exc
+
+
 def encode_prompt(tokenizer, prompt: str):
     """input_ids and attention_mask [1, T]; an empty prompt starts from BOS."""
     import torch
@@ -168,8 +180,28 @@ def encode_prompt(tokenizer, prompt: str):
     return input_ids, torch.ones_like(input_ids)
 
 
-def _check_context(spec, prompt_len: int, max_new_tokens: int) -> None:
-    if spec.positions == "learned" and spec.max_positions and prompt_len + max_new_tokens > spec.max_positions:
+def _has_position_table(config, max_positions: int, trust_remote_code: bool) -> bool:
+    """Whether the HF model looks positions up in a learned table: an embedding besides the token embedding with
+    a row per position (up to 2 more: OPT-style offsets). Built on the meta device, so no weights are read."""
+    import torch
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    tokens = model.get_input_embeddings()
+    return any(isinstance(m, nn.Embedding) and m is not tokens and 0 <= m.num_embeddings - max_positions <= 2
+               for m in model.modules())
+
+
+def _check_context(config, spec, prompt_len: int, max_new_tokens: int, trust_remote_code: bool) -> None:
+    """Refuse to run past the end of a learned position table (rotary and ALiBi positions have no end)."""
+    if not spec.max_positions or prompt_len + max_new_tokens <= spec.max_positions:
+        return
+    # A wrapped model ("hf" positions) computes its own positions: its modules say whether they are learned.
+    learned = spec.positions == "learned" or (
+        spec.positions == "hf" and _has_position_table(config, spec.max_positions, trust_remote_code))
+    if learned:
         raise SentinelError(f"prompt ({prompt_len} tokens) + --max_new_tokens {max_new_tokens} exceeds the model's "
                             f"{spec.max_positions} positions: shorten the prompt or lower --max_new_tokens")
 
@@ -189,6 +221,7 @@ def run(args) -> int:
     from ..generation import generation_tokens
     from ..loader import load_adaptive_model, load_baseline_model, load_tokenizer, preflight
 
+    check_prompt(args.prompt)
     sampling = sampling_settings(args)
     device = resolve_device(args.device)
     dtype_name = resolve_dtype_name(args.dtype, device)
@@ -201,10 +234,10 @@ def run(args) -> int:
     trc = args.trust_remote_code
     # An unsupported family or config flag, a missing tokenizer or a too-long prompt fail before any weights are read.
     # A model_type with no converter runs through the generic gated wrapper, if it has attention heads to gate.
-    _, spec = preflight(args.model_name, trust_remote_code=trc)
+    config, spec = preflight(args.model_name, trust_remote_code=trc)
     tokenizer = load_tokenizer(args.model_name, trust_remote_code=trc)
     input_ids, attention_mask = encode_prompt(tokenizer, args.prompt)
-    _check_context(spec, input_ids.shape[1], args.max_new_tokens)
+    _check_context(config, spec, input_ids.shape[1], args.max_new_tokens, trust_remote_code=trc)
 
     baseline = None
     if args.baseline or trc:
