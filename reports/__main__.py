@@ -9,7 +9,7 @@ from pathlib import Path
 
 from matrix.records import unwritable
 
-from .load import SCRATCH_RESULTS, RecordError, load_results, read_records
+from .load import SCRATCH_RESULTS, RecordError, load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "SUPPORTED_MODELS.md"
@@ -24,19 +24,11 @@ def first_difference(expected: str, actual: str) -> str:
     return f"line {min(len(exp), len(act)) + 1}: lengths differ ({len(exp)} rendered vs {len(act)} in file)"
 
 
-def note_scratch_results() -> None:
-    """The default run leaves out results/latest.jsonl (a local run's scratch file); say so when it holds rows."""
-    scratch = DEFAULT_RESULTS / SCRATCH_RESULTS
-    if not scratch.is_file():
-        return
+def _shown(path: Path) -> str:
     try:
-        records = read_records(scratch)
-    except RecordError:
-        records = []
-    if records:
-        failed = sum(r["outcome"] == "failed" for r in records)
-        print(f"note: {scratch} ({len(records)} records, {failed} failed) is left out; name it to include it",
-              file=sys.stderr)
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="the Markdown page to write or check")
     parser.add_argument("--check", action="store_true", help="fail if the page differs from what the records render")
     parser.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
+    parser.add_argument("--committed", action="store_true",
+                        help=f"leave out results/{SCRATCH_RESULTS} (a local run's output), as --check always does: "
+                             f"the page as the committed records render it")
     parser.add_argument("--allow-empty", action="store_true",
                         help="write the page even when no record was read (otherwise an error: never blank a page)")
     args = parser.parse_args(argv)
@@ -57,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from .render import render_markdown
 
     paths = args.results or ([DEFAULT_RESULTS] if DEFAULT_RESULTS.exists() else [])
+    read: list[tuple[Path, int]] = []
     try:
-        records = load_results(paths)
+        records = load_results(paths, committed_only=args.check or args.committed, read=read)
     except RecordError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -66,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no records in {', '.join(map(str, paths)) or 'results/ (missing)'}: nothing to render; run the "
               f"matrix first, name the results files, or pass --allow-empty", file=sys.stderr)
         return 2
-    if not args.results:
-        note_scratch_results()
+    print("read " + ", ".join(f"{_shown(path)} ({count})" for path, count in read), file=sys.stderr)
     page = render_markdown(records)
     output = Path(args.output)
     problem = None if args.check else unwritable(output) or (unwritable(Path(args.html)) if args.html else None)

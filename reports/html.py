@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from html import escape
 
-from tabulate import tabulate
 
 from .render import DTYPE_SHORT, _env, build_context
 
@@ -97,19 +96,4 @@ def plots(records: list[dict]) -> list[str]:
 
 def render_html(records: list[dict]) -> str:
     context = build_context(records)
-    tables = {f["name"]: _md_table_to_html(f["table"]) for f in context["families"]}
-    return _env().get_template("report.html.j2").render(
-        **context, tables=tables, plots=plots(records),
-        overview_html=_md_table_to_html(context["overview"]),
-        evidence_html=_md_table_to_html(context["evidence"]),
-        benchmarks_html=_md_table_to_html(context["benchmarks"]) if context["benchmarks"] else "",
-        mutation_html=_md_table_to_html(context["mutation"]) if context["mutation"] else "")
-
-
-def _md_table_to_html(table: str) -> str:
-    lines = [ln for ln in table.splitlines() if ln.strip()]
-    if len(lines) < 2:
-        return ""
-    cells = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in lines]
-    return tabulate(cells[2:], cells[0], tablefmt="html") if len(cells) > 2 else \
-        tabulate([], cells[0], tablefmt="html")
+    return _env().get_template("report.html.j2").render(**context, plots=plots(records))

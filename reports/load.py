@@ -26,17 +26,18 @@ def record_key(record: dict) -> tuple:
     return (record["model"], record["weights"], record["check"], record["device"], record["dtype"], fingerprint)
 
 
-# The matrix's default output: a scratch file of the last local run (git ignores it). The committed
-# evidence has names of its own (cpu-offline.jsonl, h200.jsonl, ...); a folder read skips the scratch
-# file so the page renders the same from a clean clone. Name it explicitly to include it.
+# The matrix's default output: the last local run (git ignores it). The committed evidence has names of
+# its own (cpu-offline.jsonl, h200.jsonl, ...). A folder read includes it, so a user's own run shows in
+# what they render; the committed page (`--check`, `--committed`) is rendered without it, so it renders
+# the same from a clean clone.
 SCRATCH_RESULTS = "latest.jsonl"
 
 
-def result_files(paths: list[str | Path]) -> list[Path]:
+def result_files(paths: list[str | Path], committed_only: bool = False) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            files.extend(sorted(p for p in path.glob("*.jsonl") if p.name != SCRATCH_RESULTS))
+            files.extend(sorted(p for p in path.glob("*.jsonl") if not (committed_only and p.name == SCRATCH_RESULTS)))
         elif path.exists():
             files.append(path)
         else:
@@ -125,8 +126,13 @@ def merge(records: list[dict]) -> list[dict]:
     return list(newest.values())
 
 
-def load_results(paths: list[str | Path]) -> list[dict]:
+def load_results(paths: list[str | Path], committed_only: bool = False,
+                 read: list[tuple[Path, int]] | None = None) -> list[dict]:
+    """The merged records of every file under `paths`; `read`, when given, receives (file, record count) per file."""
     records: list[dict] = []
-    for path in result_files(paths):
-        records.extend(read_records(path))
+    for path in result_files(paths, committed_only=committed_only):
+        file_records = read_records(path)
+        records.extend(file_records)
+        if read is not None:
+            read.append((path, len(file_records)))
     return merge(records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -21,6 +22,25 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 # emoji as two columns), or the committed page would differ between machines and --check would flap.
 tabulate_module.WIDE_CHARS_MODE = False
 DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+@dataclass
+class Table:
+    """A table as data, rendered both ways from the same rows: Markdown (GitHub's pipe tables, a literal |
+    escaped so it cannot split a cell) and HTML (tabulate escapes it)."""
+    headers: list[str]
+    rows: list[list]
+
+    def markdown(self) -> str:
+        def escaped(value) -> str:
+            return " ".join(str(value).split()).replace("|", "\\|")
+        return tabulate([[escaped(v) for v in row] for row in self.rows], [escaped(h) for h in self.headers],
+                        tablefmt="github")
+
+    def html(self) -> str:
+        return tabulate(self.rows, self.headers, tablefmt="html")
+
+    __str__ = markdown  # what the Markdown template prints
 
 
 def _env():
@@ -72,7 +92,7 @@ def cell(records: list[dict]) -> str:
     parts = []
     if status == rules.FAIL:
         parts.append(f"{status} {sources(of('failed', current))}")
-    elif status in (rules.PASS, rules.PARTIAL):
+    elif status in (rules.PASS, rules.SYNTHETIC, rules.PARTIAL):
         parts.append(f"{status} {sources(of('passed', current))}")
     if of("inconclusive", current):
         parts.append(f"{rules.INCONCLUSIVE} inconclusive: {sources(of('inconclusive', current))}")
@@ -155,18 +175,37 @@ def build_context(records: list[dict]) -> dict:
         counts = {s: statuses.count(s) for s in rules.PRECEDENCE}
         families.append({
             "name": family, "architecture": archs.get(family, "no converter"), "models": models,
-            "status": rules.family_status(statuses), "table": tabulate(rows, headers, tablefmt="github"),
+            "status": rules.family_status(statuses), "table": Table(headers, rows),
             "counts": counts, "samples": samples,
         })
 
-    overview = tabulate(
-        [[f["name"], f["architecture"], ", ".join(m for m in f["models"] if not m.startswith("tiny/"))[:120],
-          f["status"], ", ".join(f"{n} {s}" for s, n in f["counts"].items() if n)] for f in families],
-        ["Family", "Architecture", "Example models", "Status", "Notes"], tablefmt="github")
+    overview = Table(["Family", "Architecture", "Example models", "Status", "Notes"],
+                     [[f["name"], f["architecture"], ", ".join(m for m in f["models"] if not m.startswith("tiny/")),
+                       f["status"], ", ".join(f"{n} {s}" for s, n in f["counts"].items() if n)] for f in families])
 
     return {"records": records, "families": families, "overview": overview, "devices": devices,
+            "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records),
             "benchmarks": benchmark_table(records), "mutation": mutation_table(records)}
+
+
+def summary_table(records: list[dict], models: list[str], devices: list[tuple[str, str]]) -> Table:
+    """Per device and dtype, how many models stand where (each model's status from that column group's
+    records alone), the library versions of the current records and the day of the last one."""
+    rows = []
+    for device, dtype in devices:
+        group = [r for r in records if (r["device"], r["dtype"]) == (device, dtype)]
+        by_model: dict[str, list[dict]] = defaultdict(list)
+        for r in group:
+            by_model[r["model"]].append(r)
+        statuses = [rules.model_status(by_model.get(model, [])) for model in models]
+        current = [r for r in group if rules.is_current(r) and r["outcome"] != "skipped"]
+        versions = sorted({f"torch {r['env'].get('torch', '?')}, transformers {r['env'].get('transformers', '?')}"
+                           for r in current})
+        rows.append([f"{device} {DTYPE_SHORT.get(dtype, dtype)}", *(statuses.count(s) for s in rules.PRECEDENCE),
+                     "; ".join(versions) or "—", max((r["time"][:10] for r in current), default="—")])
+    return Table(["Device", *(f"{mark} {rules.MEANING[mark]}" for mark in rules.PRECEDENCE), "Libraries (current rows)",
+                  "Last run"], rows)
 
 
 def commit(record: dict) -> str:
@@ -191,8 +230,8 @@ def evidence_table(records: list[dict]) -> str:
         g["sources"].add(r["weights"])
         g["ran" if r["outcome"] != "skipped" else "skipped"] += 1
     rows = [[*k, ", ".join(sorted(g["sources"])), g["ran"], g["skipped"]] for k, g in sorted(groups.items())]
-    return tabulate(rows, ["Date", "Device", "Kind", "Dtype", "torch", "transformers", "Commit", "Code",
-                           "Weight sources", "Rows run", "Rows skipped"], tablefmt="github")
+    return Table(["Date", "Device", "Kind", "Dtype", "torch", "transformers", "Commit", "Code",
+                  "Weight sources", "Rows run", "Rows skipped"], rows)
 
 
 def known_issues(records: list[dict]) -> list[str]:
@@ -256,8 +295,8 @@ def mutation_table(records: list[dict]) -> str | None:
              or "none", g["below_noise"], g["not_applicable"], len(g["models"]), code]
             for (family, device, dtype, code), g in sorted(groups.items(),
                                                            key=lambda kv: (order[kv[0][0]], kv[0][1:]))]
-    return tabulate(rows, ["Family", "Device", "Dtype", "Caught / above noise", "Missed (models)", "Below noise",
-                           "Not applicable", "Models", "Code"], tablefmt="github")
+    return Table(["Family", "Device", "Dtype", "Caught / above noise", "Missed (models)", "Below noise",
+                  "Not applicable", "Models", "Code"], rows)
 
 
 def _generic_reason(record: dict) -> str:
@@ -298,7 +337,7 @@ def benchmark_table(records: list[dict]) -> str | None:
         m = r["metrics"]
         memory = m.get("peak_mem_mb") and m.get("baseline_peak_mem_mb")
         rows.append([stale_mark(r) + r["model"], r["weights"], f"{r['env'].get('device_name', r['device'])}",
-                     DTYPE_SHORT.get(r["dtype"], r["dtype"]),
+                     DTYPE_SHORT.get(r["dtype"], r["dtype"]), m.get("prefill_tokens", "?"),
                      f"{m.get('prefill_ms', 0):.1f}",
                      " / ".join(filter(None, (ratio_text(m, "prefill"), ratio_text(m, "prefill_b8")))),
                      f"{m.get('decode_tokens_per_s', 0):.0f}", ratio_text(m, "decode"),
@@ -314,11 +353,11 @@ def benchmark_table(records: list[dict]) -> str | None:
                                                                         "pruned_graph_decode_b8_speedup"))
                          if "pruned_graph_decode_b8_speedup" in m else ""))
                      or ("n/a (generic wrapper: gates only)" if m.get("adaptive_path") == GENERIC_WRAPPER else "")])
-    return tabulate(rows, ["Model", "Weights", "Device", "Dtype", "Prefill ms (1×512)", "Prefill speed vs HF (1×512 / 8×512)",
-                           "Decode tok/s (b1)", "vs HF", "Decode tok/s (b8)", "vs HF", "Peak MiB", "vs HF",
-                           "CUDA-graph decode tok/s (b1)", "Compiled + graph decode tok/s (b1)",
-                           "50% heads pruned: speedup decode b1 / b8 / prefill 1×512 / 8×512; graph b1 / b8"],
-                    tablefmt="github")
+    return Table(["Model", "Weights", "Device", "Dtype", "Prompt tokens T", "Prefill ms (1×T) ↓",
+                  "Prefill speed vs HF (1×T / 8×T) ↑", "Decode tok/s (b1) ↑", "vs HF ↑", "Decode tok/s (b8) ↑",
+                  "vs HF ↑", "Peak MiB ↓", "vs HF ↓", "CUDA-graph decode tok/s (b1) ↑",
+                  "Compiled + graph decode tok/s (b1) ↑",
+                  "50% heads pruned: speedup decode b1 / b8 / prefill 1×T / 8×T; graph b1 / b8 ↑"], rows)
 
 
 def render_markdown(records: list[dict]) -> str:

@@ -8,13 +8,14 @@ neither way: a stale pass is no pass and a stale failure is no failure, until th
 it says nothing) is current but neither a pass nor a failure.
 
   ✅  every status check (load, infer, quality) passes, current, on real weights (hub or package) on one device
-  ⚠️  partial: some status check passes (current), or the only passes are on synthetic weights
+  🧪  every status check passes on one device, but on synthetic weights only (the real config, random values)
+  ⚠️  partial: some status checks pass (current), not all of them on one device
   ❌  a current record of a status check fails
   ◻️  inconclusive: the only current evidence is inconclusive
   ⏳  stale: the only evidence was measured by other code (shown, never counted)
   ❔  untested: no record, or only skipped rows
 
-A cell (one check on one device), a model and a family take the first of ❌ ✅ ⚠️ ◻️ ⏳ ❔ that applies;
+A cell (one check on one device), a model and a family take the first of ❌ ✅ 🧪 ⚠️ ◻️ ⏳ ❔ that applies;
 a family's status is the first that one of its models has. Only the checks that decide a status
 (matrix/registry.py: load, infer, quality) do; bench and mutation rows are reported beside it (a failed
 mutation row, a missed mutant, is a known issue).
@@ -25,8 +26,11 @@ from __future__ import annotations
 from matrix import registry
 from matrix.records import source_hash
 
-PASS, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "⚠️", "❌", "◻️", "⏳", "❔"
-PRECEDENCE = (FAIL, PASS, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
+PASS, SYNTHETIC, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "🧪", "⚠️", "❌", "◻️", "⏳", "❔"
+PRECEDENCE = (FAIL, PASS, SYNTHETIC, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
+MEANING = {FAIL: "failing", PASS: "verified on real weights", SYNTHETIC: "passes on synthetic weights only",
+           PARTIAL: "partial",
+           INCONCLUSIVE: "inconclusive", STALE: "stale evidence only", UNTESTED: "untested"}
 REAL_WEIGHTS = ("hub", "package")
 
 
@@ -39,15 +43,18 @@ def _ran(records: list[dict]) -> list[dict]:
     return [r for r in records if r["outcome"] != "skipped"]
 
 
-def _status(ran: list[dict], passed_on_real_weights) -> str:
-    """The rules over records that ran; `passed_on_real_weights(current)` says whether current passes
-    make ✅ (a cell and a model ask different things of them)."""
+def _status(ran: list[dict], complete) -> str:
+    """The rules over records that ran; `complete(passes)` says whether those current passes make the whole
+    thing pass (a cell: any pass; a model: every status check on one device)."""
     current = [r for r in ran if is_current(r)]
     if any(r["outcome"] == "failed" for r in current):
         return FAIL
-    if passed_on_real_weights([r for r in current if r["outcome"] == "passed"]):
+    passed = [r for r in current if r["outcome"] == "passed"]
+    if complete([r for r in passed if r["weights"] in REAL_WEIGHTS]):
         return PASS
-    if any(r["outcome"] == "passed" for r in current):
+    if complete(passed):
+        return SYNTHETIC
+    if passed:
         return PARTIAL
     if current:
         return INCONCLUSIVE
@@ -56,13 +63,13 @@ def _status(ran: list[dict], passed_on_real_weights) -> str:
 
 def cell_status(records: list[dict]) -> str:
     """One check of one model on one device, over all weight sources."""
-    return _status(_ran(records), lambda passed: any(r["weights"] in REAL_WEIGHTS for r in passed))
+    return _status(_ran(records), bool)
 
 
 def model_status(records: list[dict]) -> str:
     """A model over all its status checks, devices and weight sources."""
     def every_check_on_one_device(passed: list[dict]) -> bool:
-        return any(set(registry.status_names()) <= {r["check"] for r in passed if r["device"] == device and r["weights"] in REAL_WEIGHTS}
+        return any(set(registry.status_names()) <= {r["check"] for r in passed if r["device"] == device}
                    for device in {r["device"] for r in passed})
 
     return _status(_ran([r for r in records if r["check"] in registry.status_names()]), every_check_on_one_device)

@@ -34,9 +34,10 @@ def test_real_weights_passing_every_check_is_full_support():
     assert rules.model_status(all_checks(weights="package")) == rules.PASS
 
 
-def test_synthetic_only_evidence_is_partial_never_full():
-    assert rules.model_status(all_checks(weights="synthetic")) == rules.PARTIAL
-    assert rules.cell_status([rec(weights="synthetic")]) == rules.PARTIAL
+def test_synthetic_only_evidence_has_its_own_mark_never_full():
+    assert rules.model_status(all_checks(weights="synthetic")) == rules.SYNTHETIC
+    assert rules.cell_status([rec(weights="synthetic")]) == rules.SYNTHETIC
+    assert rules.model_status(all_checks(weights="synthetic")[:2]) == rules.PARTIAL
 
 
 def test_real_weights_on_some_checks_only_is_partial():
@@ -96,9 +97,9 @@ def test_records_with_the_current_hash_count():
 
 def test_stale_evidence_adds_nothing_to_current_evidence():
     records = all_checks(weights="synthetic") + all_checks(weights="package", code=OTHER_CODE)
-    assert rules.model_status(records) == rules.PARTIAL  # the real-weight passes are stale
+    assert rules.model_status(records) == rules.SYNTHETIC  # the real-weight passes are stale
     quality = [r for r in records if r["check"] == "quality"]
-    assert cell(quality) == "⚠️ synthetic; ⏳ stale pass: package"
+    assert cell(quality) == "🧪 synthetic; ⏳ stale pass: package"
 
 
 def test_a_stale_failure_is_shown_but_is_no_failure():
@@ -121,7 +122,7 @@ def test_inconclusive_is_neither_pass_nor_failure():
     records = all_checks(weights="package")[:2] + [inconclusive]
     assert rules.model_status(records) == rules.PARTIAL  # quality did not pass on real weights
     assert rules.model_status([inconclusive]) == rules.INCONCLUSIVE
-    assert rules.cell_status([inconclusive, rec(weights="synthetic")]) == rules.PARTIAL
+    assert rules.cell_status([inconclusive, rec(weights="synthetic")]) == rules.SYNTHETIC
     assert rules.cell_status([inconclusive, rec(weights="synthetic", outcome="failed")]) == rules.FAIL
     assert any(i.startswith("◻️ 1 model(s) inconclusive: HF reference is degenerate") for i in known_issues(records))
 
@@ -138,8 +139,8 @@ def test_quality_cells_show_their_grade():
                rec(weights="synthetic", grade="Good", device="cuda", dtype="bfloat16"),
                rec(weights="synthetic", grade="Fair", device="cuda", dtype="float16")]
     assert cell(records[:2]) == "✅ package (Good)+synthetic (Fair)"
-    assert cell(records[1:2]) == "⚠️ synthetic (Fair)"
-    assert cell(records[2:]) == "⚠️ synthetic (Fair)"  # the worst of a source's rows
+    assert cell(records[1:2]) == "🧪 synthetic (Fair)"
+    assert cell(records[2:]) == "🧪 synthetic (Fair)"  # the worst of a source's rows
     assert cell([rec(weights="package")]) == "✅ package"  # older records carry no grade
     assert cell([rec(outcome="failed", grade="Poor")]) == "❌ synthetic (Poor)"
 
@@ -160,7 +161,7 @@ def mutation(model="facebook/opt-125m", family="opt", missed=(), below=(), code=
 def test_mutation_score_per_family_device_and_dtype():
     records = [mutation(), mutation(model="facebook/opt-350m", missed=("swap_qk",), below=("norm_eps",)),
                mutation(model="gpt2", family="gpt2", code=OTHER_CODE)]
-    table = mutation_table(records)
+    table = mutation_table(records).markdown()
     opt = next(line for line in table.splitlines() if line.startswith("| opt"))
     assert "7 / 7" not in opt and "6 / 7" in opt and "swap_qk (facebook/opt-350m)" in opt
     assert "| current" in opt
@@ -322,7 +323,7 @@ def test_page_shows_evidence_kind_and_numbers():
                    max_logprob_diff=3e-6, greedy_agreement=1.0, ppl=24.5, baseline_ppl=24.5, ppl_ratio=1.0,
                    sample_output=" learn from data.")
     page = render_markdown(records)
-    assert "| facebook/opt-125m" in page and "⚠️ synthetic" in page
+    assert "| facebook/opt-125m" in page and "🧪 synthetic" in page
     assert "✅ package" in page and "ppl 24.50" in page and "learn from data." in page
     assert "1.9e-05" in page
     assert "2.13.0" in page and "5.24.0" in page  # where the evidence came from
@@ -338,7 +339,7 @@ def test_check_catches_a_hand_edit(tmp_path, capsys):
     page = tmp_path / "SUPPORTED_MODELS.md"
     assert reports_main([str(results), "--output", str(page)]) == 0
     assert reports_main([str(results), "--output", str(page), "--check"]) == 0
-    text = page.read_text().replace("⚠️ synthetic", "✅ hub", 1).replace("| ❔", "| ✅", 1)
+    text = page.read_text().replace("🧪 synthetic", "✅ hub", 1).replace("| ❔", "| ✅", 1)
     page.write_text(text)
     assert reports_main([str(results), "--output", str(page), "--check"]) == 1
     assert "line " in capsys.readouterr().err
@@ -403,3 +404,37 @@ def test_html_report_has_tables_and_plots(tmp_path):
     assert html.count("<svg") >= 3  # decode throughput, ratio bars, quality, pruning curve
     assert "Decode throughput" in html and "Pruning curve" in html
     assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
+
+
+def test_a_users_own_run_shows_in_what_they_render_and_check_keeps_to_the_committed(tmp_path, capsys):
+    """`pytest matrix/` writes results/latest.jsonl: a folder read includes it (and says so); --check and
+    --committed leave it out, so the committed page still renders the same from a clean clone."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    write_jsonl(folder / "cpu-offline.jsonl", all_checks())
+    write_jsonl(folder / "latest.jsonl", [rec(model="tiny/gpt2", family="gpt2", check="load", outcome="failed",
+                                              reason="a failure only the user's run has",
+                                              time="2026-12-03T08:00:00+00:00")])
+    page, committed = tmp_path / "page.md", tmp_path / "committed.md"
+    assert reports_main([str(folder), "--output", str(page)]) == 0
+    assert "a failure only the user's run has" in page.read_text()
+    assert "latest.jsonl (1)" in capsys.readouterr().err
+    assert reports_main([str(folder), "--output", str(committed), "--committed"]) == 0
+    assert "a failure only the user's run has" not in committed.read_text()
+    assert reports_main([str(folder), "--output", str(committed), "--check"]) == 0
+    assert reports_main([str(folder), "--output", str(page), "--check"]) == 1
+
+
+def test_a_pipe_in_a_cell_never_splits_it():
+    """phi3's architecture text says q|k|v: every row of every Markdown table keeps its header's cell count."""
+    from reports.render import Table
+
+    table = Table(["Family", "Architecture"], [["phi3", "fused q|k|v and gate|up"], ["x", "two\nlines"]]).markdown()
+    lines = table.splitlines()
+    cells = [len([c for c in line.replace("\\|", "").split("|")]) for line in lines]
+    assert len(set(cells)) == 1 and "q\\|k\\|v" in table
+    page = render_markdown(all_checks())
+    for block in page.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        widths = {len(line.replace("\\|", "").split("|")) for line in rows}
+        assert len(widths) <= 1, block
