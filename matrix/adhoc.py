@@ -85,8 +85,9 @@ def _hub_family(hub_id: str) -> tuple[str, str]:
         model_type = json.loads(Path(cached).read_text(encoding="utf-8")).get("model_type", UNKNOWN_FAMILY)
     except (OSError, ValueError):
         model_type = UNKNOWN_FAMILY
-    revision = Path(cached).parent.name  # .../snapshots/<commit>/config.json
-    return model_type, revision
+    from matrix import sources
+
+    return model_type, sources.hub_revision(hub_id)
 
 
 def resolve(name: str) -> AdhocEntry:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
 WEIGHT_SOURCES = ("hub", "package", "synthetic")
@@ -23,7 +28,7 @@ class CatalogEntry:
     gated: bool = False
     synthetic_layers: int = 0
     slow: bool = False
-    min_transformers: int = 0  # major version below which the entry's rows skip, saying why
+    min_transformers: str = ""  # the transformers version below which the entry's rows skip, saying why
     min_transformers_why: str = ""
 
     @property
@@ -94,7 +99,7 @@ def load_catalog(path: Path = CATALOG_PATH) -> tuple[CatalogEntry, ...]:
             id=item["id"], family=item["family"], size=item["size"], sources=tuple(item["sources"]),
             config=item["config"], gated=item.get("gated", False),
             synthetic_layers=item.get("synthetic_layers", 0), slow=item.get("slow", False),
-            min_transformers=item.get("min_transformers", 0), min_transformers_why=item.get("min_transformers_why", "")))
+            min_transformers=str(item.get("min_transformers", "")), min_transformers_why=item.get("min_transformers_why", "")))
     ids = [e.id for e in entries]
     if len(ids) != len(set(ids)):
         raise ValueError(f"{path}: duplicate ids")

@@ -7,11 +7,11 @@ import functools
 import gc
 import inspect
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
 
+import psutil
 import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
@@ -82,8 +82,7 @@ class PeakRSS:
 
 
 def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def synchronize(device: str) -> None:
@@ -223,11 +222,21 @@ def check_infer(pair: ModelPair) -> dict:
         """max |a - ref| after allowing the dtype's resolution at each value (rtol · |ref|)."""
         return ((a - ref).abs() - tol.consistency_rtol * ref.abs()).max().item()
 
-    padded_vs_alone, padded_excess = 0.0, float("-inf")
-    for row in range(ids.shape[0]):
-        alone = _logprobs(model, ids[row:row + 1, real[row]], None)[0]
-        padded_vs_alone = max(padded_vs_alone, (full[row, real[row]] - alone).abs().max().item())
-        padded_excess = max(padded_excess, beyond_resolution(full[row, real[row]], alone))
+    def padding_effect(model, full, **kw) -> tuple[float, float]:
+        """How far left padding moves a row's log-probs from the row alone: raw, and beyond resolution."""
+        raw, excess = 0.0, float("-inf")
+        for row in range(ids.shape[0]):
+            alone = _logprobs(model, ids[row:row + 1, real[row]], None)[0]
+            raw = max(raw, (full[row, real[row]] - alone).abs().max().item())
+            excess = max(excess, beyond_resolution(full[row, real[row]], alone))
+        return raw, excess
+
+    padded_vs_alone, padded_excess = padding_effect(model, full)
+    if "hf_padding_effect" not in pair.cache:  # HF's own, once per pair (the mutation check calls this per mutant)
+        hf_full = _logprobs(pair.hf, ids, mask, **hf_position_kwargs(pair, pos))
+        pair.cache["hf_padding_effect"] = padding_effect(pair.hf, hf_full)[1]
+    hf_padded_excess = pair.cache["hf_padding_effect"]
+    padding_limit = grading.padding_limit(pair.dtype, hf_padded_excess)
 
     split = ids.shape[1] // 2
     first = model(ids[:, :split], attention_mask=mask[:, :split], position_ids=pos[:, :split], use_cache=True)
@@ -243,11 +252,12 @@ def check_infer(pair: ModelPair) -> dict:
     metrics = {"padded_vs_alone_max_diff": padded_vs_alone, "cache_vs_full_max_diff": cache_diff,
                # what is graded: the diff beyond the dtype's resolution (rtol · |log p|)
                "padded_vs_alone_beyond_resolution": padded_excess, "cache_vs_full_beyond_resolution": cache_excess,
-               "greedy_cache_agreement": greedy_cache_agreement}
+               "baseline_padded_vs_alone_beyond_resolution": hf_padded_excess, "greedy_cache_agreement": greedy_cache_agreement}
     problems = []
-    if padded_excess > tol.padded_vs_alone:
+    if padded_excess > padding_limit:
         problems.append(f"left-padded rows differ from the rows alone by {padded_vs_alone:.2e} "
-                        f"(> {tol.padded_vs_alone:.0e} + {tol.consistency_rtol:.1e}·|log p|)")
+                        f"(> {padding_limit:.1e} + {tol.consistency_rtol:.1e}·|log p|; HF's own padding moves "
+                        f"{hf_padded_excess:.1e} beyond that resolution)")
     if cache_excess > tol.cache_vs_no_cache:
         problems.append(f"cached decoding differs from a full forward by {cache_diff:.2e} "
                         f"(> {tol.cache_vs_no_cache:.0e} + {tol.consistency_rtol:.1e}·|log p|)")
@@ -303,6 +313,7 @@ class Reference:
     theirs: torch.Tensor  # HF's log-probs in the row's dtype
     fp32: torch.Tensor | None  # HF's log-probs in fp32 on the same device (the row's own for fp32 rows)
     fp32_note: str | None  # why there is no fp32 reference
+    attention_paths_diff: float | None  # fp32 rows: HF's reference attention against its other path (eager ↔ SDPA)
     greedy: torch.Tensor  # HF's greedy continuation
 
     @property
@@ -328,17 +339,44 @@ def hf_reference(pair: ModelPair) -> Reference:
         gc.collect()
         if pair.device == "cuda":
             torch.cuda.empty_cache()
+    paths_diff = attention_paths_diff(pair.hf, ids, mask, positions, theirs) if pair.dtype == "float32" else None
     n = grading.GREEDY_TOKENS
     # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
     greedy = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                               eos_token_id=None, pad_token_id=0)
-    pair.cache["reference"] = Reference(ids, mask, theirs, fp32, note, greedy)
+    pair.cache["reference"] = Reference(ids, mask, theirs, fp32, note, paths_diff, greedy)
     return pair.cache["reference"]
+
+
+OTHER_ATTENTION = {"eager": "sdpa", "sdpa": "eager"}
+
+
+@torch.no_grad()
+def attention_paths_diff(hf, ids, mask, positions: dict, theirs: torch.Tensor) -> float | None:
+    """Max |Δ log p| over real tokens between HF's reference attention and its other path (eager ↔ SDPA) on
+    the same batch: how far HF is from itself in this dtype on this device. None where HF cannot switch."""
+    before = hf.config._attn_implementation
+    other = OTHER_ATTENTION.get(before)
+    if other is None or not hasattr(hf, "set_attn_implementation"):
+        return None
+    try:
+        hf.set_attn_implementation(other)
+        if hf.config._attn_implementation != other:  # transformers warns and keeps the old one
+            return None
+        alt = _logprobs(hf, ids, mask, **positions)
+    except (ValueError, ImportError, NotImplementedError):
+        return None
+    finally:
+        hf.set_attn_implementation(before)
+    return (alt - theirs).abs()[mask.bool()].max().item()
 
 
 def _graded_diff_text(metrics: dict, dtype: str) -> str:
     if dtype == "float32":
-        return f"max |Δ log p| {metrics['max_logprob_diff']:.3e}"
+        text = f"max |Δ log p| {metrics['max_logprob_diff']:.3e}"
+        if metrics.get("baseline_attention_paths_diff") is not None:
+            text += f" (limit {grading.fp32_logprob_limit(metrics):.1e}; HF eager vs SDPA {metrics['baseline_attention_paths_diff']:.1e})"
+        return text
     k = grading.HALF_PRECISION_LOGPROB_TOP_K
     text = f"max |Δ log p| {metrics[f'max_logprob_diff_top{k}']:.3e} over the top {k} tokens"
     if "fp32_reference" in metrics:
@@ -378,6 +416,8 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
                f"max_logprob_diff_top{k}": top_k_diff(ours, theirs),
                "kl": (theirs.exp() * (theirs - ours)).sum(-1)[real].mean().item(),
                "top1_agreement": (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean().item()}
+    if ref.attention_paths_diff is not None:
+        metrics["baseline_attention_paths_diff"] = ref.attention_paths_diff
     if ref.fp32 is not None:
         metrics["reference_stats"] = reference_stats(ref.fp32, ids, real)
     if pair.dtype != "float32":
@@ -461,7 +501,8 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
                           exc.metrics) from None
     fp32_model = pair.adaptive if pair.dtype == "float32" else pair.load_fp32_adaptive()
     positions = generate_positions(ref.mask)
-    noise = grading.mutation_noise(pair.dtype, top_tokens_error(pair.dtype, ref, ref.theirs))
+    noise = grading.mutation_noise(pair.dtype, top_tokens_error(pair.dtype, ref, ref.theirs),
+                                   attention_paths_diff=ref.attention_paths_diff)
     mutants = {}
     for name, m in MUTANTS.items():
         if names is not None and name not in names:

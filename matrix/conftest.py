@@ -31,7 +31,7 @@ class Row:
 
     @property
     def id(self) -> str:
-        return f"{self.entry.family}/{self.entry.slug}/{self.weights}/{self.check}/{self.device}"
+        return f"{self.entry.family}/{self.entry.id}/{self.weights}/{self.check}/{self.device}"
 
     @property
     def check_def(self) -> registry.Check:
@@ -158,7 +158,9 @@ def _exact_fp32_matmuls() -> None:
 def skip_for_transformers(entry) -> None:
     import transformers
 
-    if int(transformers.__version__.split(".")[0]) < entry.min_transformers:
+    from packaging.version import Version
+
+    if entry.min_transformers and Version(transformers.__version__) < Version(entry.min_transformers):
         pytest.skip(f"needs transformers >= {entry.min_transformers}: {entry.min_transformers_why}")
 
 
@@ -257,6 +259,11 @@ def _inconclusive(call) -> bool:
 
 def _checkpoint(row: Row) -> dict:
     """Which checkpoint a row ran: a named folder, file or hub id with its fingerprint; packaged weights' sha256."""
+    from matrix import sources
+
+    if row.weights == "hub":  # the revision as it is now: an ad-hoc id may have been downloaded by this row
+        return {**getattr(row.entry, "checkpoint", {}), "location": row.entry.id,
+                "revision": sources.hub_revision(row.entry.id)}
     if isinstance(row.entry, adhoc.AdhocEntry):
         return row.entry.checkpoint
     if row.weights == "package":

@@ -1,6 +1,6 @@
 """Result records: one JSON object per matrix row, appended to a JSONL file as the row finishes.
 
-Each line is written with one write() under an exclusive lock and flushed, so pytest-xdist workers
+Each line is written with one write() under an exclusive lock (filelock: any OS) and flushed, so pytest-xdist workers
 never interleave and a crash loses no finished row. Tokens and other secrets are never written:
 records hold names, numbers and versions only.
 
@@ -13,7 +13,6 @@ hash of the tree it renders in (reports/status.py).
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +20,8 @@ import platform
 import subprocess
 from functools import cache
 from pathlib import Path
+
+from filelock import FileLock
 
 # Every field a record may have, and the JSON types it may hold (the reporter refuses others, naming the line).
 NUMBER, TEXT, OBJECT, LIST, FLAG, NULL = (int, float), (str,), (dict,), (list,), (bool,), (type(None),)
@@ -148,12 +149,23 @@ def environment(device: str) -> dict:
     import torch
     import transformers
 
-    name = platform.processor() or platform.machine()
+    name = cpu_name()
     if device == "cuda" and torch.cuda.is_available():
         name = torch.cuda.get_device_name(0)
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.system(),
             "transformers": transformers.__version__, "device_name": name, "git_sha": git_sha(),
             "git_dirty": git_dirty(), "source_hash": source_hash()}
+
+
+@cache
+def cpu_name() -> str:
+    """The CPU's brand name (py-cpuinfo, which pytest-benchmark brings), else what the platform module knows."""
+    try:
+        import cpuinfo
+
+        return cpuinfo.get_cpu_info().get("brand_raw") or platform.machine()
+    except Exception:  # noqa: BLE001 - a name for the record, never a reason to lose the row
+        return platform.processor() or platform.machine()
 
 
 def now() -> str:
@@ -164,14 +176,11 @@ def append_record(path: str | Path, record: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    # One writer at a time (xdist workers, parallel runs): a record is one whole line or nothing.
+    with FileLock(f"{path}.lock"), open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 if __name__ == "__main__":

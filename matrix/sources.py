@@ -342,6 +342,14 @@ def hub_checkpoint(hub_id: str, gated: bool = False) -> str:
     return hub_id
 
 
+def hub_revision(hub_id: str) -> str:
+    """The commit of the hub checkpoint in the HF cache (its snapshot folder's name), or "" when not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    return Path(cached).parent.name if isinstance(cached, str) else ""  # .../snapshots/<commit>/config.json
+
+
 def tokenizer_for(folder):
     from transformers import AutoTokenizer
 

@@ -57,7 +57,7 @@ def test_families_option_selects_only_that_family():
     assert rows and all("[opt/" in r for r in rows)
     runnable = [r for r in rows if "/hub/" not in r]
     assert len(runnable) >= 6
-    assert any("opt/facebook-opt-125m/synthetic/quality/cpu" in r for r in rows)
+    assert any("opt/facebook/opt-125m/synthetic/quality/cpu" in r for r in rows)
 
 
 def test_weights_devices_checks_and_models_options():

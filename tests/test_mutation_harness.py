@@ -60,7 +60,7 @@ def test_a_blind_quality_check_fails_the_mutation_row(pairs, monkeypatch):
     loose = grading.Tolerance(**{**vars(grading.tolerance("float32")), "max_logprob_diff": 0.1, "max_kl": 1e-2,
                                  "padded_vs_alone": 0.1, "cache_vs_no_cache": 0.1})
     monkeypatch.setitem(grading.TOLERANCES, "float32", loose)
-    monkeypatch.setattr(grading, "mutation_noise", lambda dtype, baseline: 1e-4)
+    monkeypatch.setattr(grading, "mutation_noise", lambda dtype, baseline, **_: 1e-4)
     with pytest.raises(CheckFailed, match="mutants above noise") as info:
         check_mutation(pair)
     missed = info.value.metrics["mutation_score"]["missed"]
