@@ -21,6 +21,8 @@ part="${2:-all}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SENTINEL_CACHE="${SENTINEL_CACHE:-/tmp/sentinel-cache}"
 run() { python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | grep -v "Warning\|warn(" | tail -15; }
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
+# The machine has no network: dependencies it may lack travel as wheels in gpu_assets/.
+python3 -c "import psutil, cpuinfo" 2>/dev/null || python3 -m pip install -q --no-deps gpu_assets/psutil-*.whl gpu_assets/py_cpuinfo-*.whl
 # Records name the code that measured them (matrix/records.py): a copy without .git needs SENTINEL_COMMIT
 # (the commit's sha, shipped beside the tree); the source hash is read from the files either way.
 [[ -e .git || -s SENTINEL_COMMIT ]] || echo "warning: no .git and no SENTINEL_COMMIT: records will have git_sha null" >&2
