@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from matrix import registry
 from matrix.bench_metrics import RATIO, RATIO_HI, RATIO_LO, RATIOS
-from matrix.catalog import family_architectures, load_catalog
+from matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
 from matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
 
 from . import status as rules
@@ -179,14 +179,49 @@ def build_context(records: list[dict]) -> dict:
             "counts": counts, "samples": samples,
         })
 
-    overview = Table(["Family", "Architecture", "Example models", "Status", "Notes"],
-                     [[f["name"], f["architecture"], ", ".join(m for m in f["models"] if not m.startswith("tiny/")),
-                       f["status"], ", ".join(f"{n} {s}" for s, n in f["counts"].items() if n)] for f in families])
+    overview = architecture_overview(by_model, families, devices)
 
     return {"records": records, "families": families, "overview": overview, "devices": devices,
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records),
-            "benchmarks": benchmark_table(records), "mutation": mutation_table(records)}
+            "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
+            "mutation": mutation_table(records)}
+
+
+def hf_class(model_type: str) -> str:
+    """The causal-LM class transformers maps a model_type to (LlamaForCausalLM, ...)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, model_type)
+
+
+def _first(names, n: int = 3) -> str:
+    names = list(names)
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "") if names else "—"
+
+
+def architecture_overview(by_model: dict[str, list[dict]], families: list[dict], devices: list[tuple[str, str]]) -> Table:
+    """One row per HF architecture class: how it runs, where it is verified and on which real weights."""
+    wrapped = generic_wrapper_families()
+    rows = []
+    for f in families:
+        marks, real, last = [], defaultdict(list), ""
+        for device, dtype in devices:
+            statuses = []
+            for model in f["models"]:
+                group = [r for r in by_model.get(model, []) if (r["device"], r["dtype"]) == (device, dtype)]
+                statuses.append(rules.model_status(group))
+                if statuses[-1] == rules.PASS:
+                    real[model].append(f"{device} {DTYPE_SHORT.get(dtype, dtype)}")
+                last = max([last, *(r["time"][:10] for r in group if rules.is_current(r) and r["outcome"] == "passed")])
+            marks.append(rules.family_status(statuses))
+        path = "generic wrapper" if f["name"] in wrapped else "native"
+        rows.append([hf_class(f["name"]), f["name"], path, "gates only" if f["name"] in wrapped else "yes", *marks,
+                     "; ".join(f"{m} ({', '.join(where)})" for m, where in real.items()) or "—", last or "—",
+                     _first(m for m in f["models"] if not m.startswith("tiny/"))])
+    return Table(["Architecture", "model_type", "Path", "prune_heads",
+                  *(f"{device} {DTYPE_SHORT.get(dtype, dtype)}" for device, dtype in devices),
+                  "Verified on real weights", "Last verified", "Catalog models"], rows)
 
 
 def summary_table(records: list[dict], models: list[str], devices: list[tuple[str, str]]) -> Table:
@@ -328,8 +363,10 @@ def ratio_text(m: dict, name: str) -> str:
     return f"{m[num] / m[den]:.2f} (no spread)" if m.get(num) and m.get(den) else ""
 
 
-def benchmark_table(records: list[dict]) -> str | None:
-    bench = [r for r in records if r["check"] == "bench" and r["outcome"] == "passed"]
+def benchmark_table(records: list[dict], tiny: bool = False) -> Table | None:
+    """Passed bench rows: the real geometries, or (tiny=True) the tiny test models apart from them."""
+    bench = [r for r in records if r["check"] == "bench" and r["outcome"] == "passed"
+             and r["model"].startswith("tiny/") == tiny]
     if not bench:
         return None
     rows = []

@@ -1,0 +1,153 @@
+"""The HTML report's figures, drawn with matplotlib as inline SVG (text kept as text, no scripts, no network).
+
+Every figure has labelled axes with units; values that span decades use log scales; error plots draw the
+bar a row is graded against; real geometries and tiny test models never share an axis; pruning curves get
+one panel per model.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from matrix import bench_metrics, grading  # noqa: E402
+
+from . import status as rules  # noqa: E402
+from .render import DTYPE_SHORT  # noqa: E402
+
+ADAPTIVE, HF = "#3b6fb6", "#e0873a"
+plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "figure.dpi": 72,
+                     "svg.hashsalt": "sentinel"})  # same records, same SVG
+
+
+def _svg(fig) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    text = buffer.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)  # RDF boilerplate
+    return text[text.index("<svg"):]  # inline: no XML prologue or doctype
+
+
+def _where(r: dict) -> str:
+    return f"{r['device']} {DTYPE_SHORT.get(r['dtype'], r['dtype'])}"
+
+
+def _stale(r: dict) -> str:
+    return "" if rules.is_current(r) else f"{rules.STALE} "
+
+
+def _short(name: str, n: int = 40) -> str:
+    return name if len(name) <= n else "…" + name[-(n - 1):]
+
+
+def decode_figure(title: str, rows: list[dict]) -> str:
+    """Batch-1 decode tokens/s, adaptive beside HF (log scale), and their ratio with its spread over repeats."""
+    labels = [f"{_stale(r)}{_short(r['model'])} ({r['weights']}, {_where(r)})" for r in rows]
+    ours = [r["metrics"]["decode_tokens_per_s"] for r in rows]
+    theirs = [r["metrics"].get("baseline_decode_tokens_per_s") or math.nan for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.32 * len(rows)), sharey=True,
+                                      gridspec_kw={"width_ratios": [3, 2]})
+    y = range(len(rows))
+    left.barh([i - 0.2 for i in y], ours, height=0.4, color=ADAPTIVE, label="adaptive")
+    left.barh([i + 0.2 for i in y], theirs, height=0.4, color=HF, label="Hugging Face (eager)")
+    left.set_xscale("log")
+    left.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    left.set_xlabel("decode tokens/s, batch 1\n(log scale; higher is faster)")
+    left.set_yticks(list(y), labels)
+    left.invert_yaxis()
+    left.legend(loc="lower right", fontsize=8)
+    left.set_title(title)
+    ratio = [r["metrics"].get("decode" + bench_metrics.RATIO) or (o / t if t == t and t else math.nan)
+             for r, o, t in zip(rows, ours, theirs)]
+    lo = [r["metrics"].get("decode" + bench_metrics.RATIO_LO, q) for r, q in zip(rows, ratio)]
+    hi = [r["metrics"].get("decode" + bench_metrics.RATIO_HI, q) for r, q in zip(rows, ratio)]
+    noise = [low <= 1.0 <= high for low, high in zip(lo, hi)]
+    right.barh(list(y), ratio, height=0.5, color=["#bbbbbb" if n else ADAPTIVE for n in noise])
+    right.errorbar(ratio, list(y), xerr=[[q - low for q, low in zip(ratio, lo)], [high - q for q, high in zip(ratio, hi)]],
+                   fmt="none", ecolor="#222", capsize=2, linewidth=1)
+    right.axvline(1.0, color="#888", linestyle="--", linewidth=1)
+    right.set_xlabel("adaptive / HF decode speed (×)\ngrey: the spread over repeats covers 1.0 (noise)")
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def quality_figure(device: str, dtype: str, rows: list[dict]) -> str:
+    """fp32: max |Δ log p| against HF (log scale) with its bar; half precision: rounding_excess, the
+    adaptive model's worst token error in units of HF's own rounding there, with the Good bar."""
+    rows = sorted(rows, key=lambda r: (r["model"].startswith("tiny/"), r["model"]))
+    half = dtype != "float32"
+    key = "rounding_excess" if half else "max_logprob_diff"
+    rows = [r for r in rows if isinstance(r["metrics"].get(key), (int, float))]
+    if not rows:
+        return ""
+    values = [max(r["metrics"][key], 1e-9) for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.9 + 0.22 * len(rows)))
+    colors = ["#b64a3b" if r["outcome"] == "failed" else ADAPTIVE for r in rows]
+    ax.barh(range(len(rows)), values, color=colors, height=0.6)
+    bar = grading.ROUNDING_EXCESS_GOOD if half else grading.tolerance(dtype).max_logprob_diff
+    ax.axvline(bar, color="#b64a3b", linestyle="--", linewidth=1,
+               label=f"Good bar {bar:g}" + ("" if half else " (or HF's own eager↔SDPA distance, if larger)"))
+    ax.set_yticks(range(len(rows)), [f"{_short(r['model'])} ({r['weights']})" for r in rows])
+    ax.invert_yaxis()
+    if half:
+        ax.set_xlabel(f"rounding excess: worst token error against HF fp32, in units of HF's own {dtype} rounding")
+    else:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("max |Δ log p| against HF eager, whole vocabulary (nats, log scale)")
+    ax.set_title(f"Quality against Hugging Face, {device} {DTYPE_SHORT.get(dtype, dtype)} (red: failed)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def pruning_figure(rows: list[dict]) -> str:
+    """Decode tokens/s against the fraction of heads pruned: one panel per model and device."""
+    n = len(rows)
+    cols = min(3, n)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(3.4 * cols, 2.6 * math.ceil(n / cols)),
+                             squeeze=False)
+    for ax, r in zip(axes.flat, rows):
+        points = sorted(tuple(p) for p in r["metrics"]["pruning_curve"])
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=ADAPTIVE)
+        ax.set_title(f"{_stale(r)}{_short(r['model'], 30)}\n{r['weights']}, {_where(r)}", fontsize=8)
+        ax.set_xlabel("fraction of heads pruned")
+        ax.set_ylabel("decode tokens/s")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle("Pruning curves (one panel per model)")
+    fig.tight_layout()
+    return _svg(fig)
+
+
+def plots(records: list[dict]) -> list[str]:
+    """The figures. Quality: current records only. Benchmarks: stale ones too, their labels marked ⏳
+    (a measurement by other code is still the best number there is until its row runs again)."""
+    bench = sorted((r for r in records if r["check"] == "bench" and r["outcome"] == "passed"
+                    and r["metrics"].get("decode_tokens_per_s")), key=lambda r: (r["device"], r["model"]))
+    charts = []
+    real = [r for r in bench if not r["model"].startswith("tiny/")]
+    tiny = [r for r in bench if r["model"].startswith("tiny/")]
+    if real:
+        charts.append(decode_figure("Decode throughput, full-depth geometries", real))
+    if tiny:
+        charts.append(decode_figure("Decode throughput, tiny test models (latency-bound: noise)", tiny))
+    quality = [r for r in records if r["check"] == "quality" and r["outcome"] in ("passed", "failed")
+               and rules.is_current(r)]
+    for device, dtype in sorted({(r["device"], r["dtype"]) for r in quality}):
+        charts.append(quality_figure(device, dtype, [r for r in quality if (r["device"], r["dtype"]) == (device, dtype)]))
+    curves = [r for r in bench if r["metrics"].get("pruning_curve") and not r["model"].startswith("tiny/")]
+    if curves:
+        charts.append(pruning_figure(curves))
+    return [c for c in charts if c]
