@@ -17,7 +17,7 @@ from matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BAND
 
 from . import status as rules
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Column widths must not depend on whether the optional wcwidth package is installed (it counts an
 # emoji as two columns), or the committed page would differ between machines and --check would flap.
 tabulate_module.WIDE_CHARS_MODE = False

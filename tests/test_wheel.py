@@ -1,0 +1,65 @@
+"""The package as a user installs it: a wheel built from the repo carries the catalog, the Wikipedia sample
+and the report's templates, and, installed into a fresh venv, checks a tiny model and renders its report
+from a folder outside the repository."""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+OUTSIDE = textwrap.dedent("""
+    import json, os, pathlib, sys
+    import matrix, reports, sentinel_core
+    venv = pathlib.Path(sys.prefix).resolve()
+    for package in (matrix, reports, sentinel_core):  # the wheel's copy, never the checkout's
+        assert venv in pathlib.Path(package.__file__).resolve().parents, package.__file__
+
+    from matrix import records
+    from matrix.catalog import load_catalog
+    from matrix.checks import check_infer, check_load, check_quality, load_pair
+    from matrix.sources import synthetic_checkpoint, wikipedia_text
+
+    assert len(wikipedia_text()) > 100_000
+    entry = next(e for e in load_catalog() if e.id == "tiny/gpt2")
+    pair = load_pair(synthetic_checkpoint(entry), "cpu", "float32")
+    with open("results.jsonl", "w") as out:
+        for name, check in (("load", check_load), ("infer", check_infer), ("quality", check_quality)):
+            out.write(json.dumps({"family": entry.family, "model": entry.id, "weights": "synthetic", "check": name,
+                                  "device": "cpu", "dtype": "float32", "outcome": "passed", "reason": "",
+                                  "metrics": check(pair), "env": records.environment("cpu"), "time": records.now(),
+                                  "duration_s": 0.0, "synthetic_layers": None}) + "\\n")
+    print("checked", entry.id)
+""")
+
+
+def run(command, **kw):
+    done = subprocess.run(command, capture_output=True, text=True, **kw)
+    assert done.returncode == 0, f"{command}: {done.stdout[-2000:]}{done.stderr[-3000:]}"
+    return done
+
+
+def test_the_wheel_installs_and_checks_a_tiny_model_outside_the_repo(tmp_path):
+    # From a copy of the sources alone: setuptools would reuse a checkout's stale build/ folder.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
+                                                                 "results", ".tox", ".venv", "gpu_assets"))
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source), "-w",
+         str(tmp_path / "dist")])
+    wheel = next((tmp_path / "dist").glob("sentinel-*.whl"))
+    # torch and transformers come from this interpreter (a venv cannot download them offline); Sentinel
+    # itself only from the wheel.
+    run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")])
+    python = str(tmp_path / "venv" / "bin" / "python")
+    run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)])
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+           "SENTINEL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    assert "checked tiny/gpt2" in run([python, "-c", OUTSIDE], cwd=outside, env=env).stdout
+    run([python, "-m", "reports", "results.jsonl", "--output", "page.md", "--html", "report.html"], cwd=outside, env=env)
+    page = (outside / "page.md").read_text()
+    assert "tiny/gpt2" in page and "GPT2LMHeadModel" in page
+    assert "<svg" in (outside / "report.html").read_text()
