@@ -440,3 +440,16 @@ def test_a_pipe_in_a_cell_never_splits_it():
         rows = [line for line in block.splitlines() if line.startswith("|")]
         widths = {len(line.replace("\\|", "").split("|")) for line in rows}
         assert len(widths) <= 1, block
+
+
+def test_every_table_of_the_committed_page_keeps_its_header_width():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "SUPPORTED_MODELS.md").read_text(encoding="utf-8")
+    tables = 0
+    for block in page.split("\n\n"):
+        rows = [line for line in block.splitlines() if line.startswith("|")]
+        if rows:
+            tables += 1
+            assert len({len(line.replace("\\|", "").split("|")) for line in rows}) == 1, rows[0][:200]
+    assert tables >= 10
