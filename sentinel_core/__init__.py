@@ -18,6 +18,7 @@ _EXPORTS = {
                                    "RemoteCodeError", "UnsupportedConfigError", "UnsupportedModelError")},
     "FAMILIES": "families", "get_family": "families", "load_adaptive_model": "loader",
     "load_baseline_model": "loader", "DecoderSpec": "spec",
+    "head_importance": "importance", "importance_prune_plan": "importance",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
                          ModelNotFoundError, PruneError, RemoteCodeError, SentinelError, UnsupportedConfigError,
                          UnsupportedModelError)
     from .families import FAMILIES, get_family
+    from .importance import head_importance, importance_prune_plan
     from .loader import load_adaptive_model, load_baseline_model
     from .model import AdaptiveCausalLM
     from .spec import DecoderSpec
