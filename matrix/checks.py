@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import gc
 import inspect
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
 from sentinel_core.families import reference_attention
+from sentinel_core.importance import perplexity
 from sentinel_core.loader import load_config
 from sentinel_core.generation import position_ids as generate_positions  # HF generate's rule
 from sentinel_core.synthetic import degenerate_reason, reference_stats
@@ -222,7 +222,7 @@ def check_infer(pair: ModelPair) -> dict:
         """max |a - ref| after allowing the dtype's resolution at each value (rtol · |ref|)."""
         return ((a - ref).abs() - tol.consistency_rtol * ref.abs()).max().item()
 
-    def padding_effect(model, full, **kw) -> tuple[float, float]:
+    def padding_effect(model, full) -> tuple[float, float]:
         """How far left padding moves a row's log-probs from the row alone: raw, and beyond resolution."""
         raw, excess = 0.0, float("-inf")
         for row in range(ids.shape[0]):
@@ -288,20 +288,6 @@ def rank_check(pair: ModelPair, prompt_ids, prompt_mask, ours, theirs, k: int) -
         top_theirs = pair.hf(prefix, attention_mask=mask, **hf_position_kwargs(pair, pos)).logits[0, -1].topk(k).indices
         ok &= bool((ours[row, at] == top_theirs).any() and (theirs[row, at] == top_ours).any())
     return ok, first_divergence
-
-
-@torch.no_grad()
-def perplexity(model, ids: torch.Tensor, window: int) -> float:
-    nll, count = 0.0, 0
-    for start in range(0, ids.shape[1] - 1, window):
-        chunk = ids[:, start:start + window]
-        if chunk.shape[1] < 2:
-            break
-        logp = model(chunk).logits[0, :-1].float().log_softmax(-1)
-        # Per-token log-probs in fp32, their sum in fp64: an fp32 sum would round both models' totals alike.
-        nll -= logp.gather(-1, chunk[0, 1:, None]).double().sum().item()
-        count += chunk.shape[1] - 1
-    return math.exp(nll / count)
 
 
 @dataclass

@@ -69,6 +69,9 @@ SAMPLE_PROMPT = "The adaptive transformer architecture enables AI systems to"
 SAMPLE_TOKENS = 24
 PERPLEXITY_TOKENS = 1024  # of real English text, in windows of PERPLEXITY_WINDOW
 PERPLEXITY_WINDOW = 512
+# The prune check's "prunable" fraction: the largest one up to which held-out perplexity stays within this
+# much of the unpruned model's (a measurement, not a grade: the prune check decides no status).
+PRUNABLE_PPL_WITHIN = 0.05
 
 
 def tolerance(dtype: str) -> Tolerance:

@@ -52,6 +52,17 @@ def _mutation(row, request):
     return check_mutation(request.getfixturevalue("pair"))
 
 
+def _prune(row, request):
+    import pytest
+
+    from matrix.prune import check_prune
+    from matrix.sources import perplexity_text
+
+    if row.weights == "synthetic":
+        pytest.skip("pruning curves need trained weights: in random weights no head matters more than another")
+    return check_prune(request.getfixturevalue("pair"), *perplexity_text())
+
+
 def _bench(row, request):
     from matrix.bench import run_bench
 
@@ -67,6 +78,9 @@ CHECKS: list[Check] = [
     Check("quality", "Quality", "log-probs, greedy tokens and perplexity agree with HF eager", _quality),
     Check("mutation", "Mutation score", "every injected conversion bug above noise fails quality or infer",
           _mutation, decides_status=False, slow_beyond_tiny=True),
+    Check("prune", "Head pruning", "perplexity with 0-50% of heads removed in each method's order, and the pruned "
+                                   "model's speed (a measurement, never a verdict)", _prune,
+          default=False, decides_status=False),
     Check("bench", "Benchmarks", "adaptive and HF timed side by side (a measurement, never a verdict)", _bench,
           default=False, decides_status=False, full_depth=True),
 ]

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matrix import bench_metrics, grading  # noqa: E402
 
 from . import status as rules  # noqa: E402
+from . import render  # noqa: E402
 from .render import DTYPE_SHORT  # noqa: E402
 
 ADAPTIVE, HF = "#3b6fb6", "#e0873a"
@@ -131,6 +132,43 @@ def pruning_figure(rows: list[dict]) -> str:
     return _svg(fig)
 
 
+METHOD_STYLE = {"gradient": ("#3b6fb6", "o"), "ablation": ("#2a9d5c", "s"), "magnitude": ("#8e5bb5", "^"),
+                "random": ("#888888", "x")}
+
+
+def head_pruning_figure(rows: list[dict]) -> str:
+    """Held-out perplexity against the fraction of heads removed, one line per importance method, random with
+    its seeds' range shaded: one panel per model (Michel et al. 2019, Figure 3)."""
+    n = len(rows)
+    cols = min(3, n)
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(3.6 * cols, 2.9 * math.ceil(n / cols)),
+                             squeeze=False)
+    for ax, r in zip(axes.flat, rows):
+        m = r["metrics"]
+        for method, curve in m["ppl_by_fraction"].items():
+            color, marker = METHOD_STYLE.get(method, ("black", "."))
+            ax.plot([p[0] for p in curve], [p[1] for p in curve], marker=marker, color=color, label=method, ms=4)
+        if m.get("ppl_random_spread"):
+            band = m["ppl_random_spread"]
+            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                            color=METHOD_STYLE["random"][0], alpha=0.2, lw=0)
+        base = next(iter(m["ppl_by_fraction"].values()))[0][1]
+        ax.axhline(base * (1 + m.get("prunable_within", grading.PRUNABLE_PPL_WITHIN)), color="black", lw=0.8,
+                   ls=":", label=f"+{m.get('prunable_within', grading.PRUNABLE_PPL_WITHIN):.0%} ppl")
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"{_stale(r)}{_short(r['model'], 30)}\n{r['weights']}, {_where(r)}", fontsize=8)
+        ax.set_xlabel("fraction of heads removed")
+        ax.set_ylabel("held-out perplexity (log)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle("Perplexity as heads are removed, by importance method (one panel per model)")
+    fig.tight_layout()
+    return _svg(fig)
+
+
 def plots(records: list[dict]) -> list[str]:
     """The figures. Quality: current records only. Benchmarks: stale ones too, their labels marked ⏳
     (a measurement by other code is still the best number there is until its row runs again)."""
@@ -150,4 +188,7 @@ def plots(records: list[dict]) -> list[str]:
     curves = [r for r in bench if r["metrics"].get("pruning_curve") and not r["model"].startswith("tiny/")]
     if curves:
         charts.append(pruning_figure(curves))
+    head_pruning = render.prune_records(records)
+    if head_pruning:
+        charts.append(head_pruning_figure(head_pruning))
     return [c for c in charts if c]

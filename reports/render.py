@@ -10,7 +10,7 @@ import jinja2
 import tabulate as tabulate_module
 from tabulate import tabulate
 
-from matrix import registry
+from matrix import grading, registry
 from matrix.bench_metrics import RATIO, RATIO_HI, RATIO_LO, RATIOS
 from matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
 from matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
@@ -185,7 +185,7 @@ def build_context(records: list[dict]) -> dict:
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records),
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
-            "mutation": mutation_table(records)}
+            "mutation": mutation_table(records), "pruning": prune_table(records)}
 
 
 def hf_class(model_type: str) -> str:
@@ -395,6 +395,41 @@ def benchmark_table(records: list[dict], tiny: bool = False) -> Table | None:
                   "vs HF ↑", "Peak MiB ↓", "vs HF ↓", "CUDA-graph decode tok/s (b1) ↑",
                   "Compiled + graph decode tok/s (b1) ↑",
                   "50% heads pruned: speedup decode b1 / b8 / prefill 1×T / 8×T; graph b1 / b8 ↑"], rows)
+
+
+def prune_records(records: list[dict]) -> list[dict]:
+    return sorted((r for r in records if r["check"] == "prune" and r["outcome"] == "passed"
+                   and r["metrics"].get("ppl_by_fraction")), key=lambda r: (r["device"], r["family"], r["model"]))
+
+
+def prune_table(records: list[dict]) -> Table | None:
+    """Per model and method: the largest fraction of heads removed with held-out perplexity within the recorded
+    margin of the unpruned model's, the perplexity at the largest fraction, and what the removal buys in speed."""
+    rows = []
+    for r in prune_records(records):
+        m = r["metrics"]
+        curves = m["ppl_by_fraction"]
+        base = next(iter(curves.values()))[0][1]
+        timed = {t[0]: dict(zip(m["throughput_columns"], t)) for t in m.get("throughput_by_fraction", [])}
+        last = max(timed) if timed else None
+        speed = (f"{timed[last]['decode_tokens_per_s'] / timed[0.0]['decode_tokens_per_s']:.2f} / "
+                 f"{timed[0.0]['prefill_ms'] / timed[last]['prefill_ms']:.2f} at {last:.0%} "
+                 f"({m['throughput_method']})" if last and 0.0 in timed else "")
+        for i, (method, curve) in enumerate(curves.items()):
+            end = curve[-1]
+            spread = ""
+            if method == "random" and m.get("ppl_random_spread"):
+                lo, hi = m["ppl_random_spread"][-1][1:]
+                spread = f" (seeds {lo:.2f}–{hi:.2f})"
+            rows.append([stale_mark(r) + r["model"] if i == 0 else "", r["weights"] if i == 0 else "",
+                         f"{r['device']} {DTYPE_SHORT.get(r['dtype'], r['dtype'])}" if i == 0 else "",
+                         f"{base:.2f}" if i == 0 else "", method, f"{m['prunable_fraction'][method]:.0%}",
+                         f"{end[1]:.2f}{spread} at {end[0]:.0%}", speed if i == 0 else ""])
+    if not rows:
+        return None
+    return Table(["Model", "Weights", "Device", "Held-out ppl, all heads", "Importance",
+                  f"Prunable within +{grading.PRUNABLE_PPL_WITHIN:.0%} ppl ↑",
+                  "ppl with the most heads removed ↓", "Pruned speed vs unpruned: decode / prefill ↑"], rows)
 
 
 def render_markdown(records: list[dict]) -> str:

@@ -23,6 +23,8 @@ group is gone.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +35,7 @@ METHODS = ("gradient", "ablation", "magnitude", "random")
 
 
 def head_importance(model, input_ids, attention_mask=None, method: str = "gradient", seed: int = 0,
-                    normalize: bool = False) -> torch.Tensor:
+                    normalize: bool = False, progress=None) -> torch.Tensor:
     """Importance of every head, [num_layers, num_heads] on the CPU; higher = more important.
 
     input_ids [B, T] (a text tokenised by the caller, one window per row) and attention_mask are needed by
@@ -50,7 +52,7 @@ def head_importance(model, input_ids, attention_mask=None, method: str = "gradie
     if method == "gradient":
         scores = gradient_importance(model, input_ids, attention_mask)
     elif method == "ablation":
-        scores = ablation_importance(model, input_ids, attention_mask)
+        scores = ablation_importance(model, input_ids, attention_mask, progress=progress)
     elif method == "magnitude":
         scores = magnitude_importance(model)
     elif method == "random":
@@ -143,18 +145,21 @@ def gradient_importance(model, input_ids, attention_mask=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ablation_importance(model, input_ids, attention_mask=None) -> torch.Tensor:
+def ablation_importance(model, input_ids, attention_mask=None, progress=None) -> torch.Tensor:
     """L(head alone gated to 0) - L(every gate 1): one forward of the whole batch per kept head."""
     gates = model.gates
     scores = torch.zeros(gates.shape, dtype=_score_dtype(model))
     with _ScoringGates(model) as kept:
         base = lm_loss(model, input_ids, attention_mask)
-        for layer, head in kept.nonzero().tolist():
+        heads = kept.nonzero().tolist()
+        for done, (layer, head) in enumerate(heads, start=1):
             gates[layer, head] = 0
             try:
                 scores[layer, head] = (lm_loss(model, input_ids, attention_mask) - base).item()
             finally:
                 gates[layer, head] = 1  # every kept gate is 1 inside _ScoringGates
+            if progress is not None:
+                progress(done, len(heads))
     return scores
 
 
@@ -269,3 +274,51 @@ def importance_prune_plan(scores: torch.Tensor, fraction: float | None = None, c
         left[layer] -= 1
         taken += 1
     return {layer: sorted(heads) for layer, heads in sorted(plan.items())}
+
+
+class gated_plan:
+    """`with gated_plan(model, plan):` the plan's heads gated to 0 (the same model as prune_heads(plan), without
+    touching a weight), every other gate as it was; the exact previous gates come back on exit."""
+
+    def __init__(self, model, plan: dict[int, list[int]]):
+        self.model, self.plan = model, plan
+
+    def __enter__(self):
+        self.saved = self.model.gates.detach().clone()
+        with torch.no_grad():
+            for layer, heads in self.plan.items():
+                self.model.gates[layer, list(heads)] = 0
+        return self.model
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            self.model.gates.copy_(self.saved)
+
+
+@torch.no_grad()
+def perplexity(model, ids: torch.Tensor, window: int) -> float:
+    """exp(mean next-token NLL) of one token row [1, T], read in consecutive windows of `window` tokens."""
+    nll, count = 0.0, 0
+    for start in range(0, ids.shape[1] - 1, window):
+        chunk = ids[:, start:start + window]
+        if chunk.shape[1] < 2:
+            break
+        logp = model(chunk).logits[0, :-1].float().log_softmax(-1)
+        # Per-token log-probs in fp32, their sum in fp64: an fp32 sum would round two models' totals alike.
+        nll -= logp.gather(-1, chunk[0, 1:, None]).double().sum().item()
+        count += chunk.shape[1] - 1
+    return math.exp(nll / count)
+
+
+def calibration_and_heldout(tokenizer, text: str, calibration_rows: int, calibration_length: int,
+                            heldout_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint token sets of one text: importance is estimated on the first (rows of consecutive windows
+    from its start, [rows, length]) and perplexity measured on the second (its last tokens, [1, heldout])."""
+    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
+    needed = calibration_rows * calibration_length + heldout_tokens
+    if ids.numel() < needed:
+        raise InputError(f"the text has {ids.numel()} tokens; calibration ({calibration_rows} x "
+                         f"{calibration_length}) and held-out ({heldout_tokens}) splits need {needed}: "
+                         f"give a longer text or smaller splits")
+    calibration = ids[:calibration_rows * calibration_length].view(calibration_rows, calibration_length)
+    return calibration, ids[-heldout_tokens:][None]

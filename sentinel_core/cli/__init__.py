@@ -2,6 +2,7 @@
 
     sentinel generate --model-name distilgpt2 --prompt "Hello"   # the default command
     sentinel check tiny/llama --checks load,infer                  # a model's matrix rows, as a verdict table
+    sentinel prune MODEL --fraction 0.3 --out DIR                  # remove the least important heads, save
     sentinel report [--check] [--html report.html]                 # python -m reports
     sentinel env                                                   # versions, devices, caches
     sentinel cache [list | clean [KIND ...] --yes]                 # Sentinel's cache, with sizes
@@ -20,7 +21,7 @@ import sys
 from .common import version
 from .generate import build_parser, sampling_settings  # noqa: F401  (the generate API, as before the split)
 
-COMMANDS = ("generate", "check", "report", "env", "cache")
+COMMANDS = ("generate", "check", "prune", "report", "env", "cache")
 
 
 def command(name: str):

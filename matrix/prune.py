@@ -1,0 +1,122 @@
+"""The prune check: which heads a trained model can lose, and what losing them costs and gains.
+
+Importance is estimated on a calibration split of the perplexity text and perplexity measured on a disjoint
+held-out split, at every fraction of heads removed (global ranking, one head per layer kept) for every
+importance method; random is the control (mean and spread over seeds). Perplexity is taken with the plan's
+gates at 0, which is the pruned model (tests/test_gates.py), so one loaded model serves every point; the
+throughput of each fraction is measured on a copy really pruned with `prune_heads`.
+
+Michel, Levy & Neubig 2019 (Figure 3) is the picture this reproduces: importance order against random.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import statistics
+
+import torch
+
+from sentinel_core.errors import UnsupportedModelError
+from sentinel_core.importance import (calibration_and_heldout, gated_plan, head_importance,
+                                      importance_prune_plan, perplexity)
+
+from . import grading
+from .bench import spread, time_runs
+from .checks import ModelPair
+
+FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+METHODS = ("gradient", "ablation", "magnitude", "random")
+RANDOM_SEEDS = (0, 1, 2)
+CALIBRATION_ROWS, CALIBRATION_LENGTH = 2, 64
+HELDOUT_TOKENS = 1024
+PPL_WINDOW = grading.PERPLEXITY_WINDOW
+THROUGHPUT_METHOD = "gradient"  # whose plans are pruned for real and timed
+THROUGHPUT_PROMPT, THROUGHPUT_NEW_TOKENS, THROUGHPUT_PREFILL, THROUGHPUT_ROUNDS = 16, 32, 256, 3
+
+
+def prunable_fraction(curve: list[list[float]], within: float = grading.PRUNABLE_PPL_WITHIN) -> float:
+    """The largest fraction f of `curve` ([[fraction, ppl], ...] from 0) with every point up to f within
+    (1 + within) × the perplexity at 0."""
+    base = curve[0][1]
+    best = 0.0
+    for fraction, ppl in curve:
+        if ppl > (1 + within) * base:
+            break
+        best = fraction
+    return best
+
+
+def scores_by_method(model, calibration: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every method's scores; random once per seed (`random/0`, ...). A method the model's layout cannot
+    give (magnitude on some wrapped models) is left out."""
+    scores = {}
+    for method in METHODS:
+        if method == "random":
+            for seed in RANDOM_SEEDS:
+                scores[f"random/{seed}"] = head_importance(model, None, method="random", seed=seed)
+            continue
+        try:
+            scores[method] = head_importance(model, calibration, method=method, normalize=method == "gradient")
+        except UnsupportedModelError:
+            continue
+    return scores
+
+
+def throughput(model, plan: dict[int, list[int]], device: str, vocab: int) -> dict:
+    """Prefill latency and decode throughput of a copy of `model` with `plan` pruned for real."""
+    pruned = copy.deepcopy(model)
+    if plan:
+        pruned.prune_heads(plan)
+    g = torch.Generator().manual_seed(0)
+    prefill_ids = torch.randint(3, vocab, (1, THROUGHPUT_PREFILL), generator=g).to(device)
+    prompt = torch.randint(3, vocab, (1, THROUGHPUT_PROMPT), generator=g).to(device)
+    with torch.no_grad():
+        prefill = time_runs(lambda: pruned(prefill_ids), device, THROUGHPUT_ROUNDS)
+        decode = time_runs(lambda: pruned.generate(prompt, max_new_tokens=THROUGHPUT_NEW_TOKENS, eos_token_id=[]),
+                           device, THROUGHPUT_ROUNDS)
+    params = sum(p.numel() for p in pruned.parameters())
+    del pruned
+    gc.collect()
+    return {**spread("prefill_ms", [t * 1e3 for t in prefill]),
+            **spread("decode_tokens_per_s", [THROUGHPUT_NEW_TOKENS / t for t in decode]), "params": params}
+
+
+def check_prune(pair: ModelPair, text_name: str, text: str) -> dict:
+    model = pair.adaptive
+    calibration, heldout = calibration_and_heldout(pair.tokenizer, text, CALIBRATION_ROWS, CALIBRATION_LENGTH,
+                                                   HELDOUT_TOKENS)
+    calibration, heldout = calibration.to(pair.device), heldout.to(pair.device)
+    scores = scores_by_method(model, calibration)
+    base = perplexity(model, heldout, PPL_WINDOW)
+
+    curves: dict[str, list[list[float]]] = {}
+    plans: dict[str, dict[float, dict]] = {}
+    for name, method_scores in scores.items():
+        curves[name], plans[name] = [[0.0, base]], {0.0: {}}
+        for fraction in FRACTIONS[1:]:
+            plan = importance_prune_plan(method_scores, fraction=fraction)
+            with gated_plan(model, plan):
+                curves[name].append([fraction, perplexity(model, heldout, PPL_WINDOW)])
+            plans[name][fraction] = plan
+
+    seeds = [curves.pop(f"random/{seed}") for seed in RANDOM_SEEDS]
+    curves["random"] = [[fraction, statistics.mean(c[i][1] for c in seeds)] for i, fraction in enumerate(FRACTIONS)]
+    random_spread = [[fraction, min(c[i][1] for c in seeds), max(c[i][1] for c in seeds)]
+                     for i, fraction in enumerate(FRACTIONS)]
+
+    vocab = model.config.vocab_size if getattr(model, "config", None) is not None else int(heldout.max()) + 1
+    timed = {fraction: throughput(model, plans[THROUGHPUT_METHOD][fraction], pair.device, vocab)
+             for fraction in FRACTIONS}
+    return {
+        "ppl_text": text_name, "calibration_tokens": calibration.numel(), "heldout_tokens": heldout.shape[1],
+        "heads": int(model.gates.numel()),
+        "ppl_by_fraction": curves, "ppl_random_spread": random_spread,
+        "prunable_fraction": {method: prunable_fraction(curve) for method, curve in curves.items()},
+        "prunable_within": grading.PRUNABLE_PPL_WITHIN, "random_seeds": list(RANDOM_SEEDS),
+        "throughput_method": THROUGHPUT_METHOD,
+        "throughput_by_fraction": [[fraction, t["prefill_ms"], t["prefill_ms_iqr"], t["decode_tokens_per_s"],
+                                    t["decode_tokens_per_s_iqr"], t["params"]] for fraction, t in timed.items()],
+        "throughput_columns": ["fraction", "prefill_ms", "prefill_ms_iqr", "decode_tokens_per_s",
+                               "decode_tokens_per_s_iqr", "params"],
+    }
