@@ -20,6 +20,7 @@ from .errors import CheckpointError, DeviceError, GatedModelError, ModelNotFound
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
+from .saving import MANIFEST, is_saved_model, load_saved
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -204,6 +205,9 @@ def load_tokenizer(model_name: str, trust_remote_code: bool = False):
 def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     """The Hugging Face AutoModelForCausalLM, in eval mode, refusing checkpoints that load incompletely."""
     check_device(device)
+    if is_saved_model(model_name):
+        raise CheckpointError(f"{model_name} holds an adaptive model saved by Sentinel ({MANIFEST}), not a Hugging "
+                              f"Face checkpoint: load it with load_adaptive_model")
     kwargs = dict(hf_kwargs)
     name = _split_gguf(model_name, kwargs)
     kwargs.setdefault("trust_remote_code", False)
@@ -235,10 +239,14 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
     """The gated decoder for `model_name`; built from `baseline_model` alone when one is given.
 
     A model_type with no native converter gets the generic gated wrapper around the HF model itself
-    (`adaptive_path` says which one was built).
+    (`adaptive_path` says which one was built). A folder written by `AdaptiveCausalLM.save_pretrained`
+    (it has a sentinel.json) loads back as it was saved, pruned heads and gates included.
     """
     check_device(device)
     dtype = resolve_dtype(dtype)
+    if baseline_model is None and is_saved_model(model_name):
+        with hub_errors_explained(model_name):  # a corrupt config.json: the same one-line error as a checkpoint's
+            return load_saved(AdaptiveCausalLM, model_name, device=device, dtype=dtype)
     if baseline_model is not None:
         if baseline_model.config.model_type not in FAMILIES:
             # A copy: the caller's HF model stays free of our hooks, as it stays intact for a converter.

@@ -16,6 +16,7 @@ from .decoder import GatedDecoder, KVCache, StaticKVCache
 from .errors import DeviceError, PruneError
 from .generation import generation_tokens, position_ids
 from .inputs import prune_plan, warn_if_right_padded
+from .saving import save_pretrained
 from .spec import DecoderSpec
 
 
@@ -57,6 +58,11 @@ class AdaptiveCausalLM(GatedDecoder):
         for layer, doomed in plan.items():
             self.layers[layer].attn.prune(doomed)
             self.gates[layer, sorted(doomed)] = 0
+
+    def save_pretrained(self, folder) -> None:
+        """Write this model, pruned and gated as it is, to `folder`; `load_adaptive_model(folder)` gives it back
+        bit for bit (weights as safetensors, the HF config and a sentinel.json manifest: see saving.py)."""
+        save_pretrained(self, folder)
 
     def compiled_forward(self):
         """forward through torch.compile, made once per model (shapes are specialised on first use)."""
