@@ -208,7 +208,7 @@ def pair(row, request):
 
 @pytest.fixture
 def bench_folder(row, request):
-    """The checkpoint a bench row times; the bench loads its own models (HF with its default attention)."""
+    """The checkpoint a bench row times; the bench loads its own models (HF eager, SDPA and compiled)."""
     if row.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
     release_models()

@@ -49,7 +49,8 @@ def add_options(parser) -> None:
     group.addoption("--cuda-dtype", default="bfloat16", choices=list(CUDA_DTYPES),
                     help="dtype of CUDA rows (CPU rows are float32; CUDA float32 runs with TF32 off)")
     group.addoption("--bench-compiled", action="store_true",
-                    help="bench on CUDA also times the torch.compile'd decode step (compiles once per batch size)")
+                    help="bench on CUDA also times the torch.compile'd decode step (compiles once per batch size); "
+                         "on CPU, HF's static-cache compiled baseline (CUDA always times it)")
     group.addoption("--results", default="results/latest.jsonl", help="JSONL file the rows are appended to")
     group.addoption("--results-fresh", action="store_true",
                     help="start --results afresh instead of appending (the newest record per row wins anyway)")

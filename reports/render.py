@@ -11,7 +11,8 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix import grading, registry
-from matrix.bench_metrics import RATIO, RATIO_HI, RATIO_LO, RATIOS
+from matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
+                                  best_key, path_name)
 from matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
 from matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
 
@@ -185,6 +186,7 @@ def build_context(records: list[dict]) -> dict:
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records),
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
+            "benchmarks_best": best_path_table(records),
             "mutation": mutation_table(records), "pruning": prune_table(records)}
 
 
@@ -373,12 +375,20 @@ def benchmark_table(records: list[dict], tiny: bool = False) -> Table | None:
     for r in sorted(bench, key=lambda r: (r["device"], r["family"], r["model"], r["weights"])):
         m = r["metrics"]
         memory = m.get("peak_mem_mb") and m.get("baseline_peak_mem_mb")
+        # `baseline_` is HF eager since the SDPA baseline; before, it was HF's default attention (`attn_baseline`).
+        hf_attn = m.get("attn_baseline")
+        other = f" [HF {hf_attn}]" if hf_attn and hf_attn != "eager" else ""
+
+        def against(name: str) -> str:
+            text = ratio_text(m, name)
+            return text + other if text else text
+
         rows.append([stale_mark(r) + r["model"], r["weights"], f"{r['env'].get('device_name', r['device'])}",
                      DTYPE_SHORT.get(r["dtype"], r["dtype"]), m.get("prefill_tokens", "?"),
                      f"{m.get('prefill_ms', 0):.1f}",
-                     " / ".join(filter(None, (ratio_text(m, "prefill"), ratio_text(m, "prefill_b8")))),
-                     f"{m.get('decode_tokens_per_s', 0):.0f}", ratio_text(m, "decode"),
-                     f"{m.get('decode_b8_tokens_per_s', 0):.0f}", ratio_text(m, "decode_b8"),
+                     " / ".join(filter(None, (against("prefill"), against("prefill_b8")))),
+                     f"{m.get('decode_tokens_per_s', 0):.0f}", against("decode"),
+                     f"{m.get('decode_b8_tokens_per_s', 0):.0f}", against("decode_b8"),
                      f"{m.get('peak_mem_mb', 0):.0f}", f"{m['peak_mem_mb'] / m['baseline_peak_mem_mb']:.2f}" if memory else "",
                      with_bandwidth_share(m, "graph_decode_tokens_per_s", r),
                      with_bandwidth_share(m, "compiled_decode_tokens_per_s", r)
@@ -391,8 +401,8 @@ def benchmark_table(records: list[dict], tiny: bool = False) -> Table | None:
                          if "pruned_graph_decode_b8_speedup" in m else ""))
                      or ("n/a (generic wrapper: gates only)" if m.get("adaptive_path") == GENERIC_WRAPPER else "")])
     return Table(["Model", "Weights", "Device", "Dtype", "Prompt tokens T", "Prefill ms (1×T) ↓",
-                  "Prefill speed vs HF (1×T / 8×T) ↑", "Decode tok/s (b1) ↑", "vs HF ↑", "Decode tok/s (b8) ↑",
-                  "vs HF ↑", "Peak MiB ↓", "vs HF ↓", "CUDA-graph decode tok/s (b1) ↑",
+                  "Prefill speed vs HF eager (1×T / 8×T) ↑", "Decode tok/s (b1) ↑", "vs HF eager ↑",
+                  "Decode tok/s (b8) ↑", "vs HF eager ↑", "Peak MiB ↓", "vs HF ↓", "CUDA-graph decode tok/s (b1) ↑",
                   "Compiled + graph decode tok/s (b1) ↑",
                   "50% heads pruned: speedup decode b1 / b8 / prefill 1×T / 8×T; graph b1 / b8 ↑"], rows)
 
@@ -430,6 +440,72 @@ def prune_table(records: list[dict]) -> Table | None:
     return Table(["Model", "Weights", "Device", "Held-out ppl, all heads", "Importance",
                   f"Prunable within +{grading.PRUNABLE_PPL_WITHIN:.0%} ppl ↑",
                   "ppl with the most heads removed ↓", "Pruned speed vs unpruned: decode / prefill ↑"], rows)
+
+
+HF_BASELINE_MARKERS = ("baseline_sdpa_decode_tokens_per_s", "baseline_sdpa_unavailable")  # records that timed every HF path
+
+
+def best_decode(m: dict, paths) -> tuple[str | None, float | None]:
+    """(path in words, tok/s) of the fastest batch-1 decode among `paths` (key prefixes) that the record timed."""
+    key = best_key(m, [p + "decode_tokens_per_s" for p in paths], higher=True)
+    if key is None:
+        return None, None
+    # Before the SDPA baseline, `baseline_` timed HF's default attention, which `attn_baseline` names.
+    name = (m.get("attn_baseline") or "eager") if key.startswith("baseline_decode") else path_name(key)
+    return name, m[key]
+
+
+def best_ratio_text(m: dict, name: str) -> str:
+    """A BEST_RATIOS ratio with its spread over repeats (as ratio_text), or a dash where it was not measured."""
+    if name + RATIO not in m:
+        return _fmt(None)
+    lo, hi = m[name + RATIO_LO], m[name + RATIO_HI]
+    paths = m.get(name + BEST_KEYS)
+    against = f" [{path_name(paths[0])} vs {path_name(paths[1])}]" if paths else ""
+    return f"{m[name + RATIO]:.2f} ({lo:.2f}–{hi:.2f})" + (" ~ noise" if lo <= 1.0 <= hi else "") + against
+
+
+def hf_paths_text(m: dict) -> str:
+    """HF's batch-1 decode on each path: eager / SDPA / compiled (with its first call, which compiles); a path
+    that did not run says so."""
+    cells = []
+    for prefix, unavailable, word in (("baseline_", None, ""), ("baseline_sdpa_", "baseline_sdpa_unavailable", "no SDPA"),
+                                      ("baseline_compiled_", "baseline_compiled_unavailable", "not run")):
+        value, first = m.get(prefix + "decode_tokens_per_s"), m.get(prefix + "first_call_s")
+        if value:
+            cells.append(f"{value:.0f}" + (f" (first call {first:.0f} s)" if first else ""))
+        else:
+            cells.append(word if unavailable in m else _fmt(None))
+    return " / ".join(cells)
+
+
+def best_path_table(records: list[dict]) -> Table | None:
+    """Full-depth bench rows against HF's fastest path (eager, SDPA, static cache + torch.compile) and the
+    device's limit (its read bandwidth over the bytes a decode step reads). Records from before these
+    were measured show a dash."""
+    bench = [r for r in records if r["check"] == "bench" and r["outcome"] == "passed" and not r["model"].startswith("tiny/")]
+    if not bench:
+        return None
+    rows = []
+    for r in sorted(bench, key=lambda r: (r["device"], r["family"], r["model"], r["weights"])):
+        m = r["metrics"]
+        every_hf_path = any(k in m for k in HF_BASELINE_MARKERS)
+        hf_name, hf_best = best_decode(m, HF_PATHS) if every_hf_path else (None, None)
+        our_name, our_best = best_decode(m, ADAPTIVE_DECODE_PATHS)
+        limit = m.get("limit_decode_tokens_per_s")
+        shares = [m.get(k) for k in ("decode_share_of_limit", "baseline_decode_share_of_limit")]
+        rows.append([stale_mark(r) + r["model"], r["weights"], f"{r['env'].get('device_name', r['device'])}",
+                     DTYPE_SHORT.get(r["dtype"], r["dtype"]),
+                     hf_paths_text(m) if every_hf_path else _fmt(None),
+                     f"{hf_best:.0f} ({hf_name})" if hf_best else _fmt(None),
+                     f"{our_best:.0f} ({our_name})" if our_best else _fmt(None),
+                     best_ratio_text(m, "decode_vs_best"), best_ratio_text(m, "decode_b8_vs_best"),
+                     f"{m['read_bandwidth_gb_s']:.0f}" if m.get("read_bandwidth_gb_s") else _fmt(None),
+                     f"{limit:.0f}" if limit else _fmt(None),
+                     " / ".join(_fmt(None) if s is None else f"{s:.0%}" for s in shares) if limit else _fmt(None)])
+    return Table(["Model", "Weights", "Device", "Dtype", "HF decode tok/s (b1): eager / SDPA / compiled ↑",
+                  "HF best decode tok/s (b1) ↑", "Adaptive best decode tok/s (b1) ↑", "vs HF best (b1) ↑",
+                  "vs HF best (b8) ↑", "Read GB/s", "Decode limit tok/s (b1)", "Share of limit: adaptive / HF ↑"], rows)
 
 
 def render_markdown(records: list[dict]) -> str:
