@@ -1,12 +1,4 @@
-"""Command-line options of the compatibility matrix (registered here so `pytest matrix/ ...` and a plain
-`pytest` from the repository root both know them; their names and valid values live in matrix/options.py)."""
+"""The compatibility matrix's command-line options, for every pytest run from the repository root
+(matrix/plugin.py; `sentinel check` loads the same plugin with -p)."""
 
-from matrix.options import add_options, validate
-
-
-def pytest_addoption(parser):
-    add_options(parser)
-
-
-def pytest_configure(config):
-    validate(config)  # a bad name is a usage error before anything is collected
+pytest_plugins = ["matrix.plugin"]

@@ -9,7 +9,7 @@
 #   receive          park the files under gpu_assets/ in /tmp/sentinel-assets (they outlive the call while the
 #                    machine stays warm): real weights travel in parts (`python -m matrix.sources split`)
 #   real [DTYPES]    join the parts (sha256 checked), then load/infer/quality/mutation rows of the packaged
-#                    real weights on CUDA in each dtype (default bfloat16,float32)
+#                    real weights on CUDA in each dtype (default bfloat16,float32), and in float32 the prune rows
 #   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
 #                    tiny entry and the real geometries the verdicts are held to; then the rest of the
 #                    catalog's load/infer/quality rows, as time permits
@@ -67,7 +67,9 @@ if [[ $part == real ]]; then
   python3 -m matrix.sources assemble /tmp/sentinel-assets || exit 1
   models=$(python3 -c "from matrix.sources import PACKAGED, packaged_gguf_path as p; print(','.join(i for i, g in PACKAGED.items() if p(g)))")
   for dtype in ${3:-bfloat16 float32}; do
-    run matrix/ --devices cuda --weights package --cuda-dtype "$dtype" --checks load,infer,quality,mutation \
+    checks=load,infer,quality,mutation
+    [[ $dtype == float32 ]] && checks=$checks,prune  # pruning curves once, in fp32
+    run matrix/ --devices cuda --weights package --cuda-dtype "$dtype" --checks $checks \
       --models "$models" --results "$out/h200-$dtype.jsonl"
   done
 fi

@@ -63,3 +63,7 @@ def test_the_wheel_installs_and_checks_a_tiny_model_outside_the_repo(tmp_path):
     page = (outside / "page.md").read_text()
     assert "tiny/gpt2" in page and "GPT2LMHeadModel" in page
     assert "<svg" in (outside / "report.html").read_text()
+    # The command line's matrix run from the installed package: its options come from matrix/plugin.py.
+    done = run([python, "-m", "sentinel_core.cli", "check", "tiny/gpt2", "--checks", "load", "--results",
+                "check.jsonl"], cwd=outside, env=env)
+    assert "1 passed" in done.stdout and (outside / "check.jsonl").is_file()

@@ -19,15 +19,21 @@ import sys
 import tempfile
 from pathlib import Path
 
+from matrix import registry
+
 from .common import add_option, parse, run_reporting_errors
 
-HELP = "run a model's matrix rows (load, infer, quality, mutation, bench) and print a verdict table"
+HELP = "run a model's matrix rows (load, infer, quality, mutation; bench, prune on request) and print a verdict table"
 
 MARKS = {"passed": "✅", "failed": "❌", "inconclusive": "◻️", "skipped": "⏭"}
 
 
 def _mutation_score(score) -> str:
     return f"caught {score.get('caught', 0)}/{score.get('above_noise', 0)}" if isinstance(score, dict) else str(score)
+
+
+def _prunable(fractions) -> str:
+    return "prunable " + ", ".join(f"{method} {fraction:.0%}" for method, fraction in fractions.items())
 
 
 # The metrics a check's cell shows, in order: (record key, format). The only place the command line names
@@ -38,6 +44,7 @@ CELL_METRICS = {
     "quality": [("grade", "{}"), ("max_logprob_diff", "max |Δ log p| {:.1e}"), ("ppl", "ppl {:.2f}")],
     "mutation": [("mutation_score", _mutation_score)],
     "bench": [("decode_ratio", "decode ×{:.2f}")],  # matrix/bench_metrics.py: "decode" + RATIO
+    "prune": [("prunable_fraction", _prunable)],
 }
 
 
@@ -47,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="catalog id or glob, local folder, .gguf file, or hub id")
     add_option(p, "--devices", default="cpu", help="comma-separated: cpu,cuda (default: cpu)")
     add_option(p, "--checks", default="",
-               help="comma-separated: load,infer,quality,mutation,bench (default: the matrix's default checks)")
+               help=f"comma-separated: {','.join(registry.names())} (default: {','.join(registry.default_names())})")
     add_option(p, "--dtype", choices=("bfloat16", "float16", "float32"), default=None,
                help="dtype of the CUDA rows (default: the matrix's, bfloat16); CPU rows are float32")
     add_option(p, "--weights", default="",
@@ -72,7 +79,10 @@ def model_argument(model: str) -> str:
 
 def pytest_command(args, results: Path) -> list[str]:
     command = [sys.executable, "-m", "pytest", str(matrix_folder()), "--models", model_argument(args.model),
-               "--devices", args.devices, "--results", str(results), "-q", "--tb=no", "-p", "no:randomly"]
+               "--devices", args.devices, "--results", str(results), "-q", "--tb=no", "-p", "no:randomly",
+               # the options' plugin (an installed wheel has no root conftest to load it); no .pytest_cache
+               # written into the package's folder
+               "-p", "matrix.plugin", "-p", "no:cacheprovider"]
     for option, value in (("--checks", args.checks), ("--weights", args.weights), ("--cuda-dtype", args.dtype)):
         if value:
             command += [option, value]

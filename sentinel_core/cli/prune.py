@@ -82,7 +82,7 @@ def run(args) -> int:
         raise SentinelError(f"{args.model} runs through the generic gated wrapper (no converter for its model_type), "
                             f"which cannot save a pruned model; gate its heads with model.gates instead")
     calibration, heldout = calibration.to(args.device), heldout.to(args.device)
-    window = min(512, model.spec.max_positions)
+    window = min(512, model.spec.max_positions or 512)  # 0: no learned position table, no limit
     params_before = sum(p.numel() for p in model.parameters())
     ppl_before = perplexity(model, heldout, window)
 
