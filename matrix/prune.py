@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import gc
 import statistics
+from dataclasses import dataclass
 
 import torch
 
@@ -25,14 +26,37 @@ from . import grading
 from .bench import spread, time_runs
 from .checks import ModelPair
 
-FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # 0.05: small models lose more per head than the paper's
 METHODS = ("gradient", "ablation", "magnitude", "random")
 RANDOM_SEEDS = (0, 1, 2)
-CALIBRATION_ROWS, CALIBRATION_LENGTH = 2, 64
-HELDOUT_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class Sizes:
+    calibration_rows: int  # windows importance is estimated on (the text's first tokens)
+    calibration_length: int
+    heldout_tokens: int  # perplexity's tokens (the text's last)
+
+
+# Ablation is one forward per head and every point of every curve one perplexity: a CPU affords a small
+# calibration split (noisier rankings), a GPU a larger one. Each record names the sizes it used.
+SIZES = {"cpu": Sizes(calibration_rows=2, calibration_length=64, heldout_tokens=512),
+         "cuda": Sizes(calibration_rows=8, calibration_length=256, heldout_tokens=4096)}
 PPL_WINDOW = grading.PERPLEXITY_WINDOW
 THROUGHPUT_METHOD = "gradient"  # whose plans are pruned for real and timed
 THROUGHPUT_PROMPT, THROUGHPUT_NEW_TOKENS, THROUGHPUT_PREFILL, THROUGHPUT_ROUNDS = 16, 32, 256, 3
+
+# On a CPU a model past this size takes longer than a matrix row should (measured on the project's 2 cores:
+# SmolLM2-135M about 4 minutes, Qwen2.5-0.5B past 12 minutes unfinished): its row skips and says so.
+CPU_MAX_PARAMS = 300_000_000
+
+
+def too_slow_here(model, device: str) -> str | None:
+    params = sum(p.numel() for p in model.parameters())
+    if device == "cpu" and params > CPU_MAX_PARAMS:
+        return (f"pruning curves of a {params / 1e6:.0f}M-parameter model take too long on a CPU (ablation is one "
+                f"forward per head, every curve point a perplexity): run this row on a GPU (--devices cuda)")
+    return None
 
 
 def prunable_fraction(curve: list[list[float]], within: float = grading.PRUNABLE_PPL_WITHIN) -> float:
@@ -84,8 +108,9 @@ def throughput(model, plan: dict[int, list[int]], device: str, vocab: int) -> di
 
 def check_prune(pair: ModelPair, text_name: str, text: str) -> dict:
     model = pair.adaptive
-    calibration, heldout = calibration_and_heldout(pair.tokenizer, text, CALIBRATION_ROWS, CALIBRATION_LENGTH,
-                                                   HELDOUT_TOKENS)
+    sizes = SIZES[pair.device]
+    calibration, heldout = calibration_and_heldout(pair.tokenizer, text, sizes.calibration_rows,
+                                                   sizes.calibration_length, sizes.heldout_tokens)
     calibration, heldout = calibration.to(pair.device), heldout.to(pair.device)
     scores = scores_by_method(model, calibration)
     base = perplexity(model, heldout, PPL_WINDOW)

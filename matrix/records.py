@@ -23,6 +23,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .bench_metrics import BEST_KEYS, BEST_RATIOS
+
 # Every field a record may have, and the JSON types it may hold (the reporter refuses others, naming the line).
 NUMBER, TEXT, OBJECT, LIST, FLAG, NULL = (int, float), (str,), (dict,), (list,), (bool,), (type(None),)
 RECORD_FIELDS = {"family": TEXT, "model": TEXT, "weights": TEXT, "check": TEXT, "device": TEXT, "dtype": TEXT,
@@ -31,9 +33,11 @@ RECORD_FIELDS = {"family": TEXT, "model": TEXT, "weights": TEXT, "check": TEXT, 
 # The metrics that are not plain numbers (every other metric is a number or null).
 METRIC_KINDS = {
     **dict.fromkeys(("adaptive_path", "attn_baseline", "grade", "ppl_text", "pruning", "sample_output",
-                     "fp32_reference"), TEXT + NULL),
-    **dict.fromkeys(("mutants", "mutation_score", "reference_stats"), OBJECT),
-    **dict.fromkeys(("batch_sizes", "prefill_batch_sizes"), LIST),
+                     "fp32_reference", "baseline_sdpa_unavailable", "baseline_compiled_unavailable",
+                     "baseline_compiled_attn", "throughput_method"), TEXT + NULL),
+    **dict.fromkeys(("mutants", "mutation_score", "reference_stats", "ppl_by_fraction", "prunable_fraction"), OBJECT),
+    **dict.fromkeys(("batch_sizes", "prefill_batch_sizes", "ppl_random_spread", "throughput_by_fraction",
+                     "throughput_columns", "random_seeds", *(name + BEST_KEYS for name in BEST_RATIOS)), LIST),
     "pruning_curve": "points",  # [[fraction pruned, value], ...]
     **dict.fromkeys(("greedy_identical", "rank_check", "above_noise", "caught"), FLAG + NULL),
 }

@@ -55,12 +55,16 @@ def _mutation(row, request):
 def _prune(row, request):
     import pytest
 
-    from matrix.prune import check_prune
+    from matrix.prune import check_prune, too_slow_here
     from matrix.sources import perplexity_text
 
     if row.weights == "synthetic":
         pytest.skip("pruning curves need trained weights: in random weights no head matters more than another")
-    return check_prune(request.getfixturevalue("pair"), *perplexity_text())
+    pair = request.getfixturevalue("pair")
+    reason = too_slow_here(pair.adaptive, pair.device)
+    if reason:
+        pytest.skip(reason)
+    return check_prune(pair, *perplexity_text())
 
 
 def _bench(row, request):

@@ -59,6 +59,10 @@ def test_every_baseline_is_timed_or_says_why_not(variant, synthetic_folders, sma
     hf_best = max(m[k] for k in m if k.startswith("baseline_") and k.endswith("_decode_tokens_per_s"))
     assert m["decode_share_of_limit"] == pytest.approx(m["decode_tokens_per_s"] / limit, rel=1e-2, abs=1e-4)
     assert m["baseline_decode_share_of_limit"] == pytest.approx(hf_best / limit, rel=1e-2, abs=1e-4)
+    # every metric is of a kind the reporter reads back (a text or list key it does not know refuses the file)
+    from matrix.records import METRIC_KINDS, NULL, NUMBER, kind_error
+
+    assert {k: v for k, v in m.items() if kind_error(v, METRIC_KINDS.get(k, NUMBER + NULL))} == {}
 
 
 class FakeHF:

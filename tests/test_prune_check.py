@@ -22,9 +22,7 @@ def result(synthetic_folders):
     tokenizer = make_tokenizer(vocab_size=model.config.vocab_size)
     pair = ModelPair(hf=None, adaptive=model, tokenizer=tokenizer, device="cpu", dtype="float32", real_weights=True)
     with pytest.MonkeyPatch.context() as mp:  # the tokenizer's text is short: smaller splits, same code
-        mp.setattr(prune, "CALIBRATION_ROWS", 2)
-        mp.setattr(prune, "CALIBRATION_LENGTH", 32)
-        mp.setattr(prune, "HELDOUT_TOKENS", 96)
+        mp.setitem(prune.SIZES, "cpu", prune.Sizes(calibration_rows=2, calibration_length=32, heldout_tokens=96))
         mp.setattr(prune, "PPL_WINDOW", 48)
         mp.setattr(prune, "THROUGHPUT_PREFILL", 16)
         mp.setattr(prune, "THROUGHPUT_NEW_TOKENS", 4)
@@ -60,6 +58,13 @@ def test_random_is_the_mean_of_its_seeds_with_their_range(result):
     assert m["random_seeds"] == list(prune.RANDOM_SEEDS)
 
 
+def test_every_metric_is_of_a_kind_the_reporter_reads(result):
+    from matrix.records import METRIC_KINDS, NULL, NUMBER, kind_error
+
+    _, _, m = result
+    assert {k: v for k, v in m.items() if kind_error(v, METRIC_KINDS.get(k, NUMBER + NULL))} == {}
+
+
 def test_gates_are_left_as_they_were(result):
     model, before, _ = result
     assert torch.equal(model.gates.detach(), before)
@@ -83,3 +88,11 @@ def test_throughput_on_really_pruned_copies(result):
 def test_prunable_fraction(curve, expected):
     assert grading.PRUNABLE_PPL_WITHIN == 0.05
     assert prunable_fraction(curve) == expected
+
+
+def test_a_large_model_skips_on_cpu_saying_where_to_run_it(result, monkeypatch):
+    model, _, _ = result
+    assert prune.too_slow_here(model, "cpu") is None
+    monkeypatch.setattr(prune, "CPU_MAX_PARAMS", 10)
+    assert "run this row on a GPU (--devices cuda)" in prune.too_slow_here(model, "cpu")
+    assert prune.too_slow_here(model, "cuda") is None

@@ -453,3 +453,34 @@ def test_every_table_of_the_committed_page_keeps_its_header_width():
             tables += 1
             assert len({len(line.replace("\\|", "").split("|")) for line in rows}) == 1, rows[0][:200]
     assert tables >= 10
+
+
+def prune_row(**kw):
+    curve = lambda *ppl: [[f / 10, p] for f, p in enumerate(ppl)]  # noqa: E731
+    return rec(check="prune", weights="package", model="HuggingFaceTB/SmolLM2-135M-Instruct", family="llama",
+               ppl_by_fraction={"gradient": curve(20.0, 20.5, 21.5, 25.0, 30.0, 40.0),
+                                "ablation": curve(20.0, 20.2, 20.9, 23.0, 27.0, 33.0),
+                                "magnitude": curve(20.0, 24.0, 30.0, 40.0, 60.0, 90.0),
+                                "random": curve(20.0, 26.0, 35.0, 50.0, 80.0, 120.0)},
+               ppl_random_spread=[[f / 10, p * 0.9, p * 1.1] for f, p in enumerate((20.0, 26, 35, 50, 80, 120))],
+               prunable_fraction={"gradient": 0.1, "ablation": 0.2, "magnitude": 0.0, "random": 0.0},
+               prunable_within=0.05, throughput_method="gradient",
+               throughput_columns=["fraction", "prefill_ms", "prefill_ms_iqr", "decode_tokens_per_s",
+                                   "decode_tokens_per_s_iqr", "params"],
+               throughput_by_fraction=[[f / 10, 100.0 - 5 * f, 1.0, 50.0 + 2 * f, 1.0, 1000 - f] for f in range(6)],
+               **kw)
+
+
+def test_head_pruning_table_and_plot(tmp_path):
+    page = render_markdown([prune_row()])
+    table = page.split("## Head pruning")[1].split("\n## ")[0]
+    assert "| ablation " in table and "| 20% " in table  # ablation's prunable fraction
+    assert "120.00 (seeds 108.00–132.00) at 50%" in table
+    assert "1.20 / 1.33 at 50% (gradient)" in table  # decode 60/50, prefill 100/75
+    out = tmp_path / "report.html"
+    assert reports_main([str(write_jsonl(tmp_path / "r.jsonl", [prune_row()])), "--output", str(tmp_path / "p.md"),
+                         "--html", str(out)]) == 0
+    html = out.read_text()
+    assert "<h2>Head pruning</h2>" in html and "Perplexity as heads are removed" in html
+    assert "## Head pruning" not in render_markdown(all_checks())
+    assert "| ⏳ HuggingFaceTB" in render_markdown([prune_row(code=OTHER_CODE)])
