@@ -51,7 +51,9 @@ def _short(name: str, n: int = 40) -> str:
 
 def decode_figure(title: str, rows: list[dict]) -> str:
     """Batch-1 decode tokens/s, adaptive beside HF (log scale), and their ratio with its spread over repeats."""
-    labels = [f"{_stale(r)}{_short(r['model'])} ({r['weights']}, {_where(r)})" for r in rows]
+    # `baseline_` is HF eager; older records timed HF's default attention there (their attn_baseline says which).
+    labels = [f"{_stale(r)}{_short(r['model'])} ({r['weights']}, {_where(r)})"
+              + (f" [HF {a}]" if (a := r["metrics"].get("attn_baseline")) and a != "eager" else "") for r in rows]
     ours = [r["metrics"]["decode_tokens_per_s"] for r in rows]
     theirs = [r["metrics"].get("baseline_decode_tokens_per_s") or math.nan for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.32 * len(rows)), sharey=True,

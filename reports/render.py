@@ -407,6 +407,9 @@ def benchmark_table(records: list[dict], tiny: bool = False) -> Table | None:
                   "50% heads pruned: speedup decode b1 / b8 / prefill 1×T / 8×T; graph b1 / b8 ↑"], rows)
 
 
+PRUNE_TABLE_FRACTIONS = (0.1, 0.2, 0.5)  # the curve's points the table prints (the plot has them all)
+
+
 def prune_records(records: list[dict]) -> list[dict]:
     return sorted((r for r in records if r["check"] == "prune" and r["outcome"] == "passed"
                    and r["metrics"].get("ppl_by_fraction")), key=lambda r: (r["device"], r["family"], r["model"]))
@@ -426,20 +429,25 @@ def prune_table(records: list[dict]) -> Table | None:
                  f"{timed[0.0]['prefill_ms'] / timed[last]['prefill_ms']:.2f} at {last:.0%} "
                  f"({m['throughput_method']})" if last and 0.0 in timed else "")
         for i, (method, curve) in enumerate(curves.items()):
-            end = curve[-1]
-            spread = ""
-            if method == "random" and m.get("ppl_random_spread"):
-                lo, hi = m["ppl_random_spread"][-1][1:]
-                spread = f" (seeds {lo:.2f}–{hi:.2f})"
+            points = []
+            for fraction in PRUNE_TABLE_FRACTIONS:
+                at = next((p[1] for p in curve if abs(p[0] - fraction) < 1e-9), None)
+                if at is None:
+                    points.append(_fmt(None))
+                    continue
+                spread = next(((lo, hi) for f, lo, hi in m.get("ppl_random_spread", []) if abs(f - fraction) < 1e-9),
+                              None) if method == "random" else None
+                points.append(f"{at:.1f}" + (f" ({spread[0]:.1f}–{spread[1]:.1f})" if spread else ""))
             rows.append([stale_mark(r) + r["model"] if i == 0 else "", r["weights"] if i == 0 else "",
                          f"{r['device']} {DTYPE_SHORT.get(r['dtype'], r['dtype'])}" if i == 0 else "",
                          f"{base:.2f}" if i == 0 else "", method, f"{m['prunable_fraction'][method]:.0%}",
-                         f"{end[1]:.2f}{spread} at {end[0]:.0%}", speed if i == 0 else ""])
+                         " / ".join(points), speed if i == 0 else ""])
     if not rows:
         return None
     return Table(["Model", "Weights", "Device", "Held-out ppl, all heads", "Importance",
                   f"Prunable within +{grading.PRUNABLE_PPL_WITHIN:.0%} ppl ↑",
-                  "ppl with the most heads removed ↓", "Pruned speed vs unpruned: decode / prefill ↑"], rows)
+                  "ppl with " + " / ".join(f"{f:.0%}" for f in PRUNE_TABLE_FRACTIONS) + " of heads removed "
+                  "(random: seeds' range) ↓", "Pruned speed vs unpruned: decode / prefill ↑"], rows)
 
 
 HF_BASELINE_MARKERS = ("baseline_sdpa_decode_tokens_per_s", "baseline_sdpa_unavailable")  # records that timed every HF path

@@ -475,7 +475,8 @@ def test_head_pruning_table_and_plot(tmp_path):
     page = render_markdown([prune_row()])
     table = page.split("## Head pruning")[1].split("\n## ")[0]
     assert "| ablation " in table and "| 20% " in table  # ablation's prunable fraction
-    assert "120.00 (seeds 108.00–132.00) at 50%" in table
+    assert "| 26.0 (23.4–28.6) / 35.0 (31.5–38.5) / 120.0 (108.0–132.0) " in table  # random at 10 / 20 / 50%
+    assert "| 20.5 / 21.5 / 40.0 " in table  # gradient
     assert "1.20 / 1.33 at 50% (gradient)" in table  # decode 60/50, prefill 100/75
     out = tmp_path / "report.html"
     assert reports_main([str(write_jsonl(tmp_path / "r.jsonl", [prune_row()])), "--output", str(tmp_path / "p.md"),
