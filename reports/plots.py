@@ -113,25 +113,38 @@ def quality_figure(device: str, dtype: str, rows: list[dict]) -> str:
     return _svg(fig)
 
 
+def _panels(rows: list[dict], width: float, height: float):
+    """A figure of one panel per row, three to a line: (figure, [(axes, row), ...])."""
+    cols = min(3, len(rows))
+    lines = math.ceil(len(rows) / cols)
+    fig, axes = plt.subplots(lines, cols, figsize=(width * cols, height * lines), squeeze=False)
+    for ax in list(axes.flat)[len(rows):]:
+        ax.axis("off")
+    return fig, list(zip(axes.flat, rows))
+
+
+def _panel_title(ax, r: dict) -> None:
+    ax.set_title(f"{_stale(r)}{_short(r['model'], 30)}\n{r['weights']}, {_where(r)}", fontsize=8)
+
+
+def _finish(fig, title: str) -> str:
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _svg(fig)
+
+
 def pruning_figure(rows: list[dict]) -> str:
     """Decode tokens/s against the fraction of heads pruned: one panel per model and device."""
-    n = len(rows)
-    cols = min(3, n)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(3.4 * cols, 2.6 * math.ceil(n / cols)),
-                             squeeze=False)
-    for ax, r in zip(axes.flat, rows):
+    fig, panels = _panels(rows, 3.4, 2.6)
+    for ax, r in panels:
         points = sorted(tuple(p) for p in r["metrics"]["pruning_curve"])
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=ADAPTIVE)
-        ax.set_title(f"{_stale(r)}{_short(r['model'], 30)}\n{r['weights']}, {_where(r)}", fontsize=8)
+        _panel_title(ax, r)
         ax.set_xlabel("fraction of heads pruned")
         ax.set_ylabel("decode tokens/s")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.suptitle("Pruning curves (one panel per model)")
-    fig.tight_layout()
-    return _svg(fig)
+    return _finish(fig, "Pruning curves (one panel per model)")
 
 
 METHOD_STYLE = {"gradient": ("#3b6fb6", "o"), "ablation": ("#2a9d5c", "s"), "magnitude": ("#8e5bb5", "^"),
@@ -141,11 +154,8 @@ METHOD_STYLE = {"gradient": ("#3b6fb6", "o"), "ablation": ("#2a9d5c", "s"), "mag
 def head_pruning_figure(rows: list[dict]) -> str:
     """Held-out perplexity against the fraction of heads removed, one line per importance method, random with
     its seeds' range shaded: one panel per model (Michel et al. 2019, Figure 3)."""
-    n = len(rows)
-    cols = min(3, n)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(3.6 * cols, 2.9 * math.ceil(n / cols)),
-                             squeeze=False)
-    for ax, r in zip(axes.flat, rows):
+    fig, panels = _panels(rows, 3.6, 2.9)
+    for ax, r in panels:
         m = r["metrics"]
         for method, curve in m["ppl_by_fraction"].items():
             color, marker = METHOD_STYLE.get(method, ("black", "."))
@@ -159,16 +169,12 @@ def head_pruning_figure(rows: list[dict]) -> str:
                    ls=":", label=f"+{m.get('prunable_within', grading.PRUNABLE_PPL_WITHIN):.0%} ppl")
         ax.set_yscale("log")
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"{_stale(r)}{_short(r['model'], 30)}\n{r['weights']}, {_where(r)}", fontsize=8)
+        _panel_title(ax, r)
         ax.set_xlabel("fraction of heads removed")
         ax.set_ylabel("held-out perplexity (log)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.suptitle("Perplexity as heads are removed, by importance method (one panel per model)")
-    fig.tight_layout()
-    return _svg(fig)
+    return _finish(fig, "Perplexity as heads are removed, by importance method (one panel per model)")
 
 
 def plots(records: list[dict]) -> list[str]:
