@@ -25,8 +25,12 @@ def hf_ties_embeddings(hf_model) -> bool:
 def spec_for(hf_model) -> DecoderSpec:
     family = get_family(hf_model.config.model_type)
     spec = family.to_spec(hf_model.config)
+    # Which fused matrices HF multiplies as separate linears: the rules that stack several HF weights.
+    sources = {rule.target: len(rule.sources) for rule in family.rules(spec)}
     # The loaded model is the truth about tying (configs of some checkpoints disagree with it).
-    return dataclasses.replace(spec, tie_embeddings=hf_ties_embeddings(hf_model))
+    return dataclasses.replace(spec, tie_embeddings=hf_ties_embeddings(hf_model),
+                               hf_separate_qkv=sources.get("layers.0.attn.qkv.weight", 1) > 1,
+                               hf_separate_gate_up=sources.get("layers.0.mlp.up.weight", 1) > 1)
 
 
 def hf_module_name(hf_model, target: str) -> str:

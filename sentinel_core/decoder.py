@@ -193,6 +193,7 @@ class GatedAttention(nn.Module):
         self.rotary_interleaved = spec.rotary_interleaved
         self.windowed = bool(spec.sliding_layers and spec.sliding_layers[layer_idx])
         self.qk_norm = spec.qk_norm
+        self.hf_separate = spec.hf_separate_qkv
         if spec.qk_norm:  # one weight over head_dim, shared by every head: nothing for pruning to slice
             self.q_norm = make_norm(spec, spec.head_dim)
             self.k_norm = make_norm(spec, spec.head_dim)
@@ -219,7 +220,9 @@ class GatedAttention(nn.Module):
     def forward(self, x, gates, rope, mask: AttentionMask, cache):
         B, T, _ = x.shape
         hd, nh, nkv = self.head_dim, self.num_heads, self.num_kv_heads
-        qk, v = self.qkv(x).view(B, T, nh + 2 * nkv, hd).split([nh + nkv, nkv], dim=2)
+        qkv = split_linear(self.qkv, x, [nh * hd, nkv * hd, nkv * hd]) if self.hf_separate and hf_shapes(x) \
+            else self.qkv(x)
+        qk, v = qkv.view(B, T, nh + 2 * nkv, hd).split([nh + nkv, nkv], dim=2)
         if self.qk_norm:  # Gemma 3 normalises each head's query and key before rotating them
             q, k = qk.split([nh, nkv], dim=2)
             qk = torch.cat([self.q_norm(q), self.k_norm(k)], dim=2)
@@ -294,6 +297,21 @@ def _take_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     return new
 
 
+def hf_shapes(x: torch.Tensor) -> bool:
+    """Whether to multiply in HF's matrix shapes: fp32 on CUDA, the dtype the adaptive model is held to HF's
+    own numbers in. cuBLAS picks its kernel (tiles, split-K) by shape, so a fused q|k|v matrix rounds its
+    rows differently from HF's three: on gemma-2b (H200, TF32 off) that alone moved log-probs 1.6e-4 from
+    HF eager, against 0.9e-4 between HF's own eager and SDPA paths. CPU kernels give each row the same
+    result fused or not, and half precision is graded against HF's own rounding, so both stay fused."""
+    return x.is_cuda and x.dtype == torch.float32
+
+
+def split_linear(layer: nn.Linear, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """`layer(x)` computed as one linear per block of rows (HF's separate projections), concatenated."""
+    biases = layer.bias.split(sizes) if layer.bias is not None else [None] * len(sizes)
+    return torch.cat([F.linear(x, w, b) for w, b in zip(layer.weight.split(sizes), biases)], dim=-1)
+
+
 def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
 
@@ -315,10 +333,13 @@ class MLP(nn.Module):
         self.up = nn.Linear(spec.hidden_size, width, bias=spec.mlp_bias)  # gated: [gate | up]
         self.down = nn.Linear(spec.intermediate_size, spec.hidden_size, bias=spec.mlp_bias)
         self.act = activation(spec.activation)
+        self.hf_separate = spec.hf_separate_gate_up
 
     def forward(self, x):
         if self.gated:
-            gate, up = self.up(x).chunk(2, dim=-1)
+            width = self.up.weight.shape[0] // 2
+            gate_up = split_linear(self.up, x, [width, width]) if self.hf_separate and hf_shapes(x) else self.up(x)
+            gate, up = gate_up.chunk(2, dim=-1)
             return self.down(self.act(gate) * up)
         return self.down(self.act(self.up(x)))
 
@@ -506,7 +527,9 @@ class GatedDecoder(nn.Module):
         local_rope = self.rope(position_ids, dtype, local=True) if s.rotary_local_inv_freq else rope
         # cuDNN's attention was seen to differ run to run in bf16 (H200, torch 2.11); decoding must be
         # reproducible (a CUDA-graph replay has to give eager's tokens), so it is left out on CUDA.
-        with sdpa_kernel(DETERMINISTIC_SDPA_BACKENDS) if x.is_cuda else nullcontext():
+        # In fp32 (see hf_shapes) attention is SDPA's math backend: HF eager's matmul, softmax, matmul.
+        backends = [SDPBackend.MATH] if hf_shapes(x) else DETERMINISTIC_SDPA_BACKENDS
+        with sdpa_kernel(backends) if x.is_cuda else nullcontext():
             # Gates known to be 1 (generate checks once per call) skip the multiply: x * 1 is exact,
             # and it saves two kernels per layer in launch-bound decoding.
             for layer, gates in zip(self.layers, [None] * s.num_layers if unit_gates else self.gates):

@@ -88,6 +88,11 @@ class DecoderSpec:
     lm_head_bias: bool = False  # GPT-J, Phi
     final_logit_softcap: float | None = None  # logits = cap · tanh(logits / cap) (Gemma 3's final_logit_softcapping)
 
+    # The row blocks of the fused q|k|v and gate|up matrices that HF multiplies as separate linears (empty:
+    # HF's matrix is fused too). Read from the family's rules, not written by hand (convert.spec_for).
+    hf_separate_qkv: bool = False
+    hf_separate_gate_up: bool = False
+
     def __post_init__(self):
         if self.sliding_layers and len(self.sliding_layers) != self.num_layers:
             raise ValueError(f"sliding_layers has {len(self.sliding_layers)} entries for {self.num_layers} layers")
