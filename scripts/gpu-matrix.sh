@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # On a CUDA machine (used with the device tool): CUDA tests, the CUDA matrix rows and the benchmarks.
-# Usage: bash scripts/gpu-matrix.sh OUTDIR [matrix|bench-tinyllama|bench-rest|bench-7b|all]
+# Usage: bash scripts/gpu-matrix.sh OUTDIR [matrix|bench-tinyllama|bench-rest|bench-7b|bench|prepare|profile|receive|real|verdicts|all] [ARGS]
 #   matrix           tests/test_cuda.py, every family's default CUDA rows, then #6's real geometries (time permitting)
 #   bench-tinyllama  TinyLlama geometry, full depth, with the compiled decode path (--bench-compiled)
 #   bench-rest       gpt2-medium, opt-350m, pythia-410m, bloom-560m (full depth) and every tiny row
 #   bench-7b         Llama-2-7B geometry, full depth (a 27 GB fp32 synthetic checkpoint is made first):
 #                    where decode reads enough bytes, and prefill does enough FLOPs, for pruning to show
+#   bench MODELS     bench rows of the named catalog entries (full depth), with the adaptive compiled path
+#   prepare MODEL    make a full-depth synthetic checkpoint only (Llama-2-7B's takes minutes): a bench call
+#                    made while the machine is still warm finds it in SENTINEL_CACHE
+#   profile MODELS   scripts/profile-decode.py for each (kernel time against wall time per decode step)
 #   receive          park the files under gpu_assets/ in /tmp/sentinel-assets (they outlive the call while the
 #                    machine stays warm): real weights travel in parts (`python -m matrix.sources split`)
 #   real [DTYPES]    join the parts (sha256 checked), then load/infer/quality/mutation rows of the packaged
@@ -48,6 +52,21 @@ fi
 if [[ $part == bench-7b ]]; then
   run matrix/ --devices cuda --checks bench --weights synthetic --models "meta-llama/Llama-2-7b-hf" \
     --results "$out/h200-bench.jsonl"
+fi
+if [[ $part == bench ]]; then
+  run matrix/ --devices cuda --checks bench --weights synthetic --bench-compiled --models "${3:?models}" \
+    --results "$out/h200-bench.jsonl"
+fi
+if [[ $part == prepare ]]; then
+  python3 -c "import sys, time; from matrix.catalog import load_catalog; from matrix.sources import synthetic_checkpoint
+t = time.time(); entry = next(e for e in load_catalog() if e.id == sys.argv[1])
+print(synthetic_checkpoint(entry, full_depth=True), round(time.time() - t), 's')" "${3:?model}" 2>&1 | tail -1
+fi
+if [[ $part == profile ]]; then
+  IFS=, read -ra models <<< "${3:?models}"
+  for model in "${models[@]}"; do
+    PYTHONPATH=. python3 scripts/profile-decode.py "$model" "${4:-0.3,0.5}" 2>&1 | grep -v "Warn\|warn\|Loading weights"
+  done
 fi
 VERDICT_MODELS="tiny/*,gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,TinyLlama/TinyLlama-1.1B-Chat-v1.0,meta-llama/Llama-2-7b-hf,google/gemma-2b,EleutherAI/gpt-j-6b"
 if [[ $part == verdicts ]]; then
