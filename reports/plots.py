@@ -41,8 +41,12 @@ def _where(r: dict) -> str:
     return f"{r['device']} {DTYPE_SHORT.get(r['dtype'], r['dtype'])}"
 
 
+# Matplotlib's default font has no hourglass glyph: the figures spell out what the page's ⏳ means.
+STALE_LABEL = "(stale) "
+
+
 def _stale(r: dict) -> str:
-    return "" if rules.is_current(r) else f"{rules.STALE} "
+    return "" if rules.is_current(r) else STALE_LABEL
 
 
 def _short(name: str, n: int = 40) -> str:
@@ -178,7 +182,7 @@ def head_pruning_figure(rows: list[dict]) -> str:
 
 
 def plots(records: list[dict]) -> list[str]:
-    """The figures. Quality: current records only. Benchmarks: stale ones too, their labels marked ⏳
+    """The figures. Quality: current records only. Benchmarks: stale ones too, their labels marked (stale)
     (a measurement by other code is still the best number there is until its row runs again)."""
     bench = sorted((r for r in records if r["check"] == "bench" and r["outcome"] == "passed"
                     and r["metrics"].get("decode_tokens_per_s")), key=lambda r: (r["device"], r["model"]))
