@@ -123,7 +123,11 @@ def merge(records: list[dict]) -> list[dict]:
         elif held is not None and record["time"] < held["time"]:
             continue
         newest[key] = record
-    return list(newest.values())
+    # A skip that never reached a checkpoint (the weights were not there) has no fingerprint, so it is a key
+    # of its own: it goes too where the same row ran on some checkpoint.
+    ran = {key[:-1] for key, record in newest.items() if record["outcome"] != "skipped"}
+    return [record for key, record in newest.items()
+            if not (record["outcome"] == "skipped" and not key[-1] and key[:-1] in ran)]
 
 
 def load_results(paths: list[str | Path], committed_only: bool = False,

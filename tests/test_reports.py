@@ -200,6 +200,16 @@ def test_a_later_skip_never_erases_a_row_that_ran():
     assert merge([ran, skip, rerun]) == [rerun]
 
 
+def test_a_skip_before_any_checkpoint_never_outlives_a_row_that_ran_on_one():
+    # The weights were not installed (no checkpoint, so no fingerprint); later the row ran on a checkpoint.
+    skip = rec(outcome="skipped", time="2026-11-01T00:00:00+00:00", reason="package weights not installed")
+    ran = {**rec(time="2026-11-02T00:00:00+00:00"), "checkpoint": {"fingerprint": "abc"}}
+    assert merge([skip, ran]) == [ran] and merge([ran, skip]) == [ran]
+    assert merge([skip]) == [skip]  # alone it is still the row's only word
+    elsewhere = {**skip, "device": "cuda"}
+    assert merge([skip, ran, elsewhere]) == [ran, elsewhere]
+
+
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
