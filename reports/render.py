@@ -342,16 +342,21 @@ def _generic_reason(record: dict) -> str:
 
 
 def with_bandwidth_share(m: dict, key: str, record: dict) -> str:
-    """tok/s, and on a GPU with a known bandwidth the share of the weight-reading limit it reaches."""
+    """tok/s, and the share of the weight-reading limit it reaches: the limit the record measured (its own
+    read bandwidth), else, for records from before that measurement, one from the GPU's nominal bandwidth."""
     if not m.get(key):
         return ""
-    device = record["env"].get("device_name", "")
-    bandwidth = next((v for k, v in WEIGHT_BANDWIDTH_BYTES_PER_S.items() if k in device), None)
     # Records before weights_read_per_token_mb counted embedding tables whole, overstating the share a little.
     read_mb = m.get("weights_read_per_token_mb") or m.get("weights_mb")
-    if bandwidth is None or not read_mb or read_mb < BANDWIDTH_SHARE_MIN_MB:
+    if not read_mb or read_mb < BANDWIDTH_SHARE_MIN_MB:
         return f"{m[key]:.0f}"
-    limit = bandwidth / (read_mb * 2**20)
+    limit = m.get("limit_decode_tokens_per_s")
+    if not limit:
+        device = record["env"].get("device_name", "")
+        bandwidth = next((v for k, v in WEIGHT_BANDWIDTH_BYTES_PER_S.items() if k in device), None)
+        if bandwidth is None:
+            return f"{m[key]:.0f}"
+        limit = bandwidth / (read_mb * 2**20)
     return f"{m[key]:.0f} ({m[key] / limit:.0%} of {limit:.0f})"
 
 

@@ -203,3 +203,22 @@ def test_report_renders_old_and_new_bench_records():
     for block in section.split("\n\n"):
         rows = [line for line in block.splitlines() if line.startswith("|")]
         assert len({len(line.replace("\\|", "").split("|")) for line in rows}) <= 1, block
+
+
+def test_graph_share_uses_the_limit_the_record_measured():
+    """The bench table's graph column and the best-paths table give one share: the record's own measured limit
+    (its read bandwidth in the same run); only a record from before that measurement falls back to the GPU's
+    nominal bandwidth."""
+    from test_reports import rec
+
+    from reports.render import with_bandwidth_share
+
+    measured = rec(check="bench", device="cuda", graph_decode_tokens_per_s=1500.0, weights_read_per_token_mb=1000.0,
+                   limit_decode_tokens_per_s=3000.0)
+    measured["env"]["device_name"] = "NVIDIA H200"
+    assert with_bandwidth_share(measured["metrics"], "graph_decode_tokens_per_s", measured) == "1500 (50% of 3000)"
+    older = rec(check="bench", device="cuda", graph_decode_tokens_per_s=1500.0, weights_read_per_token_mb=1000.0)
+    older["env"]["device_name"] = "NVIDIA H200"
+    assert with_bandwidth_share(older["metrics"], "graph_decode_tokens_per_s", older) == "1500 (37% of 4101)"
+    older["env"]["device_name"] = "x86_64"
+    assert with_bandwidth_share(older["metrics"], "graph_decode_tokens_per_s", older) == "1500"
