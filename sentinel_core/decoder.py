@@ -95,6 +95,21 @@ def dynamic_ntk_inv_freq(base: float, factor: float, after: int, dim: int, lengt
     return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64, device=length.device).to(torch.float) / dim))
 
 
+class KeepsFp32Buffers:
+    """A module whose fp32 buffers (rotary frequencies, ALiBi slopes) stay fp32 through `.to(dtype)`, `.half()`
+    and `.bfloat16()`, moving device only. HF computes them in fp32 and its from_pretrained keeps them so in
+    any dtype; rounded to bf16, TinyLlama's frequencies put the angle at position 124 0.17 rad off."""
+
+    def _apply(self, fn, recurse=True):
+        fp32 = {name: buf for name, buf in self.named_buffers() if buf.dtype == torch.float32 and not buf.is_meta}
+        super()._apply(fn, recurse)
+        for name, buf in list(self.named_buffers()):
+            if name in fp32 and buf.dtype != torch.float32:
+                owner, _, leaf = name.rpartition(".")
+                self.get_submodule(owner)._buffers[leaf] = fp32[name].to(buf.device)
+        return self
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
@@ -386,7 +401,7 @@ class Block(nn.Module):
         return out
 
 
-class GatedDecoder(nn.Module):
+class GatedDecoder(KeepsFp32Buffers, nn.Module):
     """Embeddings, blocks and LM head; parameters in Sentinel's canonical layout."""
 
     def __init__(self, spec: DecoderSpec):

@@ -19,7 +19,7 @@ from torch import nn
 from transformers import GenerationConfig
 from transformers.pytorch_utils import Conv1D
 
-from .decoder import CausalLMOutput
+from .decoder import CausalLMOutput, KeepsFp32Buffers
 from .errors import UnsupportedModelError
 from .families import FAMILIES
 from .generation import generation_tokens
@@ -111,7 +111,7 @@ def check_wrappable(config, trust_remote_code: bool = False) -> WrapperSpec:
     return output_projections(model)[1]
 
 
-class GenericGatedLM(nn.Module):
+class GenericGatedLM(KeepsFp32Buffers, nn.Module):
     """An HF causal LM with a gate on every attention head; same interface as AdaptiveCausalLM."""
 
     adaptive_path = "generic-wrapper"
