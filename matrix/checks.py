@@ -151,6 +151,40 @@ def input_batch(pair: ModelPair) -> tuple[torch.Tensor, torch.Tensor]:
     return ids.to(pair.device), mask.to(pair.device)
 
 
+def max_positions(pair: ModelPair) -> int | None:
+    """How many positions the model was built for (None: no limit, as with ALiBi)."""
+    config = pair.hf.config
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None
+
+
+def statistics_inputs(pair: ModelPair) -> dict[str, tuple[torch.Tensor, None]]:
+    """Half precision's inputs beside the padded batch: grading.STATISTICS_BATCH rows of many positions and,
+    where the device has a LONG_CONTEXT and the config allows it, one long row (rope precision shows far out).
+    Real weights read the shipped Wikipedia text; synthetic ones seeded random ids. No padding: called as
+    `model(ids)`, the way HF users call a model on one text."""
+    if pair.dtype == "float32":
+        return {}
+    device = "cuda" if pair.device.startswith("cuda") else "cpu"
+    limit = max_positions(pair) or 1 << 30
+    rows, length = grading.STATISTICS_BATCH[device]
+    length = min(length, limit)
+    long = grading.LONG_CONTEXT.get(device)
+    needed = max(rows * length, long if long and long <= limit else 0)
+    if pair.real_weights and pair.tokenizer is not None:
+        from .sources import wikipedia_text
+
+        tokens = pair.tokenizer(wikipedia_text(), return_tensors="pt")["input_ids"][0, :needed]
+    else:
+        tokens = torch.randint(3, pair.adaptive.spec.vocab_size, (needed,), generator=torch.Generator().manual_seed(1))
+    inputs = {"statistics": (tokens[:rows * length].view(rows, length).to(pair.device), None)}
+    if long and long <= limit and len(tokens) >= long:
+        inputs["long"] = (tokens[None, :long].to(pair.device), None)
+    return inputs
+
+
 def hf_position_kwargs(pair: ModelPair, positions: torch.Tensor) -> dict:
     """position_ids for the HF baseline where it takes them: not for ALiBi models (BLOOM, MPT).
 
@@ -245,6 +279,16 @@ def check_infer(pair: ModelPair) -> dict:
     stitched = torch.cat([first.logits, rest.logits], dim=1).float().log_softmax(-1)
     cache_diff = (stitched - full)[real].abs().max().item()
     cache_excess = beyond_resolution(stitched[real], full[real])
+    # The call as HF users make it: ids and mask only, the model deriving positions itself, cached in two
+    # chunks against one full forward called the same way.
+    plain = _logprobs(model, ids, mask)
+    if not torch.isfinite(plain[real]).all():
+        raise CheckFailed("a forward called with ids and mask only produced NaN or inf log-probs on real tokens")
+    first = model(ids[:, :split], attention_mask=mask[:, :split], use_cache=True)
+    rest = model(ids[:, split:], attention_mask=mask, past_key_values=first.past_key_values, use_cache=True)
+    plain_stitched = torch.cat([first.logits, rest.logits], dim=1).float().log_softmax(-1)
+    plain_cache_diff = (plain_stitched - plain)[real].abs().max().item()
+    plain_cache_excess = beyond_resolution(plain_stitched[real], plain[real])
     no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=[],
                               use_cache=False)
     greedy_cache_agreement = (out[:, ids.shape[1]:] == no_cache[:, ids.shape[1]:]).float().mean().item()
@@ -252,7 +296,8 @@ def check_infer(pair: ModelPair) -> dict:
     metrics = {"padded_vs_alone_max_diff": padded_vs_alone, "cache_vs_full_max_diff": cache_diff,
                # what is graded: the diff beyond the dtype's resolution (rtol · |log p|)
                "padded_vs_alone_beyond_resolution": padded_excess, "cache_vs_full_beyond_resolution": cache_excess,
-               "baseline_padded_vs_alone_beyond_resolution": hf_padded_excess, "greedy_cache_agreement": greedy_cache_agreement}
+               "baseline_padded_vs_alone_beyond_resolution": hf_padded_excess, "greedy_cache_agreement": greedy_cache_agreement,
+               "hf_call_cache_vs_full_max_diff": plain_cache_diff, "hf_call_cache_vs_full_beyond_resolution": plain_cache_excess}
     problems = []
     if padded_excess > padding_limit:
         problems.append(f"left-padded rows differ from the rows alone by {padded_vs_alone:.2e} "
@@ -261,6 +306,9 @@ def check_infer(pair: ModelPair) -> dict:
     if cache_excess > tol.cache_vs_no_cache:
         problems.append(f"cached decoding differs from a full forward by {cache_diff:.2e} "
                         f"(> {tol.cache_vs_no_cache:.0e} + {tol.consistency_rtol:.1e}·|log p|)")
+    if plain_cache_excess > tol.cache_vs_no_cache:
+        problems.append(f"called with ids and mask only, cached decoding differs from a full forward by "
+                        f"{plain_cache_diff:.2e} (> {tol.cache_vs_no_cache:.0e} + {tol.consistency_rtol:.1e}·|log p|)")
     if pair.dtype == "float32" and greedy_cache_agreement < 1.0:
         problems.append(f"greedy tokens with cache agree with no-cache on only {greedy_cache_agreement:.0%}")
     if problems:
@@ -292,7 +340,9 @@ def rank_check(pair: ModelPair, prompt_ids, prompt_mask, ours, theirs, k: int) -
 
 @dataclass
 class Reference:
-    """HF's side of a quality comparison on the check's input batch."""
+    """HF's side of a quality comparison: the padded batch called as generate calls the model (`theirs`, `fp32`),
+    the same batch called as HF users do (ids and mask only, `plain`), and for half precision the statistics
+    inputs (`statistics`: name -> (ids, HF's log-probs, HF fp32's))."""
 
     ids: torch.Tensor
     mask: torch.Tensor
@@ -301,6 +351,8 @@ class Reference:
     fp32_note: str | None  # why there is no fp32 reference
     attention_paths_diff: float | None  # fp32 rows: HF's reference attention against its other path (eager ↔ SDPA)
     greedy: torch.Tensor  # HF's greedy continuation
+    plain: tuple[torch.Tensor, torch.Tensor | None]  # HF called with ids and mask only: (row dtype, fp32)
+    statistics: dict = field(default_factory=dict)
 
     @property
     def real(self) -> torch.Tensor:
@@ -313,12 +365,18 @@ def hf_reference(pair: ModelPair) -> Reference:
         return pair.cache["reference"]
     ids, mask = input_batch(pair)
     positions = hf_position_kwargs(pair, generate_positions(mask))
+    inputs = statistics_inputs(pair)
     theirs = _logprobs(pair.hf, ids, mask, **positions)
-    fp32, note = (theirs, None) if pair.dtype == "float32" else (None, "no fp32 loader given")
+    plain = _logprobs(pair.hf, ids, mask)
+    stats = {name: _logprobs(pair.hf, s_ids, s_mask) for name, (s_ids, s_mask) in inputs.items()}
+    fp32, plain_fp32, stats_fp32, note = (theirs, plain, stats, None) if pair.dtype == "float32" else \
+        (None, None, {}, "no fp32 loader given")
     if pair.dtype != "float32" and pair.load_fp32_reference is not None:
         try:
             reference_model = pair.load_fp32_reference()
             fp32, note = _logprobs(reference_model, ids, mask, **positions), None
+            plain_fp32 = _logprobs(reference_model, ids, mask)
+            stats_fp32 = {name: _logprobs(reference_model, s_ids, s_mask) for name, (s_ids, s_mask) in inputs.items()}
             del reference_model
         except torch.OutOfMemoryError:
             note = "out of memory: HF in fp32 did not fit beside both models"
@@ -330,8 +388,22 @@ def hf_reference(pair: ModelPair) -> Reference:
     # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
     greedy = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                               eos_token_id=None, pad_token_id=0)
-    pair.cache["reference"] = Reference(ids, mask, theirs, fp32, note, paths_diff, greedy)
+    statistics = {name: (inputs[name][0], stats[name], stats_fp32[name]) for name in stats_fp32}
+    pair.cache["reference"] = Reference(ids, mask, theirs, fp32, note, paths_diff, greedy, (plain, plain_fp32),
+                                        statistics)
     return pair.cache["reference"]
+
+
+def adaptive_logprobs(pair: ModelPair, ref: Reference, model=None) -> dict[str, tuple]:
+    """The adaptive model (or `model`) on every input of `ref`: name -> (its log-probs, HF's, HF fp32's, real)."""
+    model = model if model is not None else pair.adaptive
+    real = ref.real
+    out = {"padded": (_logprobs(model, ref.ids, ref.mask, position_ids=generate_positions(ref.mask)), ref.theirs,
+                      ref.fp32, real),
+           "hf_call": (_logprobs(model, ref.ids, ref.mask), *ref.plain, real)}
+    for name, (ids, theirs, fp32) in ref.statistics.items():
+        out[name] = (_logprobs(model, ids, None), theirs, fp32, torch.ones_like(ids, dtype=torch.bool))
+    return out
 
 
 OTHER_ATTENTION = {"eager": "sdpa", "sdpa": "eager"}
@@ -360,6 +432,8 @@ def attention_paths_diff(hf, ids, mask, positions: dict, theirs: torch.Tensor) -
 def _graded_diff_text(metrics: dict, dtype: str) -> str:
     if dtype == "float32":
         text = f"max |Δ log p| {metrics['max_logprob_diff']:.3e}"
+        if metrics.get("hf_call_max_logprob_diff") is not None:
+            text += f", called as HF users do (ids and mask) {metrics['hf_call_max_logprob_diff']:.3e}"
         if metrics.get("baseline_attention_paths_diff") is not None:
             text += f" (limit {grading.fp32_logprob_limit(metrics):.1e}; HF eager vs SDPA {metrics['baseline_attention_paths_diff']:.1e})"
         return text
@@ -367,10 +441,10 @@ def _graded_diff_text(metrics: dict, dtype: str) -> str:
     text = f"max |Δ log p| {metrics[f'max_logprob_diff_top{k}']:.3e} over the top {k} tokens"
     if "fp32_reference" in metrics:
         return text + f" (not measured against fp32: {metrics['fp32_reference']})"
-    return text + (f"; against HF fp32, token by token, {metrics['rounding_excess']:.3g}× HF's own {dtype} rounding "
-                   f"at worst (adaptive {metrics[f'adaptive_error_vs_fp32_top{k}']:.3e}, HF "
-                   f"{metrics[f'baseline_error_vs_fp32_top{k}']:.3e} at most), KL to fp32 "
-                   f"{metrics['kl_vs_fp32']:.2e} (HF {metrics['baseline_kl_vs_fp32']:.2e})")
+    worst = [f"{name} ({h['positions']} positions): mean KL {h['kl_ratio']:.2f}×, mean |Δ log p| "
+             f"{h['error_ratio']:.2f}× HF's own"
+             for name, h in metrics["half_precision"].items() if h["grade"] != grading.GOOD]
+    return text + f"; against HF fp32 ({dtype} rounding of HF itself as the unit): " + "; ".join(worst)
 
 
 def _quality_failure(pair: ModelPair, metrics: dict) -> CheckFailed:
@@ -390,7 +464,8 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
     check's mutants); a matrix row measures everything, so its record has every number."""
     ref = hf_reference(pair)
     ids, mask, real, theirs = ref.ids, ref.mask, ref.real, ref.theirs
-    ours = _logprobs(pair.adaptive, ids, mask, position_ids=generate_positions(mask))
+    calls = adaptive_logprobs(pair, ref)
+    ours = calls["padded"][0]
     k = grading.HALF_PRECISION_LOGPROB_TOP_K
     # Every side's top tokens, so a token one side favours and the others do not is compared too.
     top = torch.cat([t.topk(k, dim=-1).indices for t in (theirs, ours, ref.fp32) if t is not None], dim=-1)
@@ -401,7 +476,9 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
     metrics = {"max_logprob_diff": (ours - theirs).abs()[real].max().item(),
                f"max_logprob_diff_top{k}": top_k_diff(ours, theirs),
                "kl": (theirs.exp() * (theirs - ours)).sum(-1)[real].mean().item(),
-               "top1_agreement": (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean().item()}
+               "top1_agreement": (ours.argmax(-1) == theirs.argmax(-1))[real].float().mean().item(),
+               # the call as HF users make it (ids and mask, no position_ids), against HF called the same way
+               "hf_call_max_logprob_diff": (calls["hf_call"][0] - ref.plain[0]).abs()[real].max().item()}
     if ref.attention_paths_diff is not None:
         metrics["baseline_attention_paths_diff"] = ref.attention_paths_diff
     if ref.fp32 is not None:
@@ -410,8 +487,13 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
         if ref.fp32 is None:
             metrics["fp32_reference"] = ref.fp32_note
         else:
+            # recorded, not graded: a maximum grows with vocabulary and length (grading.py)
             metrics.update(grading.rounding_excess(ours=ours, baseline=theirs, reference=ref.fp32, tokens=top, real=real,
                                                    dtype=pair.dtype))
+            half = {name: grading.half_precision_error(ours=o, baseline=t, reference=f, real=r)
+                    for name, (o, t, f, r) in calls.items()}
+            metrics.update(half_precision=half, kl_ratio=max(h["kl_ratio"] for h in half.values()),
+                           error_ratio=max(h["error_ratio"] for h in half.values()))
     if fail_fast and grading.grade_quality(pair.dtype, {**metrics, "greedy_identical": True,
                                                         "rank_check": True}) == grading.POOR:
         metrics["grade"] = grading.POOR
@@ -455,25 +537,15 @@ def sample_output(pair: ModelPair) -> str:
 
 # mutation -------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def top_tokens_error(dtype: str, ref: Reference, logprobs: torch.Tensor) -> float:
-    """Max |log p - HF fp32| over real positions: the whole vocabulary for fp32 (as graded there); for half
-    precision over the top tokens of either side, where that dtype resolves them."""
-    if dtype == "float32":
-        return (logprobs - ref.fp32).abs()[ref.real].max().item()
-    k = grading.HALF_PRECISION_LOGPROB_TOP_K
-    top = torch.cat([logprobs.topk(k, dim=-1).indices, ref.fp32.topk(k, dim=-1).indices], dim=-1)
-    return (logprobs.gather(-1, top) - ref.fp32.gather(-1, top)).abs()[ref.real].max().item()
-
-
 def check_mutation(pair: ModelPair, names=None) -> dict:
     """Every applicable mutant (matrix/mutants.py) injected in turn into the adaptive model, the quality and
     infer checks run on it, and the model restored.
 
     A mutant's effect is a property of the bug, not of rounding: it is measured on an fp32 copy of the
-    adaptive model with the same mutant (the row's own model in fp32 rows), against HF in fp32, on the
-    tokens the row's dtype is graded on. It is above noise when it exceeds grading.mutation_noise (for
-    half precision: HF's own rounding error on this input); the row fails when one of those is not caught."""
+    adaptive model with the same mutant (the row's own model in fp32 rows), against HF in fp32, on every
+    input the row is graded on (whole vocabulary, real positions). It is catchable when that exceeds the fp32
+    bar (grading.mutation_bar), in every dtype; the row fails when a catchable mutant passes the checks, and
+    records the catch rate. A mutant that cannot act on these inputs is not applicable, by construction."""
     from .mutants import MUTANTS
 
     ref = hf_reference(pair)
@@ -486,20 +558,21 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
         raise CheckFailed(f"the unmutated model already fails ({exc}); a mutation score would mean nothing",
                           exc.metrics) from None
     fp32_model = pair.adaptive if pair.dtype == "float32" else pair.load_fp32_adaptive()
-    positions = generate_positions(ref.mask)
-    noise = grading.mutation_noise(pair.dtype, top_tokens_error(pair.dtype, ref, ref.theirs),
-                                   attention_paths_diff=ref.attention_paths_diff)
+    bar = grading.mutation_bar(ref.attention_paths_diff)
+    longest = max([ref.ids.shape[1]] + [ids.shape[1] for ids, _, _ in ref.statistics.values()])
     mutants = {}
     for name, m in MUTANTS.items():
         if names is not None and name not in names:
             continue
-        undo = m.apply(pair.adaptive)
+        why_not = m.inapplicable(pair.adaptive, longest=longest, dtype=pair.dtype)
+        undo = why_not or m.apply(pair.adaptive)
         if isinstance(undo, str):
             mutants[name] = {"applicable": False, "reason": undo}
             continue
         undo_fp32 = m.apply(fp32_model) if fp32_model is not pair.adaptive else (lambda: None)
         try:
-            effect = top_tokens_error(pair.dtype, ref, _logprobs(fp32_model, ref.ids, ref.mask, position_ids=positions))
+            effect = max((o - f).abs()[r].max().item()
+                         for o, _, f, r in adaptive_logprobs(pair, ref, model=fp32_model).values())
             caught_by = ""
             for check in (functools.partial(check_quality, fail_fast=True), check_infer):
                 try:
@@ -510,17 +583,22 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
         finally:
             undo()
             undo_fp32()
-        mutants[name] = {"applicable": True, "effect": effect, "above_noise": effect > noise,
+        mutants[name] = {"applicable": True, "effect": effect, "catchable": effect > bar,
                          "caught": bool(caught_by), "caught_by": caught_by}
     del fp32_model
     ran = [(n, v) for n, v in mutants.items() if v["applicable"]]
-    above = [n for n, v in ran if v["above_noise"]]
-    missed = [n for n in above if not mutants[n]["caught"]]
-    score = {"caught": len(above) - len(missed), "above_noise": len(above), "missed": missed,
-             "below_noise": len(ran) - len(above), "not_applicable": len(mutants) - len(ran),
-             "caught_below_noise": sum(1 for n, v in ran if not v["above_noise"] and v["caught"])}
-    metrics = {"mutants": mutants, "mutation_score": score, "noise": noise}
+    catchable = [n for n, v in ran if v["catchable"]]
+    missed = [n for n in catchable if not mutants[n]["caught"]]
+    caught = len(catchable) - len(missed)
+    score = {"caught": caught, "catchable": len(catchable), "missed": missed,
+             "catch_rate": caught / len(catchable) if catchable else None,
+             "below_bar": len(ran) - len(catchable), "not_applicable": len(mutants) - len(ran),
+             "caught_below_bar": sum(1 for n, v in ran if not v["catchable"] and v["caught"]),
+             # fp32: how many mutants move the model past the bar (sensitivity); half precision: the checks' power
+             "meaning": "sensitivity" if pair.dtype == "float32" else "power"}
+    metrics = {"mutants": mutants, "mutation_score": score, "bar": bar}
     if missed:
-        raise CheckFailed(f"{len(missed)} of {len(above)} mutants above noise ({noise:.2e}) passed the checks: "
+        raise CheckFailed(f"{len(missed)} of {len(catchable)} catchable mutants (fp32 effect above {bar:.1e}) passed "
+                          f"the {pair.dtype} checks: "
                           + ", ".join(f"{n} (effect {mutants[n]['effect']:.2e})" for n in missed), metrics)
     return metrics

@@ -4,8 +4,8 @@ Each mutant changes a loaded adaptive model in place the way a plausible convert
 slice permuted, a wrong eps, a rotary base off by 1 %, a statistic computed in half precision, ...) and
 returns the function that undoes it, or the reason it does not apply to this model. The `mutation`
 check (matrix/checks.py) runs the quality and infer checks on every mutant and records which were
-caught, and how far each moved the model from HF in fp32: a mutant whose effect is within the dtype's
-own rounding cannot be caught by any check and is recorded as below noise.
+caught, and how far each moved the model from HF in fp32: a mutant past the fp32 bar is catchable in
+every dtype (grading.mutation_bar); one that cannot act on the row's inputs is not applicable, by construction.
 
 Native models get the whole catalogue; the generic wrapper runs HF's own modules, so only the mutants
 that change weights or module attributes apply there.
@@ -23,19 +23,26 @@ from transformers.activations import ACT2FN
 Undo = Callable[[], None]
 
 
+def _always_applicable(model, *, longest: int, dtype: str) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
     description: str
-    apply: Callable[[object], Undo | str]  # the undo function, or why the mutant does not apply
+    apply: Callable[[object], Undo | str]  # the undo function, or why the mutant does not apply to this model
+    # Why the mutant cannot act on inputs of at most `longest` positions in a row of `dtype` (None: it can),
+    # decided by construction before anything is measured: such a mutant is not applicable, never "noise".
+    inapplicable: Callable[..., str | None] = _always_applicable
 
 
 MUTANTS: dict[str, Mutant] = {}
 
 
-def mutant(name: str, description: str):
+def mutant(name: str, description: str, inapplicable=_always_applicable):
     def register(apply):
-        MUTANTS[name] = Mutant(name, description, apply)
+        MUTANTS[name] = Mutant(name, description, apply, inapplicable)
         return apply
     return register
 
@@ -201,7 +208,17 @@ def _rope_angles_half(model):
     return _setting(model, "rope_angles", lambda position_ids, **kw: angles(position_ids, **kw).bfloat16().float())
 
 
-@mutant("positions_shifted", "every position one further (learned table rows or rotary angles)")
+def _relative_positions(model, *, longest: int, dtype: str) -> str | None:
+    """Rotary scores depend on distances only, unless the frequencies depend on the length (dynamic, LongRoPE)."""
+    if not _native(model) or model.spec.positions != "rotary":
+        return None
+    if model.spec.rotary_dynamic_factor or model.spec.rotary_long_inv_freq:
+        return None
+    return "rotary scores depend on distances only: a shift of every position moves none"
+
+
+@mutant("positions_shifted", "every position one further (learned table rows or rotary angles)",
+        inapplicable=_relative_positions)
 def _positions_shifted(model):
     if not _native(model):
         return "the generic wrapper runs HF's own positions"
@@ -226,7 +243,14 @@ def _alibi_slopes_swapped(model):
     return undo
 
 
-@mutant("sliding_window_off_by_one", "the sliding window one key wider")
+def _window_beyond(model, *, longest: int, dtype: str) -> str | None:
+    window = getattr(model.spec, "sliding_window", None) if _native(model) else None
+    if window and longest <= window:
+        return f"no input is longer than the window ({longest} <= {window} positions)"
+    return None
+
+
+@mutant("sliding_window_off_by_one", "the sliding window one key wider", inapplicable=_window_beyond)
 def _sliding_window_off_by_one(model):
     if not _native(model) or not model.spec.sliding_window or not any(model.spec.sliding_layers):
         return "no sliding window"
@@ -269,3 +293,83 @@ def _bias_dropped(model):
     with torch.no_grad():
         bias.zero_()
     return undo
+
+
+@mutant("positions_ignore_mask", "positions derived from the mask count the padding (a call without position_ids)")
+def _positions_ignore_mask(model):
+    if not _native(model) or not model.spec.positions_from_mask:
+        return "positions do not come from the mask"
+    forward = model.forward
+
+    def wrong(input_ids, attention_mask=None, position_ids=None, past_key_values=None, **kw):
+        if position_ids is None and attention_mask is not None:
+            past = past_key_values.seen() if past_key_values is not None else 0
+            position_ids = (past + torch.arange(input_ids.shape[1], device=input_ids.device)).expand_as(input_ids)
+        return forward(input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       past_key_values=past_key_values, **kw)
+    return _setting(model, "forward", wrong)
+
+
+# Half precision where HF keeps fp32 -------------------------------------------------------------
+
+def _bf16_row(model, *, longest: int, dtype: str) -> str | None:
+    return "the row's weights and residual stream are bf16 in HF too" if dtype == "bfloat16" else None
+
+
+@mutant("weights_through_bf16", "every weight rounded through bf16 on conversion", inapplicable=_bf16_row)
+def _weights_through_bf16(model):
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    undo = _restoring(*params)
+    with torch.no_grad():
+        for p in params:
+            p.copy_(p.to(torch.bfloat16).to(p.dtype))
+    return undo
+
+
+@mutant("residual_half", "the residual stream rounded to bf16 after every block", inapplicable=_bf16_row)
+def _residual_half(model):
+    if not _native(model):
+        return "the generic wrapper runs HF's own blocks"
+
+    def rounded(block):
+        forward = block.forward
+        return lambda *args, **kw: forward(*args, **kw).to(torch.bfloat16).to(block.attn.out.weight.dtype)
+    return _undo_all([_setting(block, "forward", rounded(block)) for block in model.layers])
+
+
+def _half_softmax_attention(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """Attention whose softmax is normalised in bf16: exp rounded, the sum rounded, the division in bf16
+    (HF normalises in fp32 and rounds the probabilities once)."""
+    if enable_gqa and k.shape[1] != q.shape[1]:
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+    scores = (q.float() @ k.float().transpose(-2, -1)) * scale
+    if is_causal:
+        T, S = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1), float("-inf"))
+    if attn_mask is not None:
+        scores = scores + attn_mask.float()
+    e = (scores - scores.amax(-1, keepdim=True)).exp().to(torch.bfloat16)
+    probs = e / e.sum(-1, keepdim=True).to(torch.bfloat16)
+    return probs.to(v.dtype) @ v
+
+
+@mutant("softmax_half", "attention's softmax normalised in bf16")
+def _softmax_half(model):
+    if not _native(model):
+        return "the generic wrapper runs HF's own attention"
+    from types import SimpleNamespace
+
+    import sentinel_core.decoder as decoder
+
+    def patched(attn):
+        forward = attn.forward
+
+        def run(*args, **kw):
+            saved = decoder.F
+            decoder.F = SimpleNamespace(**{**vars(F), "scaled_dot_product_attention": _half_softmax_attention})
+            try:
+                return forward(*args, **kw)
+            finally:
+                decoder.F = saved
+        return run
+    return _undo_all([_setting(layer.attn, "forward", patched(layer.attn)) for layer in model.layers])

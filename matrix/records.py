@@ -35,11 +35,11 @@ METRIC_KINDS = {
     **dict.fromkeys(("adaptive_path", "attn_baseline", "grade", "ppl_text", "pruning", "sample_output",
                      "fp32_reference", "baseline_sdpa_unavailable", "baseline_compiled_unavailable",
                      "baseline_compiled_attn", "throughput_method"), TEXT + NULL),
-    **dict.fromkeys(("mutants", "mutation_score", "reference_stats", "ppl_by_fraction", "prunable_fraction"), OBJECT),
+    **dict.fromkeys(("mutants", "mutation_score", "half_precision", "reference_stats", "ppl_by_fraction", "prunable_fraction"), OBJECT),
     **dict.fromkeys(("batch_sizes", "prefill_batch_sizes", "ppl_random_spread", "throughput_by_fraction",
                      "throughput_columns", "random_seeds", *(name + BEST_KEYS for name in BEST_RATIOS)), LIST),
     "pruning_curve": "points",  # [[fraction pruned, value], ...]
-    **dict.fromkeys(("greedy_identical", "rank_check", "above_noise", "caught"), FLAG + NULL),
+    **dict.fromkeys(("greedy_identical", "rank_check", "above_noise", "catchable", "caught"), FLAG + NULL),
 }
 
 def unwritable(path: Path) -> str | None:

@@ -88,11 +88,11 @@ def decode_figure(title: str, rows: list[dict]) -> str:
 
 
 def quality_figure(device: str, dtype: str, rows: list[dict]) -> str:
-    """fp32: max |Δ log p| against HF (log scale) with its bar; half precision: rounding_excess, the
-    adaptive model's worst token error in units of HF's own rounding there, with the Good bar."""
+    """fp32: max |Δ log p| against HF (log scale) with its bar; half precision: the adaptive model's mean KL to
+    HF fp32 as a multiple of HF's own (its worst input), with the Good bar."""
     rows = sorted(rows, key=lambda r: (r["model"].startswith("tiny/"), r["model"]))
     half = dtype != "float32"
-    key = "rounding_excess" if half else "max_logprob_diff"
+    key = "kl_ratio" if half else "max_logprob_diff"
     rows = [r for r in rows if isinstance(r["metrics"].get(key), (int, float))]
     if not rows:
         return ""
@@ -100,13 +100,13 @@ def quality_figure(device: str, dtype: str, rows: list[dict]) -> str:
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.22 * len(rows)))
     colors = ["#b64a3b" if r["outcome"] == "failed" else ADAPTIVE for r in rows]
     ax.barh(range(len(rows)), values, color=colors, height=0.6)
-    bar = grading.ROUNDING_EXCESS_GOOD if half else grading.tolerance(dtype).max_logprob_diff
+    bar = grading.KL_RATIO_GOOD if half else grading.tolerance(dtype).max_logprob_diff
     ax.axvline(bar, color="#b64a3b", linestyle="--", linewidth=1,
                label=f"Good bar {bar:g}" + ("" if half else " (or HF's own eager↔SDPA distance, if larger)"))
     ax.set_yticks(range(len(rows)), [f"{_short(r['model'])} ({r['weights']})" for r in rows])
     ax.invert_yaxis()
     if half:
-        ax.set_xlabel(f"rounding excess: worst token error against HF fp32, in units of HF's own {dtype} rounding")
+        ax.set_xlabel(f"mean KL to HF fp32, as a multiple of HF's own {dtype} KL (worst input)")
     else:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

@@ -106,9 +106,14 @@ GENERIC_WRAPPER = "generic-wrapper"  # metrics["adaptive_path"] of a model with 
 
 
 def quality_note(m: dict, dtype: str) -> str:
-    """The graded numbers of one quality record: fp32's max |Δ log p|; half precision's token-by-token gap
-    to HF fp32 next to HF's own rounding (matrix/grading.py), or the raw top-32 gap where none was measured."""
+    """The graded numbers of one quality record: fp32's max |Δ log p|; half precision's mean KL and mean |Δ log p|
+    to HF fp32 as multiples of HF's own (the worst input, matrix/grading.py), or the raw top-32 gap where none
+    was measured."""
     greedy = f", greedy {m.get('greedy_agreement', 0):.0%}" if "greedy_agreement" in m else ""
+    if "kl_ratio" in m:
+        positions = sum(p.get("positions", 0) for p in m.get("half_precision", {}).values())
+        return (f"vs HF fp32: mean KL {m['kl_ratio']:.2f}×, mean |Δlog p| {m['error_ratio']:.2f}× HF's own "
+                f"({positions} positions){greedy}")
     if "rounding_excess" in m:
         kl_ratio = m["kl_vs_fp32"] / m["baseline_kl_vs_fp32"] if m["baseline_kl_vs_fp32"] else float("nan")
         return (f"vs HF fp32 per token ≤ {m['rounding_excess']:.1f}× HF's own rounding, KL {kl_ratio:.2f}× HF's"
@@ -294,12 +299,13 @@ def known_issues(records: list[dict]) -> list[str]:
 
 
 def mutation_counts(metrics: dict) -> dict:
-    """One mutation record's score as the check wrote it (matrix/checks.py): of the applicable mutants
-    above the dtype's noise, how many were caught, the missed ones' names; how many were below noise or
-    not applicable."""
+    """One mutation record's score as the check wrote it (matrix/checks.py): of the applicable mutants whose
+    fp32 effect passes the fp32 bar (catchable), how many were caught, the missed ones' names; how many were
+    below that bar or not applicable. Records written before the fp32 bar decided (a noise factor did) say
+    above_noise / below_noise."""
     score = metrics.get("mutation_score", {})
-    return {"caught": score.get("caught", 0), "above_noise": score.get("above_noise", 0),
-            "missed": sorted(score.get("missed", [])), "below_noise": score.get("below_noise", 0),
+    return {"caught": score.get("caught", 0), "catchable": score.get("catchable", score.get("above_noise", 0)),
+            "missed": sorted(score.get("missed", [])), "below_bar": score.get("below_bar", score.get("below_noise", 0)),
             "not_applicable": score.get("not_applicable", 0)}
 
 
@@ -309,17 +315,18 @@ def _missed_text(record: dict) -> str:
 
 
 def mutation_table(records: list[dict]) -> str | None:
-    """Per family, device and dtype (current and stale rows apart): injected conversion bugs above the
-    dtype's noise that the checks caught, summed over the family's models, the missed ones named."""
+    """Per family, device and dtype (current and stale rows apart): catchable injected conversion bugs (fp32
+    effect past the fp32 bar) that the checks caught, and the catch rate, summed over the family's models, the
+    missed ones named."""
     groups: dict[tuple, dict] = {}
     for r in records:
         if r["check"] != "mutation" or r["outcome"] == "skipped":
             continue
         key = (r["family"], r["device"], DTYPE_SHORT.get(r["dtype"], r["dtype"]), code_state(r))
-        g = groups.setdefault(key, {"caught": 0, "above_noise": 0, "below_noise": 0, "not_applicable": 0,
+        g = groups.setdefault(key, {"caught": 0, "catchable": 0, "below_bar": 0, "not_applicable": 0,
                                     "models": set(), "missed": defaultdict(list)})
         counts = mutation_counts(r["metrics"])
-        for name in ("caught", "above_noise", "below_noise", "not_applicable"):
+        for name in ("caught", "catchable", "below_bar", "not_applicable"):
             g[name] += counts[name]
         g["models"].add(r["model"])
         for name in counts["missed"]:
@@ -327,12 +334,13 @@ def mutation_table(records: list[dict]) -> str | None:
     if not groups:
         return None
     order = {family: i for i, family in enumerate(dict.fromkeys(f for f, _ in model_order(records)))}
-    rows = [[family, device, dtype, f"{g['caught']} / {g['above_noise']}",
+    rows = [[family, device, dtype, f"{g['caught']} / {g['catchable']}",
+             f"{g['caught'] / g['catchable']:.0%}" if g["catchable"] else "–",
              "; ".join(f"{name} ({', '.join(sorted(models))})" for name, models in sorted(g["missed"].items()))
-             or "none", g["below_noise"], g["not_applicable"], len(g["models"]), code]
+             or "none", g["below_bar"], g["not_applicable"], len(g["models"]), code]
             for (family, device, dtype, code), g in sorted(groups.items(),
                                                            key=lambda kv: (order[kv[0][0]], kv[0][1:]))]
-    return Table(["Family", "Device", "Dtype", "Caught / above noise", "Missed (models)", "Below noise",
+    return Table(["Family", "Device", "Dtype", "Caught / catchable", "Catch rate", "Missed (models)", "Below fp32 bar",
                   "Not applicable", "Models", "Code"], rows)
 
 

@@ -35,6 +35,21 @@ def test_swapped_weights_fail_quality_with_the_difference_named(tmp_path):
     assert all(r["outcome"] == "passed" for r in rows if r["check"] == "load")
 
 
+def test_a_conversion_rounding_through_bf16_fails_the_synthetic_quality_row(tmp_path):
+    proc, rows = run_matrix(tmp_path, "-p", "round_through_bf16", models="tiny/opt", checks="quality")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert [r["outcome"] for r in rows] == ["failed"], rows
+    assert rows[0]["metrics"]["max_logprob_diff"] > 1e-3, rows[0]["metrics"]
+
+
+def test_an_error_in_mask_derived_positions_fails_the_quality_row(tmp_path):
+    proc, rows = run_matrix(tmp_path, "-p", "mask_positions_ignored", models="tiny/opt", checks="quality")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    (row,) = rows
+    assert row["outcome"] == "failed" and "called as HF users do" in row["reason"], row["reason"]
+    assert row["metrics"]["max_logprob_diff"] < 1e-4 < row["metrics"]["hf_call_max_logprob_diff"]  # only that call
+
+
 def test_same_rows_pass_with_the_real_converter(tmp_path):
     proc, rows = run_matrix(tmp_path, checks="load,infer,quality,mutation")
     assert proc.returncode == 0, proc.stdout[-2000:]

@@ -24,9 +24,9 @@ def test_fp32_bar_is_1e4_unless_hf_differs_from_itself_by_more():
     assert graded(1.8e-4, paths_diff=1.7e-4) == grading.POOR  # no further than HF's own other path
 
 
-def test_mutation_noise_in_fp32_is_the_bar_the_row_is_graded_by():
-    assert grading.mutation_noise("float32", 0.0) == 1e-4
-    assert grading.mutation_noise("float32", 0.0, attention_paths_diff=1.7e-4) == 1.7e-4
+def test_the_mutation_bar_is_the_bar_the_fp32_row_is_graded_by():
+    assert grading.mutation_bar() == 1e-4
+    assert grading.mutation_bar(attention_paths_diff=1.7e-4) == 1.7e-4
     assert grading.padding_limit("float32", 3e-5) == 1e-4 and grading.padding_limit("float32", 2e-4) == 2e-4
 
 

@@ -149,12 +149,13 @@ def test_quality_cells_show_their_grade():
 # mutation score ----------------------------------------------------------------------------------
 
 def mutation(model="facebook/opt-125m", family="opt", missed=(), below=(), code=None, **kw):
-    """Five mutants, one not applicable; `below` were below noise, `missed` (above noise) not caught."""
+    """Five mutants, one not applicable; `below` were below the fp32 bar, `missed` (catchable) not caught."""
     names = ["swap_qk", "drop_bias", "rotary_off", "norm_eps", "tie_head"]
-    mutants = {name: {"caught": name not in missed, "effect": 0.5, "above_noise": name not in below,
+    mutants = {name: {"caught": name not in missed, "effect": 0.5, "catchable": name not in below,
                       "applicable": name != "tie_head", "caught_by": "quality"} for name in names}
-    score = {"caught": 4 - len(below) - len(missed), "above_noise": 4 - len(below), "missed": list(missed),
-             "below_noise": len(below), "not_applicable": 1}
+    caught, catchable = 4 - len(below) - len(missed), 4 - len(below)
+    score = {"caught": caught, "catchable": catchable, "missed": list(missed), "catch_rate": caught / catchable,
+             "below_bar": len(below), "not_applicable": 1}
     return rec(model=model, family=family, check="mutation", outcome="failed" if missed else "passed", code=code,
                mutants=mutants, mutation_score=score, reason=f"missed {', '.join(missed)}" if missed else "", **kw)
 
@@ -164,7 +165,7 @@ def test_mutation_score_per_family_device_and_dtype():
                mutation(model="gpt2", family="gpt2", code=OTHER_CODE)]
     table = mutation_table(records).markdown()
     opt = next(line for line in table.splitlines() if line.startswith("| opt"))
-    assert "7 / 7" not in opt and "6 / 7" in opt and "swap_qk (facebook/opt-350m)" in opt
+    assert "7 / 7" not in opt and "6 / 7" in opt and "86%" in opt and "swap_qk (facebook/opt-350m)" in opt
     assert "| current" in opt
     gpt2 = next(line for line in table.splitlines() if line.startswith("| gpt2"))
     assert "4 / 4" in gpt2 and "⏳ stale" in gpt2

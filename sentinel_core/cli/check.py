@@ -29,7 +29,9 @@ MARKS = {"passed": "✅", "failed": "❌", "inconclusive": "◻️", "skipped": 
 
 
 def _mutation_score(score) -> str:
-    return f"caught {score.get('caught', 0)}/{score.get('above_noise', 0)}" if isinstance(score, dict) else str(score)
+    if not isinstance(score, dict):
+        return str(score)
+    return f"caught {score.get('caught', 0)}/{score.get('catchable', score.get('above_noise', 0))}"
 
 
 def _prunable(fractions) -> str:
