@@ -1,3 +1,3 @@
-from sentinel_core.cli import main
+from sentinel_cli import main
 
 raise SystemExit(main())

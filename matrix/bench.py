@@ -17,6 +17,7 @@ from sentinel_core import load_adaptive_model, load_baseline_model
 from .bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, BEST_RATIOS, HF_PATHS, IQR, RATIO, RATIO_HI, RATIO_LO,
                             RATIOS, ROUNDS, best_key, limit_tokens_per_s)
 from .checks import CheckFailed, synchronize, timed_load
+from .evidence import TRACER
 
 PREFILL_TOKENS = 512
 # Batch 8 × 512 tokens is where prefill stops being bound by kernel launches on a GPU: FLOPs (and so
@@ -37,15 +38,18 @@ COMPILED_HF_CPU_SKIP = ("not run: HF's compiled decode runs on CUDA, or on CPU w
 
 
 def time_runs(fn, device: str, rounds: int, warmup: int = 1) -> list[float]:
+    """Seconds per call of `fn`, after `warmup` calls. The timed calls run untraced (matrix/evidence.py): `fn` has
+    run traced before them, in this warm-up or an earlier one."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     times = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t)
+    with TRACER.paused():
+        for _ in range(rounds):
+            t = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append(time.perf_counter() - t)
     return times
 
 
@@ -354,7 +358,8 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
     metrics.update(measure(sides))
     metrics.update(baseline_peak_mem_mb=theirs.peak_mem_mb(), peak_mem_mb=ours.peak_mem_mb())
     if benchmark is not None:  # pytest-benchmark's own statistics for the headline number
-        benchmark.pedantic(lambda: ours.decode(1), rounds=rounds, warmup_rounds=1)
+        with TRACER.paused():  # ours.decode(1) ran traced in measure()
+            benchmark.pedantic(lambda: ours.decode(1), rounds=rounds, warmup_rounds=1)
         stats = benchmark.stats.stats
         metrics.update({"benchmark_decode_median_s": stats.median, "benchmark_decode_median_s" + IQR: stats.iqr,
                         "benchmark_decode_median_s" + ROUNDS: stats.rounds})

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from matrix.evidence import entry_hash
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10: the same parser, published as tomli
@@ -30,6 +32,7 @@ class CatalogEntry:
     slow: bool = False
     min_transformers: str = ""  # the transformers version below which the entry's rows skip, saying why
     min_transformers_why: str = ""
+    table_hash: str = field(default="", compare=False)  # the entry's table as written (matrix/evidence.py)
 
     @property
     def slug(self) -> str:
@@ -99,11 +102,17 @@ def load_catalog(path: Path = CATALOG_PATH) -> tuple[CatalogEntry, ...]:
             id=item["id"], family=item["family"], size=item["size"], sources=tuple(item["sources"]),
             config=item["config"], gated=item.get("gated", False),
             synthetic_layers=item.get("synthetic_layers", 0), slow=item.get("slow", False),
-            min_transformers=str(item.get("min_transformers", "")), min_transformers_why=item.get("min_transformers_why", "")))
+            min_transformers=str(item.get("min_transformers", "")), min_transformers_why=item.get("min_transformers_why", ""),
+            table_hash=entry_hash(item)))
     ids = [e.id for e in entries]
     if len(ids) != len(set(ids)):
         raise ValueError(f"{path}: duplicate ids")
     return tuple(entries)
+
+
+def entry_hashes(path: Path = CATALOG_PATH) -> dict[str, str]:
+    """Each catalog entry's id -> the hash of its table now: what a record's `catalog_entry` is compared with."""
+    return {entry.id: entry.table_hash for entry in load_catalog(path)}
 
 
 def count_parameters(config) -> int:

@@ -21,6 +21,7 @@ from sentinel_core.generation import position_ids as generate_positions  # HF ge
 from sentinel_core.synthetic import degenerate_reason, reference_stats
 
 from . import grading
+from .evidence import memo
 
 
 class CheckFailed(AssertionError):
@@ -266,10 +267,9 @@ def check_infer(pair: ModelPair) -> dict:
         return raw, excess
 
     padded_vs_alone, padded_excess = padding_effect(model, full)
-    if "hf_padding_effect" not in pair.cache:  # HF's own, once per pair (the mutation check calls this per mutant)
-        hf_full = _logprobs(pair.hf, ids, mask, **hf_position_kwargs(pair, pos))
-        pair.cache["hf_padding_effect"] = padding_effect(pair.hf, hf_full)[1]
-    hf_padded_excess = pair.cache["hf_padding_effect"]
+    # HF's own, once per pair (the mutation check calls this per mutant)
+    hf_padded_excess = memo(pair.cache, "hf_padding_effect", lambda: padding_effect(
+        pair.hf, _logprobs(pair.hf, ids, mask, **hf_position_kwargs(pair, pos)))[1])
     padding_limit = grading.padding_limit(pair.dtype, hf_padded_excess)
 
     split = ids.shape[1] // 2
@@ -359,10 +359,13 @@ class Reference:
         return self.mask.bool()
 
 
-@torch.no_grad()
 def hf_reference(pair: ModelPair) -> Reference:
-    if "reference" in pair.cache:
-        return pair.cache["reference"]
+    """HF's side of every comparison, computed once per pair."""
+    return memo(pair.cache, "reference", lambda: _hf_reference(pair))
+
+
+@torch.no_grad()
+def _hf_reference(pair: ModelPair) -> Reference:
     ids, mask = input_batch(pair)
     positions = hf_position_kwargs(pair, generate_positions(mask))
     inputs = statistics_inputs(pair)
@@ -389,9 +392,7 @@ def hf_reference(pair: ModelPair) -> Reference:
     greedy = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                               eos_token_id=None, pad_token_id=0)
     statistics = {name: (inputs[name][0], stats[name], stats_fp32[name]) for name in stats_fp32}
-    pair.cache["reference"] = Reference(ids, mask, theirs, fp32, note, paths_diff, greedy, (plain, plain_fp32),
-                                        statistics)
-    return pair.cache["reference"]
+    return Reference(ids, mask, theirs, fp32, note, paths_diff, greedy, (plain, plain_fp32), statistics)
 
 
 def adaptive_logprobs(pair: ModelPair, ref: Reference, model=None) -> dict[str, tuple]:

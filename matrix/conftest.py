@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from matrix import adhoc, records, registry
+from matrix import adhoc, evidence, records, registry
 from matrix.catalog import CatalogEntry, load_catalog
 from matrix.options import ADHOC_ENTRIES, DEVICES, csv, is_glob
 ROW_KEY = pytest.StashKey[dict]()
+FILES_KEY = pytest.StashKey[tuple]()  # (code files, data files) the row ran, filled while it runs
 records_written_key = pytest.StashKey[bool]()
 
 
@@ -131,15 +132,18 @@ def pytest_collection_modifyitems(config, items):
         return (1, "/".join(row.model_key), registry.names().index(row.check))
 
     items[:] = sorted(keep, key=order)  # rows of one model run back to back and share its loaded pair
+    evidence.preload()
 
 
 # Loaded models ---------------------------------------------------------------------------------
 
 _PAIRS: dict[tuple, object] = {}  # model_key -> ModelPair, or the exception its loading raised
+_PAIR_FILES: dict[tuple, tuple] = {}  # model_key -> the files its provisioning and loading ran: every row using it counts them
 
 
 def release_models() -> None:
     _PAIRS.clear()
+    _PAIR_FILES.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -191,13 +195,17 @@ def pair(row, request):
         pytest.skip("no CUDA device on this machine")
     if row.model_key not in _PAIRS:
         release_models()  # one model pair in memory at a time
-        try:
-            folder, tokenizer, real = _provision(row, config)
-            _PAIRS[row.model_key] = load_pair(folder, row.device, _dtype(row, config), tokenizer, real)
-        except pytest.skip.Exception:
-            raise
-        except Exception as exc:  # noqa: BLE001 - recorded as this model's failure, the run goes on
-            _PAIRS[row.model_key] = exc
+        with evidence.TRACER.scope() as files:
+            try:
+                folder, tokenizer, real = _provision(row, config)
+                _PAIRS[row.model_key] = load_pair(folder, row.device, _dtype(row, config), tokenizer, real)
+            except pytest.skip.Exception:
+                raise
+            except Exception as exc:  # noqa: BLE001 - recorded as this model's failure, the run goes on
+                _PAIRS[row.model_key] = exc
+        _PAIR_FILES[row.model_key] = files
+    else:
+        evidence.TRACER.include(_PAIR_FILES[row.model_key])
     if row.device == "cuda" and _dtype(row, config) == "float32":
         _exact_fp32_matmuls()
     loaded = _PAIRS[row.model_key]
@@ -275,6 +283,22 @@ def _checkpoint(row: Row) -> dict:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Trace what each row runs, from its fixtures to its report (matrix/evidence.py)."""
+    row = getattr(item, "callspec", None) and item.callspec.params.get("row")
+    if row is None:
+        return (yield)
+    with evidence.TRACER.scope() as files:
+        item.stash[FILES_KEY] = files
+        return (yield)
+
+
+def _depends(item, row: Row) -> dict:
+    entry_table = row.entry.table_hash or None  # an ad-hoc model has no entry: its checkpoint names it
+    return evidence.depends(item.stash.get(FILES_KEY, (set(), set())), entry_table)
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
     row = getattr(item, "callspec", None) and item.callspec.params.get("row")
@@ -299,7 +323,7 @@ def pytest_runtest_makereport(item, call):
         else "failed",
         "reason": _reason(report, call),
         "metrics": {**path, **item.stash.get(ROW_KEY, {}), **_failure_metrics(call)},
-        "env": records.environment(row.device), "time": records.now(),
+        "env": records.environment(row.device, _depends(item, row)), "time": records.now(),
         "duration_s": round(report.duration, 3),
         "synthetic_layers": row.synthetic_layers,
     }

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from . import evidence
 from .bench_metrics import BEST_KEYS, BEST_RATIOS
 
 # Every field a record may have, and the JSON types it may hold (the reporter refuses others, naming the line).
@@ -57,7 +58,7 @@ def unwritable(path: Path) -> str | None:
 
 
 # The provenance fields of `env` (all text or null, git_dirty true/false/null).
-ENV_KINDS = {"git_dirty": FLAG + NULL}
+ENV_KINDS = {"git_dirty": FLAG + NULL, "depends": OBJECT}
 
 
 def kind_error(value, kinds) -> str | None:
@@ -149,7 +150,8 @@ def source_hash(root: Path = ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-def environment(device: str) -> dict:
+def environment(device: str, depends: dict | None = None) -> dict:
+    """Which machine, libraries and code measured a row; `depends` (matrix/evidence.py) is what its verdict rests on."""
     import torch
     import transformers
 
@@ -158,7 +160,7 @@ def environment(device: str) -> dict:
         name = torch.cuda.get_device_name(0)
     return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.system(),
             "transformers": transformers.__version__, "device_name": name, "git_sha": git_sha(),
-            "git_dirty": git_dirty(), "source_hash": source_hash()}
+            "git_dirty": git_dirty(), **({"depends": depends, "fingerprint": evidence.fingerprint(depends)} if depends else {})}
 
 
 @cache

@@ -76,6 +76,13 @@ def sources(records: list[dict]) -> str:
     return "+".join(named)
 
 
+def libraries(records: list[dict]) -> str:
+    """The transformers and torch releases the records were measured with (local build tags dropped)."""
+    versions = sorted({(r.get("env", {}).get("transformers", "?"), str(r.get("env", {}).get("torch", "?")).split("+")[0])
+                       for r in records})
+    return " [" + "; ".join(f"transformers {tf}, torch {pt}" for tf, pt in versions) + "]" if versions else ""
+
+
 def stale_mark(record: dict) -> str:
     return "" if rules.is_current(record) else f"{rules.STALE} "
 
@@ -90,14 +97,17 @@ def cell(records: list[dict]) -> str:
     def of(outcome: str, group: list[dict]) -> list[dict]:
         return [r for r in group if r["outcome"] == outcome]
 
+    def named(group: list[dict]) -> str:  # the weight sources, then the library releases the evidence comes from
+        return sources(group) + libraries(group)
+
     parts = []
     if status == rules.FAIL:
-        parts.append(f"{status} {sources(of('failed', current))}")
+        parts.append(f"{status} {named(of('failed', current))}")
     elif status in (rules.PASS, rules.SYNTHETIC, rules.PARTIAL):
-        parts.append(f"{status} {sources(of('passed', current))}")
+        parts.append(f"{status} {named(of('passed', current))}")
     if of("inconclusive", current):
-        parts.append(f"{rules.INCONCLUSIVE} inconclusive: {sources(of('inconclusive', current))}")
-    parts.extend(f"{rules.STALE} stale {word}: {sources(of(outcome, stale))}"
+        parts.append(f"{rules.INCONCLUSIVE} inconclusive: {named(of('inconclusive', current))}")
+    parts.extend(f"{rules.STALE} stale {word}: {named(of(outcome, stale))}"
                  for outcome, word in STALE_WORDS.items() if of(outcome, stale))
     return "; ".join(parts) or status
 
@@ -257,9 +267,8 @@ def commit(record: dict) -> str:
 
 
 def code_state(record: dict) -> str:
-    if rules.is_current(record):
-        return "current"
-    return f"{rules.STALE} stale" + ("" if record.get("env", {}).get("source_hash") else " (no hash recorded)")
+    reason = rules.stale_reason(record)
+    return "current" if reason is None else f"{rules.STALE} stale: {reason}"
 
 
 def evidence_table(records: list[dict]) -> str:

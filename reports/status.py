@@ -1,9 +1,9 @@
 """The status rules, in one place. A status is only what a test measured, with the code as it is now.
 
-Evidence. A record counts only if it ran (not skipped) and is *current*: its `env.source_hash` equals
-`matrix.records.source_hash()` of the tree the report renders in (every *.py under sentinel_core/ and
-matrix/). A *stale* record (another hash, or none recorded) is still shown, marked ⏳, but is evidence
-neither way: a stale pass is no pass and a stale failure is no failure, until the row runs again. An
+Evidence. A record counts only if it ran (not skipped) and is *current*: every project file its row ran or read,
+and its catalog entry, are as they were when it ran (`env.depends`, matrix/evidence.py), in the tree the report
+renders in. A *stale* record (one of them changed, or a record from before rows were keyed) is still shown,
+marked ⏳, with what changed, but is evidence neither way: a stale pass is no pass and a stale failure is no failure, until the row runs again. An
 *inconclusive* record (a quality row whose HF reference distribution is degenerate, so agreement with
 it says nothing) is current but neither a pass nor a failure.
 
@@ -24,7 +24,8 @@ mutation row, a missed mutant, is a known issue).
 from __future__ import annotations
 
 from matrix import registry
-from matrix.records import source_hash
+from matrix.catalog import entry_hashes
+from matrix.evidence import stale_reason as _stale_reason
 
 PASS, SYNTHETIC, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "🧪", "⚠️", "❌", "◻️", "⏳", "❔"
 PRECEDENCE = (FAIL, PASS, SYNTHETIC, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
@@ -34,9 +35,13 @@ MEANING = {FAIL: "failing", PASS: "verified on real weights", SYNTHETIC: "passes
 REAL_WEIGHTS = ("hub", "package")
 
 
+def stale_reason(record: dict) -> str | None:
+    """What changed since the record's row ran (None: it is current; see the module docstring)."""
+    return _stale_reason(record, current_entry_hash=lambda model: entry_hashes().get(model))
+
+
 def is_current(record: dict) -> bool:
-    """Measured by the code this report renders from (see the module docstring)."""
-    return record.get("env", {}).get("source_hash") == source_hash()
+    return stale_reason(record) is None
 
 
 def _ran(records: list[dict]) -> list[dict]:

@@ -19,7 +19,7 @@ from transformers import GPTBigCodeConfig
 
 from sentinel_core import (CheckpointError, DeviceError, RemoteCodeError, load_adaptive_model,
                            load_baseline_model)
-from sentinel_core.cli import main
+from sentinel_cli import main
 from sentinel_core.synthetic import cached_synthetic_checkpoint, make_synthetic_checkpoint
 from tokenizer_fixture import make_tokenizer
 from variants import VOCAB, variants

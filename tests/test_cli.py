@@ -15,7 +15,7 @@ from tokenizer_fixture import save_tokenizer  # noqa: E402
 from variants import variants  # noqa: E402
 
 from sentinel_core import FAMILIES  # noqa: E402
-from sentinel_core.cli import build_parser, main, sampling_settings  # noqa: E402
+from sentinel_cli import build_parser, main, sampling_settings  # noqa: E402
 from sentinel_core.loader import load_adaptive_model  # noqa: E402
 from sentinel_core.synthetic import make_synthetic_checkpoint  # noqa: E402
 
@@ -216,7 +216,7 @@ def test_generate_subcommand_is_the_bare_command(checkpoint, capsys):
 def test_help_and_version_import_no_torch():
     import subprocess
 
-    code = ("import sys\nfrom sentinel_core.cli import main\n"
+    code = ("import sys\nfrom sentinel_cli import main\n"
             "for argv in (['--help'], ['generate', '--help'], ['check', '--help'], ['env', '--help'], ['--version']):\n"
             "    assert main(argv) == 0, argv\n"
             "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
@@ -269,7 +269,7 @@ def fake_record(check, outcome, device="cpu", dtype="float32", reason="", **metr
 def test_check_failed_row_is_exit_1_with_its_reason(tmp_path, capsys, monkeypatch):
     import json
 
-    from sentinel_core.cli import check
+    from sentinel_cli import check
 
     rows = [fake_record("load", "passed", load_s=0.5),
             fake_record("quality", "failed", reason="adaptive differs from HF:\n max |Δ log p| 1e-2",

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from sentinel_core import load_adaptive_model
-from sentinel_core.cli import main
+from sentinel_cli import main
 from sentinel_core.importance import calibration_and_heldout, perplexity
 from sentinel_core.synthetic import make_synthetic_checkpoint
 from tokenizer_fixture import TEXT, save_tokenizer

@@ -56,7 +56,8 @@ def test_same_rows_pass_with_the_real_converter(tmp_path):
     assert {r["check"] for r in rows} == {"load", "infer", "quality", "mutation"}
     assert len(rows) == 8 and all(r["outcome"] == "passed" for r in rows)  # tiny/opt and tiny/opt-post-ln
     for r in rows:  # every record says which code produced it
-        assert len(r["env"]["source_hash"]) == 16 and r["env"]["git_sha"], r["env"]
+        assert len(r["env"]["fingerprint"]) == 16 and r["env"]["git_sha"], r["env"]
+        assert "sentinel_core/families/opt.py" in r["env"]["depends"]["code"], r["env"]["depends"]
     for r in (r for r in rows if r["check"] == "mutation"):
         assert r["metrics"]["mutation_score"]["missed"] == [] and r["metrics"]["mutation_score"]["caught"] >= 6
     assert FAKE_TOKEN not in (tmp_path / "rows.jsonl").read_text()  # tokens never reach the records

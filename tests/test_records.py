@@ -44,8 +44,12 @@ def test_a_copy_names_the_commit_stamped_for_its_own_sources(tmp_path):
 
 
 def test_environment_names_the_code():
-    env = records.environment("cpu")
-    assert env["source_hash"] == records.source_hash()
+    from matrix import evidence
+
+    depends = evidence.depends(({"matrix/records.py"}, set()), "abc")
+    env = records.environment("cpu", depends)
+    assert env["depends"]["code"]["matrix/records.py"] == evidence.content_hash((records.ROOT / "matrix/records.py").read_bytes())
+    assert env["fingerprint"] == evidence.fingerprint(depends)
     if (records.ROOT / ".git").exists():
         assert len(env["git_sha"]) == 40 and isinstance(env["git_dirty"], bool)
 

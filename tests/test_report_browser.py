@@ -18,9 +18,7 @@ FIELDS = {"torch": "2.13.0", "transformers": "5.24.0", "device_name": "x86_64", 
 
 
 def records():
-    from matrix.records import source_hash
-
-    env = {**FIELDS, "source_hash": source_hash()}
+    env = {**FIELDS, "depends": {"code": {}, "data": {}, "catalog_entry": None}}
     out = []
     for model, family, weights in (("HuggingFaceTB/SmolLM2-135M-Instruct", "llama", "package"),
                                    ("microsoft/Phi-3-mini-4k-instruct", "phi3", "synthetic"),

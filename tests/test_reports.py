@@ -5,24 +5,24 @@ import re
 
 import pytest
 
-from matrix.records import source_hash
 from reports import status as rules
 from reports.__main__ import main as reports_main
 from reports.diff import compare
 from reports.load import RecordError, load_results, merge, read_records
 from reports.render import cell, known_issues, mutation_table, render_markdown
 
-OTHER_CODE = "0123456789abcdef"  # a source hash no tree has
+OTHER_CODE = "0123456789abcdef"  # a file hash no tree has
 
 
 def rec(model="facebook/opt-125m", weights="synthetic", check="quality", device="cpu", outcome="passed",
         time="2026-11-28T10:00:00+00:00", family="opt", dtype="float32", reason="", code=None, **metrics):
-    """A record measured by this tree's code (current), or by `code`, another source hash (stale)."""
+    """A record whose row depended on nothing that changed (current), or on a decoder.py whose hash was `code` (stale)."""
     return {"family": family, "model": model, "weights": weights, "check": check, "device": device, "dtype": dtype,
             "outcome": outcome, "reason": reason, "metrics": metrics, "time": time,
             "env": {"torch": "2.13.0", "transformers": "5.24.0", "device_name": "x86_64", "python": "3.11",
                     "git_sha": "e817ab4fead844915a6ebbb6c5230e91f1e7de71", "git_dirty": False,
-                    "source_hash": code or source_hash()}}
+                    "depends": {"code": {"sentinel_core/decoder.py": code} if code else {}, "data": {},
+                                "catalog_entry": None}}}
 
 
 def all_checks(**kw):
@@ -78,8 +78,8 @@ def test_stale_passes_render_as_stale_and_never_count():
     stale = all_checks(weights="package", code=OTHER_CODE)
     assert rules.model_status(stale) == rules.STALE
     assert rules.cell_status([stale[0]]) == rules.STALE
-    for check in ("load", "infer", "quality"):  # no hash recorded at all: as stale
-        del next(r for r in stale if r["check"] == check)["env"]["source_hash"]
+    for check in ("load", "infer", "quality"):  # no dependencies recorded at all: as stale
+        del next(r for r in stale if r["check"] == check)["env"]["depends"]
         assert rules.model_status(stale) == rules.STALE
     page = render_markdown(all_checks(weights="package", code=OTHER_CODE, grade="Good"))
     assert "⏳ stale pass: package (Good)" in page
@@ -100,14 +100,14 @@ def test_stale_evidence_adds_nothing_to_current_evidence():
     records = all_checks(weights="synthetic") + all_checks(weights="package", code=OTHER_CODE)
     assert rules.model_status(records) == rules.SYNTHETIC  # the real-weight passes are stale
     quality = [r for r in records if r["check"] == "quality"]
-    assert cell(quality) == "🧪 synthetic; ⏳ stale pass: package"
+    assert cell(quality) == "🧪 synthetic [transformers 5.24.0, torch 2.13.0]; ⏳ stale pass: package [transformers 5.24.0, torch 2.13.0]"
 
 
 def test_a_stale_failure_is_shown_but_is_no_failure():
     records = all_checks(weights="package") + [rec(check="infer", device="cuda", dtype="bfloat16", outcome="failed",
                                                    reason="boom", code=OTHER_CODE)]
     assert rules.model_status(records) == rules.PASS
-    assert cell([records[-1]]) == "⏳ stale failure: synthetic"
+    assert cell([records[-1]]) == "⏳ stale failure: synthetic [transformers 5.24.0, torch 2.13.0]"
     issue = known_issues(records + [rec(model="gpt2", family="gpt2", outcome="failed", reason="bad")])
     assert issue[0].startswith("❌ gpt2")  # current failures first
     assert issue[1].startswith("⏳ ❌ facebook/opt-125m (synthetic, infer, cuda bf16, stale: e817ab4): boom")
@@ -119,7 +119,7 @@ def test_inconclusive_is_neither_pass_nor_failure():
     inconclusive = rec(outcome="inconclusive", weights="package", reason="HF reference is degenerate",
                        grade="inconclusive")
     assert rules.cell_status([inconclusive]) == rules.INCONCLUSIVE
-    assert cell([inconclusive]) == "◻️ inconclusive: package"
+    assert cell([inconclusive]) == "◻️ inconclusive: package [transformers 5.24.0, torch 2.13.0]"
     records = all_checks(weights="package")[:2] + [inconclusive]
     assert rules.model_status(records) == rules.PARTIAL  # quality did not pass on real weights
     assert rules.model_status([inconclusive]) == rules.INCONCLUSIVE
@@ -139,11 +139,11 @@ def test_quality_cells_show_their_grade():
     records = [rec(weights="package", grade="Good"), rec(weights="synthetic", grade="Fair"),
                rec(weights="synthetic", grade="Good", device="cuda", dtype="bfloat16"),
                rec(weights="synthetic", grade="Fair", device="cuda", dtype="float16")]
-    assert cell(records[:2]) == "✅ package (Good)+synthetic (Fair)"
-    assert cell(records[1:2]) == "🧪 synthetic (Fair)"
-    assert cell(records[2:]) == "🧪 synthetic (Fair)"  # the worst of a source's rows
-    assert cell([rec(weights="package")]) == "✅ package"  # older records carry no grade
-    assert cell([rec(outcome="failed", grade="Poor")]) == "❌ synthetic (Poor)"
+    assert cell(records[:2]) == "✅ package (Good)+synthetic (Fair) [transformers 5.24.0, torch 2.13.0]"
+    assert cell(records[1:2]) == "🧪 synthetic (Fair) [transformers 5.24.0, torch 2.13.0]"
+    assert cell(records[2:]) == "🧪 synthetic (Fair) [transformers 5.24.0, torch 2.13.0]"  # the worst of a source's rows
+    assert cell([rec(weights="package")]) == "✅ package [transformers 5.24.0, torch 2.13.0]"  # older records carry no grade
+    assert cell([rec(outcome="failed", grade="Poor")]) == "❌ synthetic (Poor) [transformers 5.24.0, torch 2.13.0]"
 
 
 # mutation score ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ OUTSIDE = textwrap.dedent("""
     for package in (matrix, reports, sentinel_core):  # the wheel's copy, never the checkout's
         assert venv in pathlib.Path(package.__file__).resolve().parents, package.__file__
 
-    from matrix import records
+    from matrix import evidence, records
     from matrix.catalog import load_catalog
     from matrix.checks import check_infer, check_load, check_quality, load_pair
     from matrix.sources import synthetic_checkpoint, wikipedia_text
@@ -25,11 +25,19 @@ OUTSIDE = textwrap.dedent("""
     assert len(wikipedia_text()) > 100_000
     entry = next(e for e in load_catalog() if e.id == "tiny/gpt2")
     pair = load_pair(synthetic_checkpoint(entry), "cpu", "float32")
+
+    def traced(check, pair):  # as the matrix's rows record what they ran (matrix/evidence.py)
+        global depends
+        with evidence.TRACER.scope() as files:
+            metrics = check(pair)
+        assert "matrix/checks.py" in files[0], files
+        depends = evidence.depends(files, entry.table_hash)
+        return metrics
     with open("results.jsonl", "w") as out:
         for name, check in (("load", check_load), ("infer", check_infer), ("quality", check_quality)):
             out.write(json.dumps({"family": entry.family, "model": entry.id, "weights": "synthetic", "check": name,
                                   "device": "cpu", "dtype": "float32", "outcome": "passed", "reason": "",
-                                  "metrics": check(pair), "env": records.environment("cpu"), "time": records.now(),
+                                  "metrics": traced(check, pair), "env": records.environment("cpu", depends), "time": records.now(),
                                   "duration_s": 0.0, "synthetic_layers": None}) + "\\n")
     print("checked", entry.id)
 """)
@@ -64,6 +72,6 @@ def test_the_wheel_installs_and_checks_a_tiny_model_outside_the_repo(tmp_path):
     assert "tiny/gpt2" in page and "GPT2LMHeadModel" in page
     assert "<svg" in (outside / "report.html").read_text()
     # The command line's matrix run from the installed package: its options come from matrix/plugin.py.
-    done = run([python, "-m", "sentinel_core.cli", "check", "tiny/gpt2", "--checks", "load", "--results",
+    done = run([python, "-m", "sentinel_cli", "check", "tiny/gpt2", "--checks", "load", "--results",
                 "check.jsonl"], cwd=outside, env=env)
     assert "1 passed" in done.stdout and (outside / "check.jsonl").is_file()

@@ -1,12 +1,16 @@
 """Family registry: one module per Hugging Face `model_type`, each registering itself.
 
 A family says how an HF config becomes a DecoderSpec (`to_spec`) and how HF parameter names map
-onto the decoder's canonical names (`rules`). Adding a family is adding a file here and importing
-it at the bottom of this module.
+onto the decoder's canonical names (`rules`). Adding a family is adding a file here and naming it in
+`FAMILY_MODULES`. A family's file is imported the first time its model_type is asked for (as llama.cpp's
+model map does), so running one family never runs another's code: a matrix row's evidence names only the
+family files it used (matrix/evidence.py).
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Callable
 
@@ -39,15 +43,51 @@ class Family:
 
 def reference_attention(config) -> str:
     """The attn_implementation of the HF model a conversion of `config` is held to (eager for the generic wrapper)."""
-    family = FAMILIES.get(config.model_type)
+    family = FAMILIES[config.model_type] if config.model_type in FAMILIES else None
     return family.reference_attention(config) if family else "eager"
 
 
-FAMILIES: dict[str, Family] = {}
+# model_type -> the module of this package that registers it.
+FAMILY_MODULES = {"bloom": "bloom", "falcon": "falcon", "gemma": "gemma", "gemma3_text": "gemma3", "gemma3": "gemma3",
+                  "gpt2": "gpt2", "gpt_neo": "gpt_neo", "gpt_neox": "gpt_neox", "gptj": "gptj", "llama": "llama",
+                  "mistral": "mistral", "opt": "opt", "phi": "phi", "phi3": "phi3", "qwen2": "qwen2",
+                  "stablelm": "stablelm"}
+
+
+class _Families(MutableMapping):
+    """model_type -> Family, importing a family's module on first use. Setting an item replaces a family (tests,
+    plugins that inject a conversion bug)."""
+
+    def __init__(self):
+        self._loaded: dict[str, Family] = {}
+
+    def __getitem__(self, model_type: str) -> Family:
+        if model_type not in self._loaded and model_type in FAMILY_MODULES:
+            importlib.import_module(f"{__name__}.{FAMILY_MODULES[model_type]}")
+        return self._loaded[model_type]
+
+    def __setitem__(self, model_type: str, family: Family) -> None:
+        self._loaded[model_type] = family
+
+    def __delitem__(self, model_type: str) -> None:
+        del self._loaded[model_type]
+
+    def __contains__(self, model_type) -> bool:
+        return model_type in FAMILY_MODULES or model_type in self._loaded
+
+    def __iter__(self):
+        return iter(sorted(set(FAMILY_MODULES) | set(self._loaded)))
+
+    def __len__(self) -> int:
+        return len(set(FAMILY_MODULES) | set(self._loaded))
+
+
+FAMILIES = _Families()
 
 
 def register(family: Family) -> Family:
-    FAMILIES[family.model_type] = family
+    if family.model_type not in FAMILIES._loaded:  # a replacement set beforehand (a test's, a plugin's) stays
+        FAMILIES[family.model_type] = family
     return family
 
 
@@ -167,5 +207,3 @@ def refuse(config, flag: str, why: str, bad: Callable[[object], bool]) -> None:
     if bad(value):
         raise UnsupportedConfigError(f"{config.model_type}: config flag {flag}={value!r} is not supported ({why})")
 
-
-from . import bloom, falcon, gemma, gemma3, gpt2, gpt_neo, gpt_neox, gptj, llama, mistral, opt, phi, phi3, qwen2, stablelm  # noqa: E402,F401  (each registers itself)

@@ -1,4 +1,4 @@
-"""The `sentinel` command line (also `python main.py`, `python -m sentinel_core.cli`).
+"""The `sentinel` command line (also `python main.py`, `python -m sentinel_cli`).
 
     sentinel generate --model-name distilgpt2 --prompt "Hello"   # the default command
     sentinel check tiny/llama --checks load,infer                  # a model's matrix rows, as a verdict table

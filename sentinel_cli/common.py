@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import SentinelError
+from sentinel_core.errors import SentinelError
 
 
 def spellings(name: str) -> tuple[str, ...]:

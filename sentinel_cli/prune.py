@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import SentinelError
+from sentinel_core.errors import SentinelError
 from .common import add_option, parse, run_reporting_errors
 
 HELP = "remove the least important attention heads (gradient, ablation, magnitude or random order) and save"
@@ -67,8 +67,8 @@ def check_out(path: str) -> Path:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..importance import calibration_and_heldout, head_importance, importance_prune_plan, perplexity
-    from ..loader import check_device, load_adaptive_model, load_tokenizer, preflight
+    from sentinel_core.importance import calibration_and_heldout, head_importance, importance_prune_plan, perplexity
+    from sentinel_core.loader import check_device, load_adaptive_model, load_tokenizer, preflight
 
     out = check_out(args.out)
     check_device(args.device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 
-from ..errors import SentinelError
+from sentinel_core.errors import SentinelError
 from .common import add_option, parse, run_reporting_errors
 
 HELP = "generate text with the gated decoder (the default command)"
@@ -126,7 +126,7 @@ def sampling_settings(args) -> dict:
 def resolve_device(name: str) -> str:
     import torch
 
-    from ..loader import check_device
+    from sentinel_core.loader import check_device
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -218,8 +218,8 @@ def run(args) -> int:
     import torch
     from transformers import TextStreamer
 
-    from ..generation import generation_tokens
-    from ..loader import load_adaptive_model, load_baseline_model, load_tokenizer, preflight
+    from sentinel_core.generation import generation_tokens
+    from sentinel_core.loader import load_adaptive_model, load_baseline_model, load_tokenizer, preflight
 
     check_prompt(args.prompt)
     sampling = sampling_settings(args)

@@ -1,0 +1,263 @@
+"""What a row's verdict depends on, and whether it still holds.
+
+While a row runs, `TRACER` notes every project Python file whose code runs (any function, or a module body
+imported during the row) and every project data file it opens for reading. The record keeps each with its
+content hash (`depends`), with the hash of its catalog entry, and one `fingerprint` over all of it. A record is
+current while every one of those is unchanged in the tree the report renders from: editing a family's file
+stales that family's rows only, editing the CLI stales none, editing a catalog entry stales that entry's rows.
+
+Work a row reuses from an earlier one (the loaded model pair, HF's reference outputs) carries the files that
+produced it (`memo`, `TRACER.include`), so cached work is never missing from a row's files. Timed loops run
+untraced (`TRACER.paused`) because tracing would slow what they time; the code they time has already run, traced,
+in their warm-up.
+
+Python 3.12+ traces with `sys.monitoring` (each code object reports once per row, then is disabled: no cost in
+loops); older Pythons with `sys.settrace` (a call event per Python call, nothing per line). Torch-free: the
+report reads `stale_reason` without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import sysconfig
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The project's own top-level folders and files (everything else under ROOT, such as a virtual environment,
+# or site-packages when installed, is someone else's code).
+PROJECT_PARTS = ("sentinel_core", "matrix", "sentinel_cli", "reports", "tests", "conftest.py")
+# Read by every row but stands for itself in a record by the row's own entry (`entry_hash`), so editing
+# one entry stales that entry's rows only.
+CATALOG = "matrix/catalog.toml"
+HASH_DIGITS = 16
+SELF = "matrix/evidence.py"  # the tracer's own frames: it records evidence, it decides no verdict
+MONITORING_TOOL = 4  # sys.monitoring tool ids 0-2 and 5 are the debugger's, coverage's, the profiler's, the optimizer's
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:HASH_DIGITS]
+
+
+def entry_hash(table: dict) -> str:
+    """A catalog entry's table as written (id, family, config, sources, ...): what the entry decides."""
+    return content_hash(json.dumps(table, sort_keys=True, default=str).encode())
+
+
+def _outside_project_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths.get("stdlib", ""), paths.get("purelib", ""),
+                paths.get("platlib", "")}
+    return tuple(os.path.join(os.path.realpath(p), "") for p in prefixes if p)
+
+
+class Tracer:
+    """Project files that ran (and data files read) while scopes are open; scopes nest (a row, a pair load)."""
+
+    def __init__(self, root: Path = ROOT):
+        self.root = os.path.join(os.path.realpath(root), "")
+        self._keys: dict[str, str | None] = {}  # a code object's file name -> its key, or None when not ours
+        self._scopes: list[tuple[set, set]] = []
+        self._paused = 0
+        self._previous_trace = None
+        self._audit_hooked = False
+        self._outside = _outside_project_prefixes()
+
+    # Which files count ---------------------------------------------------------------------------------
+    def _key(self, filename: str, code: bool = True) -> str | None:
+        key = self._keys.get(filename, 0) if code else 0
+        if key != 0:
+            return key
+        key = None
+        if filename and not filename.startswith("<"):
+            path = os.path.realpath(filename)
+            if path.startswith(self.root):
+                relative = path[len(self.root):].replace(os.sep, "/")
+                if relative.split("/", 1)[0] in PROJECT_PARTS and "/__pycache__/" not in relative \
+                        and relative != SELF:
+                    key = relative
+            elif code and not path.startswith(self._outside):
+                key = path  # a plugin of a user's own, outside the tree: its absolute path
+        if code:
+            self._keys[filename] = key
+        return key
+
+    # Scopes ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def scope(self):
+        """Collect while the block runs; yields (code files, data files), filled as they run."""
+        files: tuple[set, set] = (set(), set())
+        self._scopes.append(files)
+        if len(self._scopes) == 1:
+            self._start()
+        elif _MONITORING:
+            sys.monitoring.restart_events()  # code that already reported in the outer scope reports again here
+        try:
+            yield files
+        finally:
+            del self._scopes[next(i for i, open_scope in enumerate(self._scopes) if open_scope is files)]
+            if not self._scopes:
+                self._stop()
+
+    def include(self, files: tuple[set, set]) -> None:
+        """Count, in every open scope, the files that produced something this scope reuses."""
+        for code, data in self._scopes:
+            code.update(files[0])
+            data.update(files[1])
+
+    @contextmanager
+    def paused(self):
+        """Run the block untraced: only for timed repeats of code that already ran traced."""
+        if not self._scopes:
+            yield
+            return
+        self._paused += 1
+        self._stop()
+        try:
+            yield
+        finally:
+            self._paused -= 1
+            if not self._paused and self._scopes:
+                self._start()
+
+    # The two tracing mechanisms -------------------------------------------------------------------------
+    def _note(self, filename: str) -> None:
+        key = self._key(filename)
+        if key is not None:
+            for code, _ in self._scopes:
+                code.add(key)
+
+    def _on_start(self, code, offset):
+        self._note(code.co_filename)
+        return sys.monitoring.DISABLE
+
+    def _on_call(self, frame, event, arg):
+        if event == "call":
+            self._note(frame.f_code.co_filename)
+        previous = self._previous_trace
+        return previous(frame, event, arg) if previous is not None else None
+
+    def _on_audit(self, event: str, args) -> None:
+        if event != "open" or not self._scopes or self._paused:
+            return
+        path, mode, flags = (tuple(args) + (None, None, None))[:3]
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            return
+        reading = ("r" in mode and not set(mode) & set("wax+")) if isinstance(mode, str) else \
+            isinstance(flags, int) and not flags & (os.O_WRONLY | os.O_RDWR)
+        if not reading:
+            return
+        key = self._key(os.fsdecode(path), code=False)
+        if key is not None and key != CATALOG and not key.endswith((".py", ".pyc")):
+            for _, data in self._scopes:
+                data.add(key)
+
+    def _start(self) -> None:
+        if not self._audit_hooked:
+            sys.addaudithook(self._on_audit)  # audit hooks cannot be removed; it returns at once outside scopes
+            self._audit_hooked = True
+        if _MONITORING:
+            monitoring = sys.monitoring
+            if monitoring.get_tool(MONITORING_TOOL) is None:
+                monitoring.use_tool_id(MONITORING_TOOL, "sentinel-evidence")
+                monitoring.register_callback(MONITORING_TOOL, monitoring.events.PY_START, self._on_start)
+            monitoring.set_events(MONITORING_TOOL, monitoring.events.PY_START)
+            monitoring.restart_events()
+        else:
+            self._previous_trace = sys.gettrace()
+            sys.settrace(self._on_call)
+            threading.settrace(self._on_call)
+
+    def _stop(self) -> None:
+        if _MONITORING:
+            sys.monitoring.set_events(MONITORING_TOOL, 0)
+        else:
+            sys.settrace(self._previous_trace)
+            threading.settrace(self._previous_trace)
+            self._previous_trace = None
+
+
+def preload(packages=("sentinel_core", "matrix")) -> None:
+    """Import the project's modules (all but family files and command lines) before the first row: a module body
+    run inside a row would count as that row's evidence, and only the first row of a process would run it."""
+    import importlib
+    import pkgutil
+
+    for package_name in packages:
+        package = importlib.import_module(package_name)
+        for module in pkgutil.walk_packages(package.__path__, f"{package_name}."):
+            name = module.name
+            if not (name.startswith(("sentinel_core.families.", "matrix.data"))
+                    or name in ("matrix.conftest", "matrix.test_rows", "sentinel_core.main", "matrix.plugin")):
+                importlib.import_module(name)
+
+
+_MONITORING = hasattr(sys, "monitoring")
+TRACER = Tracer()
+
+
+def memo(cache: dict, key: str, compute):
+    """`cache[key]`, computed once; every later use counts the files its computation ran."""
+    if key in cache:
+        value, files = cache[key]
+        TRACER.include(files)
+        return value
+    with TRACER.scope() as files:
+        value = compute()
+    cache[key] = (value, files)
+    return value
+
+
+# Records and the tree ------------------------------------------------------------------------------------
+
+def _file_hash(path: Path, _memo: dict = {}) -> str | None:  # noqa: B006 - a per-process memo by stat
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _memo:
+        try:
+            _memo[key] = content_hash(path.read_bytes())
+        except OSError:
+            return None
+    return _memo[key]
+
+
+def _resolve(name: str, root: Path) -> Path:
+    return Path(name) if os.path.isabs(name) else root / name
+
+
+def depends(files: tuple[set, set], catalog_entry: str | None, root: Path = ROOT) -> dict:
+    """The record's `depends`: each file with its hash now (code and data), and the catalog entry's hash."""
+    code, data = files
+    return {"code": {name: _file_hash(_resolve(name, root)) for name in sorted(code)},
+            "data": {name: _file_hash(_resolve(name, root)) for name in sorted(data)},
+            "catalog_entry": catalog_entry}
+
+
+def fingerprint(depends: dict) -> str:
+    return content_hash(json.dumps(depends, sort_keys=True).encode())
+
+
+def stale_reason(record: dict, current_entry_hash=None, root: Path = ROOT) -> str | None:
+    """Why a record no longer describes the tree at `root` (None: it is current). `current_entry_hash(model)` gives
+    the hash of the model's catalog entry now (None when the catalog no longer has it)."""
+    depends_on = record.get("env", {}).get("depends")
+    if not isinstance(depends_on, dict):
+        return "measured before evidence was keyed per row"
+    for kind in ("code", "data"):
+        for name, recorded in sorted((depends_on.get(kind) or {}).items()):
+            now = _file_hash(_resolve(name, root))
+            if now != recorded:
+                return f"{name} {'is gone' if now is None else 'changed'}"
+    recorded_entry = depends_on.get("catalog_entry")
+    if recorded_entry is not None and current_entry_hash is not None:
+        now = current_entry_hash(record.get("model"))
+        if now != recorded_entry:
+            return "its catalog entry is gone" if now is None else "its catalog entry changed"
+    return None

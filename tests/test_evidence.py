@@ -1,0 +1,157 @@
+"""Evidence keyed per row (matrix/evidence.py): a record names the files its row ran and read and its catalog entry,
+and goes stale when one of those changes, and only then."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from matrix import evidence
+from matrix.catalog import entry_hashes
+from reports.render import render_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("tiny/gemma3", "tiny/gemma", "tiny/mistral", "tiny/llama", "tiny/codegen")
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    """load and infer rows of a few tiny models, run by the matrix as a user runs it."""
+    results = tmp_path_factory.mktemp("evidence") / "rows.jsonl"
+    done = subprocess.run([sys.executable, "-m", "pytest", "matrix/", "--models", ",".join(MODELS), "--devices", "cpu",
+                           "--checks", "load,infer", "--results", str(results), "-q", "-p", "no:cacheprovider"],
+                          cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert {r["model"] for r in records} == set(MODELS) and all(r["outcome"] == "passed" for r in records)
+    return records
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A copy of the project's files, to edit."""
+    for part in evidence.PROJECT_PARTS:
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif source.exists():
+            shutil.copy2(source, tmp_path / part)
+    return tmp_path
+
+
+def stale(records, root: Path) -> dict[str, str]:
+    """model/check -> why it is stale, judged against the tree at `root` (its files and its catalog)."""
+    hashes = entry_hashes(root / evidence.CATALOG)
+    reasons = {f"{r['model']}/{r['check']}": evidence.stale_reason(r, hashes.get, root=root) for r in records}
+    return {row: why for row, why in reasons.items() if why is not None}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_fingerprint_names_the_files_the_row_ran(rows):
+    by_row = {f"{r['model']}/{r['check']}": r["env"] for r in rows}
+    for check in ("load", "infer"):  # the infer row reuses the model its load row built: the loading code counts too
+        code = by_row[f"tiny/gemma3/{check}"]["depends"]["code"]
+        assert {"sentinel_core/families/gemma3.py", "sentinel_core/decoder.py", "sentinel_core/convert.py",
+                "matrix/checks.py"} <= set(code), sorted(code)
+        assert not {"sentinel_core/families/llama.py", "sentinel_core/generic.py"} & set(code), sorted(code)
+        assert all(re.fullmatch(r"[0-9a-f]{16}", h) for h in code.values())
+        # Gemma's converter reuses Llama's rules: its rows name both files.
+        assert {"sentinel_core/families/gemma.py", "sentinel_core/families/llama.py"} <= set(
+            by_row[f"tiny/gemma/{check}"]["depends"]["code"])
+        wrapped = by_row[f"tiny/codegen/{check}"]["depends"]["code"]  # no converter: HF's modules, gated
+        assert "sentinel_core/generic.py" in wrapped and "sentinel_core/decoder.py" not in wrapped
+    for env in by_row.values():
+        assert env["fingerprint"] == evidence.fingerprint(env["depends"]) and env["depends"]["catalog_entry"]
+        assert not any(name.startswith("sentinel_cli/") for name in env["depends"]["code"])
+
+
+def test_rows_are_current_in_an_unchanged_tree(rows, tree):
+    assert stale(rows, ROOT) == {} and stale(rows, tree) == {}
+
+
+def test_editing_a_family_file_stales_that_familys_rows_and_no_other(rows, tree):
+    edit(tree / "sentinel_core/families/gemma3.py", "def to_spec", "# an edit\ndef to_spec")
+    assert set(stale(rows, tree)) == {"tiny/gemma3/load", "tiny/gemma3/infer"}
+    assert stale(rows, tree)["tiny/gemma3/load"] == "sentinel_core/families/gemma3.py changed"
+
+
+def test_editing_llama_stales_the_families_that_reuse_its_rules(rows, tree):
+    edit(tree / "sentinel_core/families/llama.py", "def rules", "# an edit\ndef rules")
+    assert {row.rsplit("/", 1)[0] for row in stale(rows, tree)} == {"tiny/llama", "tiny/gemma", "tiny/mistral"}
+
+
+def test_editing_a_catalog_entry_stales_its_rows(rows, tree):
+    catalog = tree / evidence.CATALOG
+    entry = catalog.read_text().split('id = "tiny/mistral"', 1)[1].split("[[model]]", 1)[0]
+    assert "sliding_window = 6," in entry
+    edit(catalog, entry, entry.replace("sliding_window = 6,", "sliding_window = 600,"))
+    assert stale(rows, tree) == {"tiny/mistral/load": "its catalog entry changed",
+                                 "tiny/mistral/infer": "its catalog entry changed"}
+
+
+def test_editing_the_command_line_stales_no_row(rows, tree):
+    for path in (tree / "sentinel_cli").glob("*.py"):
+        path.write_text(path.read_text() + "\n# an edit\n")
+    edit(tree / "reports/render.py", '"""', '"""An edit. ')
+    assert stale(rows, tree) == {}
+
+
+def test_editing_the_decoder_stales_every_native_row_but_not_the_wrapped_one(rows, tree):
+    edit(tree / "sentinel_core/decoder.py", "class ", "# an edit\nclass ", )
+    assert {row.rsplit("/", 1)[0] for row in stale(rows, tree)} == set(MODELS) - {"tiny/codegen"}
+
+
+def test_a_cell_names_the_transformers_release_of_its_evidence(rows):
+    import torch
+    import transformers
+
+    page = render_markdown(rows)
+    line = next(line for line in page.splitlines() if line.startswith("| tiny/gemma3 "))
+    assert f"transformers {transformers.__version__}, torch {torch.__version__.split('+')[0]}" in line.split("|")[2]
+
+
+def test_data_files_read_count_and_timed_loops_are_not_traced():
+    from matrix import grading
+    from matrix.sources import wikipedia_text
+
+    with evidence.TRACER.scope() as (code, data):
+        wikipedia_text()
+        with evidence.TRACER.paused():  # timed repeats of code that already ran traced
+            grading.mutation_bar(1e-5)
+    assert "matrix/data/enwiki_sample.txt" in data and "matrix/sources.py" in code
+    assert "matrix/grading.py" not in code
+    assert evidence.CATALOG not in data  # the catalog counts by entry, not as a whole
+    with evidence.TRACER.scope() as (code, data):
+        grading.mutation_bar(1e-5)
+    assert "matrix/grading.py" in code
+
+
+def test_cached_work_counts_in_every_row_that_reuses_it():
+    cache = {}
+
+    def compute():
+        from matrix import grading
+
+        return grading.mutation_bar(1e-5)
+
+    with evidence.TRACER.scope() as first:
+        with evidence.TRACER.scope():  # scopes nest, and close by identity (an equal one may be open beside)
+            pass
+        evidence.memo(cache, "bar", compute)
+    with evidence.TRACER.scope() as second:
+        evidence.memo(cache, "bar", compute)  # not computed again: its files still count
+    assert "matrix/grading.py" in first[0] and "matrix/grading.py" in second[0]
+
+
+def test_a_record_from_before_rows_were_keyed_is_stale():
+    assert evidence.stale_reason({"env": {"source_hash": "0123456789abcdef"}}) == "measured before evidence was keyed per row"
