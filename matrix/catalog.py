@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 
 from matrix.evidence import entry_hash
+from sentinel_core.names import WEIGHT_SOURCES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -16,7 +17,6 @@ else:  # Python 3.10: the same parser, published as tomli
     import tomli as tomllib
 
 CATALOG_PATH = Path(__file__).with_name("catalog.toml")
-WEIGHT_SOURCES = ("hub", "package", "synthetic")
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 
 

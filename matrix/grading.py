@@ -172,15 +172,6 @@ def worst(*grades: str) -> str:
     return max(grades, key=order.index)
 
 
-# Regression view (`python -m reports diff OLD NEW`): a metric has moved when it changed by more than
-# DIFF_RELATIVE of its old value; metrics listed in DIFF_ABSOLUTE use that absolute change instead
-# (tiny parity numbers jump by large factors while staying far inside their tolerance).
-DIFF_RELATIVE = 0.10
-DIFF_ABSOLUTE = {"max_logprob_diff": 1e-4, "kl": 1e-5, "ppl_ratio": 1e-4, "padded_vs_alone_max_diff": 1e-4,
-                 "cache_vs_full_max_diff": 1e-4, "top1_agreement": 0.01, "greedy_agreement": 0.01,
-                 "peak_mem_mb": 16.0, "baseline_peak_mem_mb": 16.0}
-DIFF_IGNORED = {"sample_output", "first_greedy_divergence"}
-
 # Status rules of the report live in reports/status.py; benchmark ratios are reported, not graded.
 
 # Benchmarks: batch-1 decode cannot beat reading every weight once per token. The figure for

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from transformers.activations import ACT2FN
 
+from sentinel_core.names import NATIVE
+
 Undo = Callable[[], None]
 
 
@@ -80,7 +82,7 @@ def _undo_all(undos: list[Undo]) -> Undo:
 
 
 def _native(model) -> bool:
-    return model.adaptive_path == "native"
+    return model.adaptive_path == NATIVE
 
 
 def _norms(model) -> list:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from matrix import registry
+from sentinel_core.names import CUDA, DTYPE_ALIASES, FLOAT32, HALF_PRECISION
 from matrix.catalog import WEIGHT_SOURCES, family_architectures, load_catalog
 from matrix.records import unwritable
 
@@ -21,7 +22,7 @@ DEVICES = ("cpu", "cuda")
 # `local` is a folder or a GGUF file named in --models; `default` is everything that runs offline
 # in the time budget; `all` adds nothing today but says so explicitly.
 WEIGHTS = (*WEIGHT_SOURCES, "local", "default", "all")
-CUDA_DTYPES = ("bfloat16", "float16", "float32")
+CUDA_DTYPES = (*HALF_PRECISION, FLOAT32)
 
 
 def csv(value: str) -> list[str]:
@@ -56,7 +57,7 @@ def add_options(parser) -> None:
                     help="start --results afresh instead of appending (the newest record per row wins anyway)")
 
 
-ALIASES = {"gpu": "cuda", "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # what users type instead
+ALIASES = {"gpu": CUDA, **DTYPE_ALIASES}  # what users type instead
 
 
 def _unknown(option: str, name: str, valid) -> pytest.UsageError:

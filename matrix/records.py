@@ -24,24 +24,13 @@ from pathlib import Path
 from filelock import FileLock
 
 from . import evidence
-from .bench_metrics import BEST_KEYS, BEST_RATIOS
+from .metrics import FLAG, NULL, NUMBER, OBJECT, POINTS, TEXT
 
-# Every field a record may have, and the JSON types it may hold (the reporter refuses others, naming the line).
-NUMBER, TEXT, OBJECT, LIST, FLAG, NULL = (int, float), (str,), (dict,), (list,), (bool,), (type(None),)
+# Every field a record may have, and the JSON types it may hold (the reporter refuses others, naming the line);
+# each metric's own kind is in matrix/metrics.py.
 RECORD_FIELDS = {"family": TEXT, "model": TEXT, "weights": TEXT, "check": TEXT, "device": TEXT, "dtype": TEXT,
                  "outcome": TEXT, "reason": TEXT, "metrics": OBJECT, "env": OBJECT, "time": TEXT,
                  "duration_s": NUMBER + NULL, "synthetic_layers": NUMBER + NULL, "checkpoint": OBJECT}
-# The metrics that are not plain numbers (every other metric is a number or null).
-METRIC_KINDS = {
-    **dict.fromkeys(("adaptive_path", "attn_baseline", "grade", "ppl_text", "pruning", "sample_output",
-                     "fp32_reference", "baseline_sdpa_unavailable", "baseline_compiled_unavailable",
-                     "baseline_compiled_attn", "throughput_method"), TEXT + NULL),
-    **dict.fromkeys(("mutants", "mutation_score", "half_precision", "reference_stats", "ppl_by_fraction", "prunable_fraction"), OBJECT),
-    **dict.fromkeys(("batch_sizes", "prefill_batch_sizes", "ppl_random_spread", "throughput_by_fraction",
-                     "throughput_columns", "random_seeds", *(name + BEST_KEYS for name in BEST_RATIOS)), LIST),
-    "pruning_curve": "points",  # [[fraction pruned, value], ...]
-    **dict.fromkeys(("greedy_identical", "rank_check", "above_noise", "catchable", "caught"), FLAG + NULL),
-}
 
 def unwritable(path: Path) -> str | None:
     """Why a file cannot be written at `path` (its folder is created when missing), or None; asked before any
@@ -63,7 +52,7 @@ ENV_KINDS = {"git_dirty": FLAG + NULL, "depends": OBJECT}
 
 def kind_error(value, kinds) -> str | None:
     """Why `value` is not of `kinds` (a bool is no number), or None when it is."""
-    if kinds == "points":
+    if kinds == POINTS:
         pairs = isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 and not kind_error(p[0], NUMBER)
                                                 and not kind_error(p[1], NUMBER) for p in value)
         return None if pairs else f"must be a list of [number, number] points, not {json.dumps(value)[:40]}"

@@ -55,7 +55,7 @@ def _mutation(row, request):
 def _prune(row, request):
     import pytest
 
-    from matrix.prune import check_prune, too_slow_here
+    from matrix.checks.prune import check_prune, too_slow_here
     from matrix.sources import perplexity_text
 
     if row.weights == "synthetic":
@@ -68,7 +68,7 @@ def _prune(row, request):
 
 
 def _bench(row, request):
-    from matrix.bench import run_bench
+    from matrix.checks.bench import run_bench
 
     folder, device, dtype = request.getfixturevalue("bench_folder")
     return run_bench(folder, device, dtype, request.getfixturevalue("benchmark"),

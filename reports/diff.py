@@ -7,8 +7,7 @@ import json
 import math
 import sys
 
-from matrix.bench_metrics import SPREAD_SUFFIXES
-from matrix.grading import DIFF_ABSOLUTE, DIFF_IGNORED, DIFF_RELATIVE
+from matrix.metrics import DIFF_RELATIVE, HIGHER, LOWER, metric
 
 from .load import RecordError, load_results, record_key
 
@@ -28,15 +27,24 @@ def lost(old, new) -> bool:
 
 def moved(name: str, old, new) -> bool:
     # A spread (IQR, round count, a ratio's range) describes a measurement; it is not one that regresses.
-    if name in DIFF_IGNORED or name.endswith(SPREAD_SUFFIXES):
+    definition = metric(name)
+    if definition.diff_ignored:
         return False
     if not is_number(old) or not is_number(new):
         return old != new and (is_number(old) or is_number(new))
     if not (math.isfinite(old) and math.isfinite(new)):
         return not (math.isnan(old) and math.isnan(new)) and old != new
-    if name in DIFF_ABSOLUTE:
-        return abs(new - old) > DIFF_ABSOLUTE[name]
+    if definition.diff_absolute is not None:
+        return abs(new - old) > definition.diff_absolute
     return abs(new - old) > DIFF_RELATIVE * max(abs(old), 1e-12)
+
+
+def direction(name: str, old, new) -> str:
+    """ (better) or (worse), for a number whose better direction is known."""
+    better = metric(name).better
+    if better not in (HIGHER, LOWER) or not (is_number(old) and is_number(new)) or old == new:
+        return ""
+    return " (better)" if (new > old) == (better == HIGHER) else " (worse)"
 
 
 WORSE = {("passed", "failed"), ("passed", "inconclusive"), ("inconclusive", "failed")}
@@ -68,7 +76,7 @@ def compare(old: list[dict], new: list[dict]) -> tuple[list[str], list[str]]:
             old_value, new_value = a["metrics"].get(name, MISSING), b["metrics"].get(name, MISSING)
             if old_value is MISSING and new_value is MISSING or not moved(name, old_value, new_value):
                 continue
-            lines.append(f"~ {label}: {name} {show(old_value)} -> {show(new_value)}")
+            lines.append(f"~ {label}: {name} {show(old_value)} -> {show(new_value)}{direction(name, old_value, new_value)}")
             if lost(old_value, new_value):
                 regressions.append(lines[-1])
     return lines, regressions

@@ -6,7 +6,8 @@ import json
 import warnings
 from pathlib import Path
 
-from matrix.records import ENV_KINDS, METRIC_KINDS, NULL, NUMBER, RECORD_FIELDS, TEXT, kind_error
+from matrix.metrics import NULL, TEXT, kind
+from matrix.records import ENV_KINDS, RECORD_FIELDS, kind_error
 
 KNOWN_FIELDS = set(RECORD_FIELDS)  # what the matrix writes (matrix/records.py)
 REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
@@ -60,7 +61,7 @@ def _problem(record) -> str | None:
     if record["outcome"] not in OUTCOMES:
         return f"outcome {record['outcome']!r} is not one of {', '.join(OUTCOMES)}"
     for name, value in record.get("metrics", {}).items():
-        error = kind_error(value, METRIC_KINDS.get(name, NUMBER + NULL))
+        error = kind_error(value, kind(name))
         if error:
             return f"metrics.{name} {error}"
     for name, value in record.get("env", {}).items():

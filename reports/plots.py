@@ -18,10 +18,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from matrix import bench_metrics, grading  # noqa: E402
+from sentinel_core.names import DTYPE_SHORT  # noqa: E402
 
 from . import status as rules  # noqa: E402
 from . import render  # noqa: E402
-from .render import DTYPE_SHORT  # noqa: E402
 
 ADAPTIVE, HF = "#3b6fb6", "#e0873a"
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "figure.dpi": 72,

@@ -11,6 +11,7 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix import grading, registry
+from sentinel_core.names import DTYPE_SHORT, GENERIC_WRAPPER, NATIVE, REAL_WEIGHTS
 from matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
@@ -22,7 +23,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Column widths must not depend on whether the optional wcwidth package is installed (it counts an
 # emoji as two columns), or the committed page would differ between machines and --check would flap.
 tabulate_module.WIDE_CHARS_MODE = False
-DTYPE_SHORT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 @dataclass
@@ -112,7 +112,6 @@ def cell(records: list[dict]) -> str:
     return "; ".join(parts) or status
 
 
-GENERIC_WRAPPER = "generic-wrapper"  # metrics["adaptive_path"] of a model with no native converter
 
 
 def quality_note(m: dict, dtype: str) -> str:
@@ -183,7 +182,7 @@ def build_context(records: list[dict]) -> dict:
             rows.append([label, *cells, notes(recs)])
             for r in recs:
                 text = r["metrics"].get("sample_output")
-                if text and r["weights"] in rules.REAL_WEIGHTS:
+                if text and r["weights"] in REAL_WEIGHTS:
                     samples.append({"model": model, "weights": r["weights"], "device": r["device"],
                                     "dtype": r["dtype"], "text": " ".join(text.split())})
         headers = ["Model", *[f"{registry.by_name(c).title} ({device} {DTYPE_SHORT.get(dtype, dtype)})"
@@ -232,7 +231,7 @@ def architecture_overview(by_model: dict[str, list[dict]], families: list[dict],
                     real[model].append(f"{device} {DTYPE_SHORT.get(dtype, dtype)}")
                 last = max([last, *(r["time"][:10] for r in group if rules.is_current(r) and r["outcome"] == "passed")])
             marks.append(rules.family_status(statuses))
-        path = "generic wrapper" if f["name"] in wrapped else "native"
+        path = "generic wrapper" if f["name"] in wrapped else NATIVE
         rows.append([hf_class(f["name"]), f["name"], path, "gates only" if f["name"] in wrapped else "yes", *marks,
                      "; ".join(f"{m} ({', '.join(where)})" for m, where in real.items()) or "—", last or "—",
                      _first(m for m in f["models"] if not m.startswith("tiny/"))])

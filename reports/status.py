@@ -26,13 +26,13 @@ from __future__ import annotations
 from matrix import registry
 from matrix.catalog import entry_hashes
 from matrix.evidence import stale_reason as _stale_reason
+from sentinel_core.names import REAL_WEIGHTS
 
 PASS, SYNTHETIC, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "🧪", "⚠️", "❌", "◻️", "⏳", "❔"
 PRECEDENCE = (FAIL, PASS, SYNTHETIC, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
 MEANING = {FAIL: "failing", PASS: "verified on real weights", SYNTHETIC: "passes on synthetic weights only",
            PARTIAL: "partial",
            INCONCLUSIVE: "inconclusive", STALE: "stale evidence only", UNTESTED: "untested"}
-REAL_WEIGHTS = ("hub", "package")
 
 
 def stale_reason(record: dict) -> str | None:

@@ -10,7 +10,7 @@ import sys, time, json, torch
 from torch.profiler import profile, ProfilerActivity
 from matrix.catalog import load_catalog
 from matrix.sources import synthetic_checkpoint
-from matrix.bench import weights_read_per_token_mb, read_bandwidth
+from matrix.checks.bench import weights_read_per_token_mb, read_bandwidth
 from sentinel_core import load_adaptive_model
 
 model_id = sys.argv[1]

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 from matrix import registry
+from matrix.metrics import metric
+from sentinel_core.names import BENCH, INFER, LOAD, MUTATION, PRUNE, QUALITY
 
 from .common import add_option, parse, run_reporting_errors
 
@@ -28,25 +30,15 @@ HELP = "run a model's matrix rows (load, infer, quality, mutation; bench, prune 
 MARKS = {"passed": "✅", "failed": "❌", "inconclusive": "◻️", "skipped": "⏭"}
 
 
-def _mutation_score(score) -> str:
-    if not isinstance(score, dict):
-        return str(score)
-    return f"caught {score.get('caught', 0)}/{score.get('catchable', score.get('above_noise', 0))}"
-
-
-def _prunable(fractions) -> str:
-    return "prunable " + ", ".join(f"{method} {fraction:.0%}" for method, fraction in fractions.items())
-
-
-# The metrics a check's cell shows, in order: (record key, format). The only place the command line names
-# the keys that matrix/checks.py and matrix/bench.py record. A tuple of keys shows the largest of them.
+# The metrics a check's cell shows, in order: (record key, label); matrix/metrics.py formats each. A tuple of
+# keys shows the largest of them.
 CELL_METRICS = {
-    "load": [("load_s", "load {:.2f} s")],
-    "infer": [(("padded_vs_alone_max_diff", "cache_vs_full_max_diff"), "max diff {:.1e}")],
-    "quality": [("grade", "{}"), ("max_logprob_diff", "max |Δ log p| {:.1e}"), ("ppl", "ppl {:.2f}")],
-    "mutation": [("mutation_score", _mutation_score)],
-    "bench": [("decode_ratio", "decode ×{:.2f}")],  # matrix/bench_metrics.py: "decode" + RATIO
-    "prune": [("prunable_fraction", _prunable)],
+    LOAD: [("load_s", "load")],
+    INFER: [(("padded_vs_alone_max_diff", "cache_vs_full_max_diff"), "max diff")],
+    QUALITY: [("grade", ""), ("max_logprob_diff", "max |Δ log p|"), ("ppl", "ppl")],
+    MUTATION: [("mutation_score", "")],
+    BENCH: [("decode_ratio", "decode ×")],
+    PRUNE: [("prunable_fraction", "")],
 }
 
 
@@ -110,13 +102,14 @@ def read_records(path: Path) -> list[dict]:
 
 def key_numbers(check: str, metrics: dict) -> str:
     shown = []
-    for key, fmt in CELL_METRICS.get(check, []):
+    for key, label in CELL_METRICS.get(check, []):
         keys = key if isinstance(key, tuple) else (key,)
         values = [metrics[k] for k in keys if metrics.get(k) is not None]
         if not values:
             continue
         value = max(values) if len(values) > 1 else values[0]
-        shown.append(fmt(value) if callable(fmt) else fmt.format(value))
+        text = metric(keys[0]).format(value)
+        shown.append(f"{label}{'' if label.endswith('×') else ' '}{text}".strip() if label else text)
     return ", ".join(shown)
 
 

@@ -8,6 +8,8 @@ Nothing here imports torch or transformers before the arguments are parsed, so -
 
 from __future__ import annotations
 
+from sentinel_core.names import NATIVE
+
 import argparse
 import random
 
@@ -152,7 +154,7 @@ def _header(args, model, device: str, dtype_name: str, sampling: dict, seed) -> 
         decoding += f" ({', '.join(knobs)}, seed={seed})"
     if args.repetition_penalty != 1.0:
         decoding += f", repetition_penalty={args.repetition_penalty:g}"
-    family = model.spec.family + ("" if model.adaptive_path == "native" else " (generic gated wrapper)")
+    family = model.spec.family + ("" if model.adaptive_path == NATIVE else " (generic gated wrapper)")
     return (f"sentinel | model: {args.model_name} | family: {family} | device: {device} | "
             f"dtype: {dtype_name} | heads: {L} layers x {H} heads = {L * H} gates | decoding: {decoding}")
 

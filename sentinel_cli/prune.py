@@ -11,6 +11,8 @@ command line's --model_name) loads back. The text defaults to the Wikipedia samp
 
 from __future__ import annotations
 
+from sentinel_core.names import IMPORTANCE_METHODS, NATIVE
+
 import argparse
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ from sentinel_core.errors import SentinelError
 from .common import add_option, parse, run_reporting_errors
 
 HELP = "remove the least important attention heads (gradient, ablation, magnitude or random order) and save"
-METHODS = ("gradient", "ablation", "magnitude", "random")  # sentinel_core.importance.METHODS, without importing torch
+METHODS = IMPORTANCE_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +80,7 @@ def run(args) -> int:
     calibration, heldout = calibration_and_heldout(tokenizer, text, args.calibration_rows, args.calibration_length,
                                                    args.heldout_tokens)
     model = load_adaptive_model(args.model, device=args.device)
-    if getattr(model, "adaptive_path", None) != "native":
+    if getattr(model, "adaptive_path", None) != NATIVE:
         raise SentinelError(f"{args.model} runs through the generic gated wrapper (no converter for its model_type), "
                             f"which cannot save a pruned model; gate its heads with model.gates instead")
     calibration, heldout = calibration.to(args.device), heldout.to(args.device)

@@ -9,6 +9,8 @@ untouched, gate 0 == the head's context zeroed). With every gate at 1 the hook m
 
 from __future__ import annotations
 
+from .names import GENERIC_WRAPPER
+
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,7 +116,7 @@ def check_wrappable(config, trust_remote_code: bool = False) -> WrapperSpec:
 class GenericGatedLM(KeepsFp32Buffers, nn.Module):
     """An HF causal LM with a gate on every attention head; same interface as AdaptiveCausalLM."""
 
-    adaptive_path = "generic-wrapper"
+    adaptive_path = GENERIC_WRAPPER
 
     def __init__(self, hf_model: nn.Module):
         super().__init__()

@@ -23,6 +23,8 @@ group is gone.
 
 from __future__ import annotations
 
+from .names import IMPORTANCE_METHODS, NATIVE
+
 import math
 
 import torch
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from .errors import InputError, PruneError, UnsupportedModelError
 from .inputs import check_ids, check_mask
 
-METHODS = ("gradient", "ablation", "magnitude", "random")
+METHODS = IMPORTANCE_METHODS
 
 
 def head_importance(model, input_ids, attention_mask=None, method: str = "gradient", seed: int = 0,
@@ -178,7 +180,7 @@ def magnitude_importance(model) -> torch.Tensor:
 
 def _output_projection_weights(model):
     """(weight laid out [out, heads * head_dim], original head ids of its column blocks) per layer."""
-    if getattr(model, "adaptive_path", None) == "native":
+    if getattr(model, "adaptive_path", None) == NATIVE:
         return [(layer.attn.out.weight, layer.attn.head_ids.tolist()) for layer in model.layers]
     from transformers.pytorch_utils import Conv1D
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .names import DTYPE_ALIASES
+
 import copy
 import os
 import pickle
@@ -22,8 +24,7 @@ from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
 from .saving import MANIFEST, is_saved_model, load_saved
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {alias: getattr(torch, dtype) for alias, dtype in DTYPE_ALIASES.items()}  # "bf16" and "bfloat16" alike
 
 
 def resolve_dtype(dtype) -> torch.dtype | None:

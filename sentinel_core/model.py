@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .names import NATIVE
+
 import torch
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -21,7 +23,7 @@ from .spec import DecoderSpec
 
 
 class AdaptiveCausalLM(GatedDecoder):
-    adaptive_path = "native"  # built by a converter in families/; the other path is generic.GenericGatedLM
+    adaptive_path = NATIVE  # built by a converter in families/; the other path is generic.GenericGatedLM
 
     def __init__(self, spec: DecoderSpec, config=None, generation_config=None):
         super().__init__(spec)

@@ -6,7 +6,7 @@ matrix/bench_metrics.py)."""
 import pytest
 import torch
 
-from matrix import bench
+from matrix.checks import bench
 from matrix.bench_metrics import (BEST_KEYS, BEST_RATIOS, IQR, RATIO, RATIO_HI, RATIO_LO, ROUNDS, best_key,
                                   limit_tokens_per_s)
 
@@ -60,9 +60,10 @@ def test_every_baseline_is_timed_or_says_why_not(variant, synthetic_folders, sma
     assert m["decode_share_of_limit"] == pytest.approx(m["decode_tokens_per_s"] / limit, rel=1e-2, abs=1e-4)
     assert m["baseline_decode_share_of_limit"] == pytest.approx(hf_best / limit, rel=1e-2, abs=1e-4)
     # every metric is of a kind the reporter reads back (a text or list key it does not know refuses the file)
-    from matrix.records import METRIC_KINDS, NULL, NUMBER, kind_error
+    from matrix.metrics import kind
+    from matrix.records import kind_error
 
-    assert {k: v for k, v in m.items() if kind_error(v, METRIC_KINDS.get(k, NUMBER + NULL))} == {}
+    assert {k: v for k, v in m.items() if kind_error(v, kind(k))} == {}
 
 
 class FakeHF:

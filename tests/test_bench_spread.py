@@ -3,7 +3,7 @@ over interleaved repeats (names: matrix/bench_metrics.py)."""
 
 import itertools
 
-from matrix import bench
+from matrix.checks import bench
 from matrix.bench_metrics import IQR, RATIO, RATIO_HI, RATIO_LO, RATIOS, ROUNDS
 
 

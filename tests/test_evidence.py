@@ -62,7 +62,7 @@ def test_the_fingerprint_names_the_files_the_row_ran(rows):
     for check in ("load", "infer"):  # the infer row reuses the model its load row built: the loading code counts too
         code = by_row[f"tiny/gemma3/{check}"]["depends"]["code"]
         assert {"sentinel_core/families/gemma3.py", "sentinel_core/decoder.py", "sentinel_core/convert.py",
-                "matrix/checks.py"} <= set(code), sorted(code)
+                "matrix/checks/pair.py"} <= set(code), sorted(code)
         assert not {"sentinel_core/families/llama.py", "sentinel_core/generic.py"} & set(code), sorted(code)
         assert all(re.fullmatch(r"[0-9a-f]{16}", h) for h in code.values())
         # Gemma's converter reuses Llama's rules: its rows name both files.
@@ -128,7 +128,7 @@ def test_data_files_read_count_and_timed_loops_are_not_traced():
         wikipedia_text()
         with evidence.TRACER.paused():  # timed repeats of code that already ran traced
             grading.mutation_bar(1e-5)
-    assert "matrix/data/enwiki_sample.txt" in data and "matrix/sources.py" in code
+    assert "matrix/data/enwiki_sample.txt" in data and "matrix/sources/texts.py" in code
     assert "matrix/grading.py" not in code
     assert evidence.CATALOG not in data  # the catalog counts by entry, not as a whole
     with evidence.TRACER.scope() as (code, data):

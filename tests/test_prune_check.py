@@ -6,9 +6,10 @@ throughput measured on models really pruned."""
 import pytest
 import torch
 
-from matrix import grading, prune
+from matrix import grading
+from matrix.checks import prune
 from matrix.checks import ModelPair
-from matrix.prune import prunable_fraction
+from matrix.checks.prune import prunable_fraction
 from sentinel_core import load_adaptive_model
 from tests.tokenizer_fixture import TEXT, make_tokenizer
 
@@ -59,10 +60,11 @@ def test_random_is_the_mean_of_its_seeds_with_their_range(result):
 
 
 def test_every_metric_is_of_a_kind_the_reporter_reads(result):
-    from matrix.records import METRIC_KINDS, NULL, NUMBER, kind_error
+    from matrix.metrics import kind
+    from matrix.records import kind_error
 
     _, _, m = result
-    assert {k: v for k, v in m.items() if kind_error(v, METRIC_KINDS.get(k, NUMBER + NULL))} == {}
+    assert {k: v for k, v in m.items() if kind_error(v, kind(k))} == {}
 
 
 def test_gates_are_left_as_they_were(result):

@@ -13,11 +13,13 @@ import time
 import torch
 
 from sentinel_core import load_adaptive_model, load_baseline_model
+from sentinel_core.names import NATIVE
 
-from .bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, BEST_RATIOS, HF_PATHS, IQR, RATIO, RATIO_HI, RATIO_LO,
+from ..bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, BEST_RATIOS, HF_PATHS, IQR, RATIO, RATIO_HI, RATIO_LO,
                             RATIOS, ROUNDS, best_key, limit_tokens_per_s)
-from .checks import CheckFailed, synchronize, timed_load
-from .evidence import TRACER
+from ..evidence import TRACER
+from ..timing import peak_working_mb, percentile, spread, synchronize, time_runs, timed_load
+from .pair import CheckFailed
 
 PREFILL_TOKENS = 512
 # Batch 8 × 512 tokens is where prefill stops being bound by kernel launches on a GPU: FLOPs (and so
@@ -35,33 +37,6 @@ REPEATS = 3
 READ_BUFFER_MIB = {"cuda": 2048, "cpu": 256}
 COMPILED_HF_CPU_SKIP = ("not run: HF's compiled decode runs on CUDA, or on CPU with --bench-compiled "
                         "(compiling takes minutes)")
-
-
-def time_runs(fn, device: str, rounds: int, warmup: int = 1) -> list[float]:
-    """Seconds per call of `fn`, after `warmup` calls. The timed calls run untraced (matrix/evidence.py): `fn` has
-    run traced before them, in this warm-up or an earlier one."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    with TRACER.paused():
-        for _ in range(rounds):
-            t = time.perf_counter()
-            fn()
-            synchronize(device)
-            times.append(time.perf_counter() - t)
-    return times
-
-
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def spread(key: str, values: list[float]) -> dict:
-    """A timed key's median with its IQR and round count (matrix/bench_metrics.py)."""
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
-    return {key: statistics.median(values), key + IQR: q3 - q1, key + ROUNDS: len(values)}
 
 
 def param_mb(model) -> float:
@@ -85,23 +60,6 @@ def weights_read_per_token_mb(model) -> float:
     if model.embed.weight is not model.lm_head.weight:
         tables.append(model.embed.weight)
     return param_mb(model) - sum(t.numel() * t.element_size() for t in tables) / 2**20
-
-
-def peak_working_mb(fn, device: str) -> float:
-    """Memory a call needs beyond what is already allocated (CUDA max allocated; RSS growth on CPU)."""
-    from .checks import PeakRSS
-
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - before) / 2**20
-    with PeakRSS() as mem:
-        fn()
-    return mem.growth_mb
 
 
 class Side:
@@ -313,7 +271,7 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
         metrics["baseline_sdpa_load_s"] = sdpa_s
     else:
         metrics["baseline_sdpa_unavailable"] = sdpa_reason
-    native = adaptive.adaptive_path == "native"
+    native = adaptive.adaptive_path == NATIVE
     metrics["adaptive_path"] = adaptive.adaptive_path
     metrics["weights_mb"] = param_mb(adaptive) if native else param_mb(hf)
     metrics["weights_read_per_token_mb"] = weights_read_per_token_mb(adaptive) if native else hf_weights_read_per_token_mb(hf)

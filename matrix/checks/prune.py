@@ -19,15 +19,16 @@ from dataclasses import dataclass
 import torch
 
 from sentinel_core.errors import UnsupportedModelError
+from sentinel_core.names import IMPORTANCE_METHODS
 from sentinel_core.importance import (calibration_and_heldout, gated_plan, head_importance,
                                       importance_prune_plan, perplexity)
 
-from . import grading
-from .bench import spread, time_runs
-from .checks import ModelPair
+from .. import grading
+from ..timing import spread, time_runs
+from .pair import ModelPair
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # 0.05: small models lose more per head than the paper's
-METHODS = ("gradient", "ablation", "magnitude", "random")
+METHODS = IMPORTANCE_METHODS
 RANDOM_SEEDS = (0, 1, 2)
 
 

@@ -1,0 +1,37 @@
+"""The project's vocabulary, each name defined once and read everywhere: the core, the matrix, the reports and
+the command line. Torch-free, so the report and the CLI read it without importing torch.
+"""
+
+from __future__ import annotations
+
+# How a model is rebuilt: a family converter's gated decoder, or HF's own modules with gates (generic.py).
+NATIVE, GENERIC_WRAPPER = "native", "generic-wrapper"
+ADAPTIVE_PATHS = (NATIVE, GENERIC_WRAPPER)
+
+# Dtypes: the name torch gives each, its short label, and what users may type for it.
+FLOAT32, BFLOAT16, FLOAT16 = "float32", "bfloat16", "float16"
+DTYPE_SHORT = {FLOAT32: "fp32", BFLOAT16: "bf16", FLOAT16: "fp16"}
+DTYPE_ALIASES = {**{dtype: dtype for dtype in DTYPE_SHORT}, **{short: dtype for dtype, short in DTYPE_SHORT.items()}}
+HALF_PRECISION = (BFLOAT16, FLOAT16)
+
+CPU, CUDA = "cpu", "cuda"
+DEVICES = (CPU, CUDA)
+
+# Where a row's weights come from (matrix/sources/); the first two are trained weights.
+HUB, PACKAGE, SYNTHETIC = "hub", "package", "synthetic"
+WEIGHT_SOURCES = (HUB, PACKAGE, SYNTHETIC)
+REAL_WEIGHTS = (HUB, PACKAGE)
+
+# The matrix's built-in checks (matrix/registry.py says what each runs; a plugin may add its own).
+LOAD, INFER, QUALITY, MUTATION, PRUNE, BENCH = "load", "infer", "quality", "mutation", "prune", "bench"
+
+# A row's outcome, as its record says it.
+PASSED, FAILED, SKIPPED, INCONCLUSIVE = "passed", "failed", "skipped", "inconclusive"
+OUTCOMES = (PASSED, FAILED, SKIPPED, INCONCLUSIVE)
+
+# How head importance is scored (importance.py); random is the control.
+IMPORTANCE_METHODS = ("gradient", "ablation", "magnitude", "random")
+
+
+def short_dtype(dtype: str) -> str:
+    return DTYPE_SHORT.get(dtype, dtype)
