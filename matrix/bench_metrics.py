@@ -31,8 +31,10 @@ Around the timed keys: baseline_sdpa_load_s; baseline_compiled_first_call_s and 
 generate, which compiles); baseline_compiled_attn (the attention the compiled HF model runs).
 The limit, measured in the same process:
   read_bandwidth_gb_s (+ _iqr, _rounds)  a read-only kernel (a sum over 2 GiB on CUDA, 256 MiB on CPU), 1e9 B/s
+  read_bandwidth_peak_gb_s               its fastest round: what the device has shown it can read
   weights_read_per_token_mb              MiB a decode step reads (every weight but the embedding tables)
-  limit_decode_tokens_per_s              read_bandwidth / weights_read_per_token: batch-1 decode's ceiling
+  limit_decode_tokens_per_s              read_bandwidth_peak / weights_read_per_token: batch-1 decode's ceiling
+                                         (records before the peak was kept: the median bandwidth)
   decode_share_of_limit                  the fastest adaptive batch-1 decode over that ceiling
   baseline_decode_share_of_limit         the fastest HF batch-1 decode over that ceiling
 """

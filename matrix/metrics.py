@@ -129,6 +129,8 @@ def metric(key: str) -> Metric:
         return Metric(key, unit="ms", better=LOWER, fmt="{:.1f} ms")
     if key.endswith("_tokens_per_s"):
         return Metric(key, unit="tok/s", better=HIGHER, fmt="{:.0f} tok/s")
+    if key.endswith("_gb_s"):
+        return Metric(key, unit="GB/s", better=HIGHER, fmt="{:.0f} GB/s")
     if key.endswith(("_ratio", "_share_of_limit")):
         return Metric(key, better=HIGHER, fmt="{:.2f}")  # oriented so that > 1 means the adaptive model is faster
     return Metric(key)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from matrix import registry
+from matrix.records import DEFAULT_RESULTS
 from sentinel_core.names import CUDA, DTYPE_ALIASES, FLOAT32, HALF_PRECISION
 from matrix.catalog import WEIGHT_SOURCES, family_architectures, load_catalog
 from matrix.records import unwritable
@@ -52,7 +53,8 @@ def add_options(parser) -> None:
     group.addoption("--bench-compiled", action="store_true",
                     help="bench on CUDA also times the torch.compile'd decode step (compiles once per batch size); "
                          "on CPU, HF's static-cache compiled baseline (CUDA always times it)")
-    group.addoption("--results", default="results/latest.jsonl", help="JSONL file the rows are appended to")
+    group.addoption("--results", default=str(DEFAULT_RESULTS),
+                    help="JSONL file the rows are appended to (default: results/latest.jsonl of the checkout)")
     group.addoption("--results-fresh", action="store_true",
                     help="start --results afresh instead of appending (the newest record per row wins anyway)")
 

@@ -67,6 +67,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # stale one. Before sending, `python -m matrix.records stamp` writes "<commit> <source hash>" of a clean
 # checkout into this file; a copy whose own source hash matches it reports that commit.
 COMMIT_FILE = "SENTINEL_COMMIT"
+# Where records go unless told otherwise: the checkout's results/latest.jsonl, the last local run (git ignores it;
+# the committed evidence has names of its own, cpu-offline.jsonl, h100.jsonl, ...).
+RESULTS_DIR = ROOT / "results"
+DEFAULT_RESULTS = RESULTS_DIR / "latest.jsonl"
 SOURCE_FOLDERS = ("sentinel_core", "matrix")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from sentinel_core.names import BENCH, INFER, LOAD, MUTATION, PRUNE, QUALITY
+
 
 @dataclass(frozen=True)
 class Check:
@@ -31,17 +33,20 @@ def _load(row, request):
 
 def _infer(row, request):
     from matrix.checks import check_infer
+    from matrix.evidence import memo
 
-    return check_infer(request.getfixturevalue("pair"))
+    pair = request.getfixturevalue("pair")
+    return memo(pair.cache, INFER, lambda: check_infer(pair))  # the mutation row reuses it
 
 
 def _quality(row, request):
     from matrix.checks import check_quality
+    from matrix.evidence import memo
     from matrix.sources import perplexity_text
 
     pair = request.getfixturevalue("pair")
     if not pair.real_weights:
-        return check_quality(pair)
+        return memo(pair.cache, QUALITY, lambda: check_quality(pair))  # the mutation row reuses it
     name, text = perplexity_text()
     return {"ppl_text": name, **check_quality(pair, text=text)}
 
@@ -76,16 +81,16 @@ def _bench(row, request):
 
 
 CHECKS: list[Check] = [
-    Check("load", "Loading", "builds from the checkpoint, every key mapped, parameters = HF + one gate per head", _load),
-    Check("infer", "Inference", "finite outputs; left-padded rows equal the rows alone; the cache equals a full "
+    Check(LOAD, "Loading", "builds from the checkpoint, every key mapped, parameters = HF + one gate per head", _load),
+    Check(INFER, "Inference", "finite outputs; left-padded rows equal the rows alone; the cache equals a full "
                                 "forward", _infer),
-    Check("quality", "Quality", "log-probs, greedy tokens and perplexity agree with HF eager", _quality),
-    Check("mutation", "Mutation score", "every injected conversion bug above noise fails quality or infer",
+    Check(QUALITY, "Quality", "log-probs, greedy tokens and perplexity agree with HF eager", _quality),
+    Check(MUTATION, "Mutation score", "every injected conversion bug past the fp32 bar fails quality or infer",
           _mutation, decides_status=False, slow_beyond_tiny=True),
-    Check("prune", "Head pruning", "perplexity with 0-50% of heads removed in each method's order, and the pruned "
+    Check(PRUNE, "Head pruning", "perplexity with 0-50% of heads removed in each method's order, and the pruned "
                                    "model's speed (a measurement, never a verdict)", _prune,
           default=False, decides_status=False),
-    Check("bench", "Benchmarks", "adaptive and HF timed side by side (a measurement, never a verdict)", _bench,
+    Check(BENCH, "Benchmarks", "adaptive and HF timed side by side (a measurement, never a verdict)", _bench,
           default=False, decides_status=False, full_depth=True),
 ]
 

@@ -7,13 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from matrix.records import unwritable
+from matrix.records import RESULTS_DIR, unwritable
 
 from .load import SCRATCH_RESULTS, RecordError, load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "SUPPORTED_MODELS.md"
-DEFAULT_RESULTS = ROOT / "results"
 
 
 def first_difference(expected: str, actual: str) -> str:
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .render import render_markdown
 
-    paths = args.results or ([DEFAULT_RESULTS] if DEFAULT_RESULTS.exists() else [])
+    paths = args.results or ([RESULTS_DIR] if RESULTS_DIR.exists() else [])
     read: list[tuple[Path, int]] = []
     try:
         records = load_results(paths, committed_only=args.check or args.committed, read=read)

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from matrix.metrics import NULL, TEXT, kind
-from matrix.records import ENV_KINDS, RECORD_FIELDS, kind_error
+from matrix.records import DEFAULT_RESULTS, ENV_KINDS, RECORD_FIELDS, kind_error
 
 KNOWN_FIELDS = set(RECORD_FIELDS)  # what the matrix writes (matrix/records.py)
 REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
@@ -27,11 +27,10 @@ def record_key(record: dict) -> tuple:
     return (record["model"], record["weights"], record["check"], record["device"], record["dtype"], fingerprint)
 
 
-# The matrix's default output: the last local run (git ignores it). The committed evidence has names of
-# its own (cpu-offline.jsonl, h200.jsonl, ...). A folder read includes it, so a user's own run shows in
-# what they render; the committed page (`--check`, `--committed`) is rendered without it, so it renders
-# the same from a clean clone.
-SCRATCH_RESULTS = "latest.jsonl"
+# The matrix's default output (matrix/records.py). A folder read includes it, so a user's own run shows in what
+# they render; the committed page (`--check`, `--committed`) is rendered without it, so it renders the same from
+# a clean clone.
+SCRATCH_RESULTS = DEFAULT_RESULTS.name
 
 
 def result_files(paths: list[str | Path], committed_only: bool = False) -> list[Path]:

@@ -12,7 +12,6 @@ device and dtype. Exit status 0 when no check failed, 1 when one did, 2 on a usa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -94,12 +93,6 @@ def run_matrix(command: list[str], cwd: Path) -> int:
     return proc.returncode
 
 
-def read_records(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def key_numbers(check: str, metrics: dict) -> str:
     shown = []
     for key, label in CELL_METRICS.get(check, []):
@@ -151,10 +144,11 @@ def exit_code(records: list[dict], pytest_code: int) -> int:
 
 
 def run(args) -> int:
-    from matrix.records import append_record, unwritable
+    from matrix.records import DEFAULT_RESULTS, append_record, unwritable
+    from reports.load import read_records
 
     root = matrix_folder().parent
-    results = Path(args.results).expanduser().resolve() if args.results else root / "results" / "latest.jsonl"
+    results = Path(args.results).expanduser().resolve() if args.results else DEFAULT_RESULTS
     problem = unwritable(results)
     if problem:
         print(f"error: --results: {problem}", file=sys.stderr)
@@ -162,7 +156,7 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="sentinel-check-") as scratch:
         rows_file = Path(scratch) / "rows.jsonl"
         code = run_matrix(pytest_command(args, rows_file), cwd=root)
-        records = read_records(rows_file)
+        records = read_records(rows_file) if rows_file.is_file() else []
     for record in records:  # this run's records only, into the user's results file
         append_record(results, record)
     if code in (2, 3, 4):  # interrupted or collection errors, internal error, usage error: pytest said why above

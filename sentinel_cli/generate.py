@@ -221,7 +221,7 @@ def run(args) -> int:
     from transformers import TextStreamer
 
     from sentinel_core.generation import generation_tokens
-    from sentinel_core.loader import load_adaptive_model, load_baseline_model, load_tokenizer, preflight
+    from sentinel_core.loader import load_adaptive_model, load_baseline_model, load_tokenizer, resolve_checkpoint
 
     check_prompt(args.prompt)
     sampling = sampling_settings(args)
@@ -236,20 +236,21 @@ def run(args) -> int:
     trc = args.trust_remote_code
     # An unsupported family or config flag, a missing tokenizer or a too-long prompt fail before any weights are read.
     # A model_type with no converter runs through the generic gated wrapper, if it has attention heads to gate.
-    config, spec = preflight(args.model_name, trust_remote_code=trc)
+    # The config is read once: the loaders below take the resolved checkpoint.
+    checkpoint = resolve_checkpoint(args.model_name, trust_remote_code=trc)
     tokenizer = load_tokenizer(args.model_name, trust_remote_code=trc)
     input_ids, attention_mask = encode_prompt(tokenizer, args.prompt)
-    _check_context(config, spec, input_ids.shape[1], args.max_new_tokens, trust_remote_code=trc)
+    _check_context(checkpoint.config, checkpoint.spec, input_ids.shape[1], args.max_new_tokens, trust_remote_code=trc)
 
     baseline = None
     if args.baseline or trc:
         # load_adaptive_model(name) takes no HF kwargs, so remote code goes through an HF model we load.
-        baseline = load_baseline_model(args.model_name, device=device, dtype=dtype_name, trust_remote_code=trc)
-        model = load_adaptive_model(args.model_name, baseline_model=baseline, device=device, dtype=dtype_name)
+        baseline = load_baseline_model(checkpoint, device=device, dtype=dtype_name, trust_remote_code=trc)
+        model = load_adaptive_model(checkpoint, baseline_model=baseline, device=device, dtype=dtype_name)
         if not args.baseline:
             baseline = None
     else:
-        model = load_adaptive_model(args.model_name, device=device, dtype=dtype_name)
+        model = load_adaptive_model(checkpoint, device=device, dtype=dtype_name)
 
     print(_header(args, model, device, dtype_name, sampling, seed), flush=True)
 

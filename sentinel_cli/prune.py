@@ -70,16 +70,16 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from sentinel_core.importance import calibration_and_heldout, head_importance, importance_prune_plan, perplexity
-    from sentinel_core.loader import check_device, load_adaptive_model, load_tokenizer, preflight
+    from sentinel_core.loader import check_device, load_adaptive_model, load_tokenizer, resolve_checkpoint
 
     out = check_out(args.out)
     check_device(args.device)
     text = read_text(args.text)
-    preflight(args.model)  # an unsupported family or config fails before any weights are read
+    checkpoint = resolve_checkpoint(args.model)  # an unsupported family or config fails before any weights are read
     tokenizer = load_tokenizer(args.model)
     calibration, heldout = calibration_and_heldout(tokenizer, text, args.calibration_rows, args.calibration_length,
                                                    args.heldout_tokens)
-    model = load_adaptive_model(args.model, device=args.device)
+    model = load_adaptive_model(checkpoint, device=args.device)
     if getattr(model, "adaptive_path", None) != NATIVE:
         raise SentinelError(f"{args.model} runs through the generic gated wrapper (no converter for its model_type), "
                             f"which cannot save a pruned model; gate its heads with model.gates instead")

@@ -17,7 +17,8 @@ _EXPORTS = {
                                    "GatedModelError", "InputError", "ModelNotFoundError", "PruneError",
                                    "RemoteCodeError", "UnsupportedConfigError", "UnsupportedModelError")},
     "FAMILIES": "families", "get_family": "families", "load_adaptive_model": "loader",
-    "load_baseline_model": "loader", "DecoderSpec": "spec",
+    "load_baseline_model": "loader", "resolve_checkpoint": "loader", "ResolvedCheckpoint": "loader",
+    "DecoderSpec": "spec",
     "head_importance": "importance", "importance_prune_plan": "importance",
 }
 __all__ = sorted(_EXPORTS)
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
                          UnsupportedModelError)
     from .families import FAMILIES, get_family
     from .importance import head_importance, importance_prune_plan
-    from .loader import load_adaptive_model, load_baseline_model
+    from .loader import ResolvedCheckpoint, load_adaptive_model, load_baseline_model, resolve_checkpoint
     from .model import AdaptiveCausalLM
     from .spec import DecoderSpec
 

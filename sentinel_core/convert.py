@@ -25,12 +25,17 @@ def hf_ties_embeddings(hf_model) -> bool:
 def spec_for(hf_model) -> DecoderSpec:
     family = get_family(hf_model.config.model_type)
     spec = family.to_spec(hf_model.config)
-    # Which fused matrices HF multiplies as separate linears: the rules that stack several HF weights.
-    sources = {rule.target: len(rule.sources) for rule in family.rules(spec)}
     # The loaded model is the truth about tying (configs of some checkpoints disagree with it).
     return dataclasses.replace(spec, tie_embeddings=hf_ties_embeddings(hf_model),
-                               hf_separate_qkv=sources.get("layers.0.attn.qkv.weight", 1) > 1,
-                               hf_separate_gate_up=sources.get("layers.0.mlp.up.weight", 1) > 1)
+                               **hf_separate_from_rules(spec.family, spec))
+
+
+def hf_separate_from_rules(family_name: str, spec: DecoderSpec) -> dict:
+    """Which fused matrices HF multiplies as separate linears: those the family's rules stack from several HF
+    weights (the spec's hf_separate_qkv and hf_separate_gate_up)."""
+    sources = {rule.target: len(rule.sources) for rule in get_family(family_name).rules(spec)}
+    return {"hf_separate_qkv": sources.get("layers.0.attn.qkv.weight", 1) > 1,
+            "hf_separate_gate_up": sources.get("layers.0.mlp.up.weight", 1) > 1}
 
 
 def hf_module_name(hf_model, target: str) -> str:

@@ -110,9 +110,14 @@ class KeepsFp32Buffers:
         return self
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [x2, x1] in one kernel: HF's rotate_half, [-x2, x1], with the sign moved into sin (rope())."""
+    return x.roll(x.shape[-1] // 2, dims=-1)
+
+
+def swap_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (x1, x0, x3, x2, ...) in one kernel: GPT-J's rotate_every_two without its sign."""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
 
 
 class KVCache:
@@ -154,18 +159,22 @@ class StaticKVCache:
         self.values = [torch.zeros(shape(layer.attn), device=device, dtype=dtype) for layer in model.layers]
         self.pos = torch.zeros((), dtype=torch.long, device=device)
         self.max_len = max_len
+        self.slots: torch.Tensor | None = None  # where this forward writes (pos + arange(T)): set once per forward
 
     def seen(self) -> torch.Tensor:
         return self.pos
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        index = self.pos + torch.arange(k.shape[2], device=k.device)
-        self.keys[layer].index_copy_(2, index, k)
-        self.values[layer].index_copy_(2, index, v)
+        slots = self.slots
+        if slots is None or slots.shape[0] != k.shape[2]:  # called outside the decoder's forward
+            slots = self.pos + torch.arange(k.shape[2], device=k.device)
+        self.keys[layer].index_copy_(2, slots, k)
+        self.values[layer].index_copy_(2, slots, v)
         return self.keys[layer], self.values[layer]
 
     def advance(self, steps: int) -> None:
         self.pos += steps
+        self.slots = None
 
 
 @dataclass
@@ -327,17 +336,15 @@ def split_linear(layer: nn.Linear, x: torch.Tensor, sizes: list[int]) -> torch.T
     return torch.cat([F.linear(x, w, b) for w, b in zip(layer.weight.split(sizes), biases)], dim=-1)
 
 
-def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
-    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotary_dim: int,
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, rotary_dim: int,
                  interleaved: bool = False) -> torch.Tensor:
-    rotate = rotate_every_two if interleaved else rotate_half
+    """HF's x * cos + rotate(x) * sin, bit for bit: rotate's negation is exact, so it rides on `signed_sin`
+    (rope()) and the rotation itself is one swap kernel."""
+    swap = swap_pairs if interleaved else swap_halves
     if rotary_dim == x.shape[-1]:
-        return x * cos + rotate(x) * sin
+        return x * cos + swap(x) * signed_sin
     x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
-    return torch.cat([x_rot * cos + rotate(x_rot) * sin, x_pass], dim=-1)
+    return torch.cat([x_rot * cos + swap(x_rot) * signed_sin, x_pass], dim=-1)
 
 
 class MLP(nn.Module):
@@ -494,7 +501,11 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         emb = freqs.repeat_interleave(2, dim=-1) if self.spec.rotary_interleaved else torch.cat((freqs, freqs), dim=-1)
         scaling = 1.0 if local else self.spec.rotary_scaling
         cos, sin = emb.cos() * scaling, emb.sin() * scaling
-        return cos.to(dtype)[:, :, None], sin.to(dtype)[:, :, None]  # [B, T, 1, rotary_dim]: broadcast over heads
+        # rotate_half's (and rotate_every_two's) minus, on sin instead (apply_rotary): the first half's (the even
+        # entries') sin is negated. Negation is exact, so the product is HF's bit for bit.
+        sign = torch.ones(sin.shape[-1], device=sin.device, dtype=sin.dtype)
+        (sign.view(-1, 2)[:, 0] if self.spec.rotary_interleaved else sign[: sign.shape[0] // 2]).fill_(-1)
+        return cos.to(dtype)[:, :, None], (sin * sign).to(dtype)[:, :, None]  # [B, T, 1, rotary_dim]
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
                 use_cache=False, logits_to_keep: int = 0, unit_gates: bool | None = None) -> CausalLMOutput:
@@ -516,6 +527,8 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
             unit_gates = False
         device = input_ids.device
         query_pos = past + torch.arange(T, device=device)
+        if static:
+            cache.slots = query_pos  # the slots every layer writes this forward
 
         if position_ids is None:
             if s.positions_from_mask and attention_mask is not None:

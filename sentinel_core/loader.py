@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from .names import DTYPE_ALIASES
-
 import copy
 import os
 import pickle
@@ -11,6 +9,7 @@ import re
 import struct
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +21,8 @@ from .errors import CheckpointError, DeviceError, GatedModelError, ModelNotFound
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
-from .saving import MANIFEST, is_saved_model, load_saved
+from .names import DTYPE_ALIASES
+from .saving import MANIFEST, is_saved_model, load_saved, saved_spec
 
 DTYPES = {alias: getattr(torch, dtype) for alias, dtype in DTYPE_ALIASES.items()}  # "bf16" and "bfloat16" alike
 
@@ -171,14 +171,38 @@ def load_config(model_name: str, **hf_kwargs):
                                                    if k in ("gguf_file", "trust_remote_code", "revision", "token")})
 
 
-def preflight(model_name: str, trust_remote_code: bool = False):
-    """The config and the spec `model_name` would load with, before any weights are read: an unsupported
-    family or config flag, or a model_type with no attention heads to gate, fails here. The spec is the
-    converter's DecoderSpec, or the generic wrapper's WrapperSpec for a model_type with no converter."""
-    config = load_config(model_name, trust_remote_code=trust_remote_code)
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """A checkpoint read once, before any weights: its name (hub id, folder or .gguf path), its HF config and the
+    spec it loads with (the converter's DecoderSpec, the generic wrapper's WrapperSpec, or a saved adaptive
+    model's own spec, pruned heads and all). `load_baseline_model` and `load_adaptive_model` take it in place of
+    the name and read neither again."""
+
+    name: str
+    config: object
+    spec: object
+    saved: bool = False  # a folder written by save_pretrained (it has a sentinel.json)
+
+
+def resolve_checkpoint(model_name, trust_remote_code: bool = False) -> ResolvedCheckpoint:
+    """What `model_name` would load as: an unsupported family or config flag, a model_type with no attention heads
+    to gate, or a damaged saved folder fails here, before any weights are read."""
+    if isinstance(model_name, ResolvedCheckpoint):
+        return model_name
+    name = str(model_name)
+    if is_saved_model(name):
+        with hub_errors_explained(name):
+            return ResolvedCheckpoint(name, load_config(name), saved_spec(name), saved=True)
+    config = load_config(name, trust_remote_code=trust_remote_code)
     if config.model_type in FAMILIES:
-        return config, FAMILIES[config.model_type].to_spec(config)
-    return config, check_wrappable(config, trust_remote_code=trust_remote_code)
+        return ResolvedCheckpoint(name, config, FAMILIES[config.model_type].to_spec(config))
+    return ResolvedCheckpoint(name, config, check_wrappable(config, trust_remote_code=trust_remote_code))
+
+
+def preflight(model_name, trust_remote_code: bool = False):
+    """(config, spec) of `resolve_checkpoint`."""
+    checkpoint = resolve_checkpoint(model_name, trust_remote_code=trust_remote_code)
+    return checkpoint.config, checkpoint.spec
 
 
 def load_tokenizer(model_name: str, trust_remote_code: bool = False):
@@ -204,12 +228,16 @@ def load_tokenizer(model_name: str, trust_remote_code: bool = False):
 
 
 def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
-    """The Hugging Face AutoModelForCausalLM, in eval mode, refusing checkpoints that load incompletely."""
+    """The Hugging Face AutoModelForCausalLM, in eval mode, refusing checkpoints that load incompletely.
+    `model_name` may be a ResolvedCheckpoint: its config is used, not read again."""
     check_device(device)
+    kwargs = dict(hf_kwargs)
+    if isinstance(model_name, ResolvedCheckpoint):
+        kwargs.setdefault("config", copy.deepcopy(model_name.config))  # from_pretrained writes into the config it gets
+        model_name = model_name.name
     if is_saved_model(model_name):
         raise CheckpointError(f"{model_name} holds an adaptive model saved by Sentinel ({MANIFEST}), not a Hugging "
                               f"Face checkpoint: load it with load_adaptive_model")
-    kwargs = dict(hf_kwargs)
     name = _split_gguf(model_name, kwargs)
     kwargs.setdefault("trust_remote_code", False)
     # A mis-shaped tensor then shows up in the loading info, named with both shapes, and is refused below.
@@ -241,13 +269,16 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
 
     A model_type with no native converter gets the generic gated wrapper around the HF model itself
     (`adaptive_path` says which one was built). A folder written by `AdaptiveCausalLM.save_pretrained`
-    (it has a sentinel.json) loads back as it was saved, pruned heads and gates included.
+    (it has a sentinel.json) loads back as it was saved, pruned heads and gates included. `model_name` may be a
+    ResolvedCheckpoint (resolve_checkpoint): its config and spec are used, not read again.
     """
     check_device(device)
     dtype = resolve_dtype(dtype)
-    if baseline_model is None and is_saved_model(model_name):
-        with hub_errors_explained(model_name):  # a corrupt config.json: the same one-line error as a checkpoint's
-            return load_saved(AdaptiveCausalLM, model_name, device=device, dtype=dtype)
+    resolved = model_name if isinstance(model_name, ResolvedCheckpoint) else None
+    name = resolved.name if resolved else model_name
+    if baseline_model is None and (resolved.saved if resolved else is_saved_model(name)):
+        with hub_errors_explained(name):  # a corrupt config.json: the same one-line error as a checkpoint's
+            return load_saved(AdaptiveCausalLM, name, device=device, dtype=dtype)
     if baseline_model is not None:
         if baseline_model.config.model_type not in FAMILIES:
             # A copy: the caller's HF model stays free of our hooks, as it stays intact for a converter.
@@ -256,12 +287,11 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
         model = build_decoder(AdaptiveCausalLM, baseline_model, consume=False, config=baseline_model.config,
                               generation_config=getattr(baseline_model, "generation_config", None))
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-    config = load_config(model_name)
-    if config.model_type not in FAMILIES:
-        check_wrappable(config)  # no attention heads to gate: fail before reading any weights
-        return GenericGatedLM(load_baseline_model(model_name, device=device, dtype=dtype))
-    FAMILIES[config.model_type].to_spec(config)  # a config the converter refuses fails before any weights are read
-    baseline = load_baseline_model(model_name, device=device, dtype=dtype)
+    # A config the converter refuses, or one with no attention heads to gate, fails here, before any weights are read.
+    resolved = resolve_checkpoint(model_name)
+    if resolved.config.model_type not in FAMILIES:
+        return GenericGatedLM(load_baseline_model(resolved, device=device, dtype=dtype))
+    baseline = load_baseline_model(resolved, device=device, dtype=dtype)
     model = build_decoder(AdaptiveCausalLM, baseline, consume=True, config=baseline.config,
                           generation_config=getattr(baseline, "generation_config", None))
     del baseline

@@ -97,7 +97,13 @@ def read_manifest(folder: Path) -> dict:
 
 
 def _spec(manifest: dict, folder: Path) -> DecoderSpec:
-    saved = manifest["spec"]
+    saved = dict(manifest["spec"])
+    if not {"hf_separate_qkv", "hf_separate_gate_up"} <= set(saved) and saved.get("family"):
+        # Saved before the spec said which fused matrices HF multiplies apart: the family's rules say it.
+        from .convert import hf_separate_from_rules
+
+        saved = {**hf_separate_from_rules(saved["family"], DecoderSpec(**{k: tuple(v) if isinstance(v, list) else v
+                                                                        for k, v in saved.items()})), **saved}
     unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(DecoderSpec)})
     if unknown:  # a field this decoder does not implement: running without it would compute something else
         raise CheckpointError(f"{folder}: the saved spec has fields this sentinel ({_version()}) does not know "
@@ -107,6 +113,12 @@ def _spec(manifest: dict, folder: Path) -> DecoderSpec:
         return DecoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{folder / MANIFEST}: the saved spec is invalid ({exc}): {_fix(folder)}") from exc
+
+
+def saved_spec(folder) -> DecoderSpec:
+    """The spec a saved folder loads with (pruned heads included), read from its manifest alone."""
+    folder = Path(folder)
+    return _spec(read_manifest(folder), folder)
 
 
 def load_saved(cls, folder, device="cpu", dtype: torch.dtype | None = None):

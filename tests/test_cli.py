@@ -263,7 +263,8 @@ def test_check_usage_error_is_exit_2(tmp_path, capsys):
 
 def fake_record(check, outcome, device="cpu", dtype="float32", reason="", **metrics):
     return {"family": "llama", "model": "m", "weights": "synthetic", "check": check, "device": device, "dtype": dtype,
-            "outcome": outcome, "reason": reason, "metrics": metrics}
+            "outcome": outcome, "reason": reason, "metrics": metrics, "time": "2026-12-06T00:00:00+00:00",
+            "env": {"torch": "2.13.0", "transformers": "5.25.0"}}
 
 
 def test_check_failed_row_is_exit_1_with_its_reason(tmp_path, capsys, monkeypatch):

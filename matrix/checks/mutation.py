@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 
+from sentinel_core.names import INFER, QUALITY
+
 from .. import grading
+from ..evidence import memo
 from .infer import check_infer
 from .pair import CheckFailed, CheckInconclusive, ModelPair
 from .quality import check_quality
@@ -25,9 +28,10 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
     ref = hf_reference(pair)
     if ref.fp32 is None:
         raise CheckFailed(f"no fp32 reference to measure mutants against: {ref.fp32_note}")
-    try:  # the unmutated model must pass, or every mutant is "caught" for nothing
-        check_quality(pair)
-        check_infer(pair)
+    try:  # the unmutated model must pass, or every mutant is "caught" for nothing (the quality and infer rows'
+        # own results where they ran on this pair: the same checks on the same model)
+        memo(pair.cache, QUALITY, lambda: check_quality(pair))
+        memo(pair.cache, INFER, lambda: check_infer(pair))
     except CheckFailed as exc:
         raise CheckFailed(f"the unmutated model already fails ({exc}); a mutation score would mean nothing",
                           exc.metrics) from None

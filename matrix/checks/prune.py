@@ -89,8 +89,10 @@ def scores_by_method(model, calibration: torch.Tensor) -> dict[str, torch.Tensor
 
 
 def throughput(model, plan: dict[int, list[int]], device: str, vocab: int) -> dict:
-    """Prefill latency and decode throughput of a copy of `model` with `plan` pruned for real."""
-    pruned = copy.deepcopy(model)
+    """Prefill latency and decode throughput of a copy of `model` with `plan` pruned for real; with no plan, of
+    `model` itself (a copy's fresh allocations would time something other than the model every other point is
+    compared with)."""
+    pruned = copy.deepcopy(model) if plan else model
     if plan:
         pruned.prune_heads(plan)
     g = torch.Generator().manual_seed(0)
