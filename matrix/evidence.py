@@ -187,6 +187,10 @@ def preload(packages=("sentinel_core", "matrix")) -> None:
     import importlib
     import pkgutil
 
+    for part in PROJECT_PARTS:  # every project file's hash as it is now, at the start of the run
+        for path in ((ROOT / part).rglob("*.py") if (ROOT / part).is_dir() else ()):
+            if "__pycache__" not in path.parts:
+                _loaded_hash(path.relative_to(ROOT).as_posix(), ROOT)
     for package_name in packages:
         package = importlib.import_module(package_name)
         for module in pkgutil.walk_packages(package.__path__, f"{package_name}."):
@@ -232,11 +236,23 @@ def _resolve(name: str, root: Path) -> Path:
     return Path(name) if os.path.isabs(name) else root / name
 
 
+# Each file's hash as this process first saw it (preload() hashes every project module before the first row): a
+# record names the code that ran, even when the file is edited while a long run goes on.
+_AS_LOADED: dict[str, str | None] = {}
+
+
+def _loaded_hash(name: str, root: Path) -> str | None:
+    if name not in _AS_LOADED:
+        _AS_LOADED[name] = _file_hash(_resolve(name, root))
+    return _AS_LOADED[name]
+
+
 def depends(files: tuple[set, set], catalog_entry: str | None, root: Path = ROOT) -> dict:
-    """The record's `depends`: each file with its hash now (code and data), and the catalog entry's hash."""
+    """The record's `depends`: each file with its hash as this process loaded it (code and data), and the catalog
+    entry's hash."""
     code, data = files
-    return {"code": {name: _file_hash(_resolve(name, root)) for name in sorted(code)},
-            "data": {name: _file_hash(_resolve(name, root)) for name in sorted(data)},
+    return {"code": {name: _loaded_hash(name, root) for name in sorted(code)},
+            "data": {name: _loaded_hash(name, root) for name in sorted(data)},
             "catalog_entry": catalog_entry}
 
 

@@ -157,6 +157,13 @@ def fp32_logprob_limit(m: dict) -> float:
     return max(TOLERANCES["float32"].max_logprob_diff, m.get("baseline_attention_paths_diff") or 0.0)
 
 
+def pruned_vs_gated_limit(dtype: str) -> float:
+    """A model pruned for real against the same model with those heads' gates at 0: one model computed in other
+    shapes, so the bar is the dtype's consistency bar (as for cached decoding against a full forward); in fp32,
+    fp32's 1e-4."""
+    return tolerance(dtype).cache_vs_no_cache
+
+
 def padding_limit(dtype: str, baseline_padding_effect: float) -> float:
     return max(tolerance(dtype).padded_vs_alone, baseline_padding_effect)
 

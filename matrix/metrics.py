@@ -111,6 +111,7 @@ METRICS = _table(
     *_obj("mutants"), Metric("mutation_score", OBJECT, diff_ignored=True, fmt=_mutation_score), Metric("bar", unit="nats", fmt="{:.1e}"), Metric("noise", unit="nats", fmt="{:.1e}"),
     # prune
     *_obj("ppl_by_fraction"), Metric("prunable_fraction", OBJECT, diff_ignored=True, fmt=_prunable), Metric("prunable_within", fmt="{:.0%}"),
+    *_logprob("pruned_vs_gated_max_diff"), Metric("pruned_vs_gated_limit", unit="nats", fmt="{:.0e}"),
     Metric("calibration_tokens", fmt="{}"), Metric("heldout_tokens", fmt="{}"), Metric("heads", fmt="{}"),
     *_list("batch_sizes", "prefill_batch_sizes", "ppl_random_spread", "throughput_by_fraction", "throughput_columns",
            "random_seeds", *(name + BEST_KEYS for name in BEST_RATIOS)),

@@ -35,6 +35,8 @@ def spread_of(m: dict, key: str) -> None:
 def test_every_baseline_is_timed_or_says_why_not(variant, synthetic_folders, small_bench):
     m = bench.run_bench(synthetic_folders(variant), "cpu", "float32")
     assert m["attn_baseline"] == "eager"
+    # every decode path's greedy tokens equal the dynamic cache's, in fp32
+    assert m["static_vs_dynamic_agreement"] == m["hf_vs_dynamic_agreement_b8"] == 1.0
     for key in DECODE_KEYS:
         spread_of(m, key)
         spread_of(m, "baseline_" + key)
@@ -224,3 +226,22 @@ def test_graph_share_uses_the_limit_the_record_measured():
     assert with_bandwidth_share(older["metrics"], "graph_decode_tokens_per_s", older) == "1500 (37% of 4101)"
     older["env"]["device_name"] = "x86_64"
     assert with_bandwidth_share(older["metrics"], "graph_decode_tokens_per_s", older) == "1500"
+
+
+def test_a_broken_decode_path_fails_the_cpu_bench_row(synthetic_folders, small_bench, monkeypatch):
+    """The static cache writing one slot late gives other tokens: the bench row fails, as a CUDA graph's would."""
+    from sentinel_core.decoder import StaticKVCache
+
+    original = StaticKVCache.update
+
+    def one_slot_late(self, layer, k, v):
+        self.slots = None
+        self.pos += 1
+        try:
+            return original(self, layer, k, v)
+        finally:
+            self.pos -= 1
+
+    monkeypatch.setattr(StaticKVCache, "update", one_slot_late)
+    with pytest.raises(bench.CheckFailed, match="static-cache decode"):
+        bench.run_bench(synthetic_folders("llama-gqa"), "cpu", "float32")

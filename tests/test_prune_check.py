@@ -98,3 +98,31 @@ def test_a_large_model_skips_on_cpu_saying_where_to_run_it(result, monkeypatch):
     monkeypatch.setattr(prune, "CPU_MAX_PARAMS", 10)
     assert "run this row on a GPU (--devices cuda)" in prune.too_slow_here(model, "cpu")
     assert prune.too_slow_here(model, "cuda") is None
+
+
+def test_the_pruned_model_equals_the_gated_one(result):
+    _, _, m = result
+    assert 0 <= m["pruned_vs_gated_max_diff"] <= m["pruned_vs_gated_limit"] == grading.pruned_vs_gated_limit("float32")
+
+
+def test_a_pruned_vs_gated_mismatch_fails_the_row(synthetic_folders, monkeypatch):
+    """Pruning that removes other heads than the plan names (here: every plan shifted by one head) fails the row."""
+    from sentinel_core.model import AdaptiveCausalLM
+
+    model = load_adaptive_model(synthetic_folders("llama-gqa"))
+    pair = ModelPair(hf=None, adaptive=model, tokenizer=make_tokenizer(vocab_size=model.config.vocab_size),
+                     device="cpu", dtype="float32", real_weights=True)
+    original = AdaptiveCausalLM.prune_heads
+    heads = model.num_heads
+
+    def off_by_one(self, plan):
+        return original(self, {layer: sorted({(h + 1) % heads for h in hs}) for layer, hs in plan.items()})
+
+    monkeypatch.setattr(AdaptiveCausalLM, "prune_heads", off_by_one)
+    monkeypatch.setitem(prune.SIZES, "cpu", prune.Sizes(calibration_rows=2, calibration_length=32, heldout_tokens=96))
+    for name, value in (("PPL_WINDOW", 48), ("THROUGHPUT_PREFILL", 16), ("THROUGHPUT_NEW_TOKENS", 4),
+                        ("THROUGHPUT_ROUNDS", 1)):
+        monkeypatch.setattr(prune, name, value)
+    with pytest.raises(prune.CheckFailed, match="pruned for real differs from the same heads gated to 0") as failed:
+        prune.check_prune(pair, "fixture text", TEXT * 3)
+    assert failed.value.metrics["pruned_vs_gated_max_diff"] > grading.pruned_vs_gated_limit("float32")

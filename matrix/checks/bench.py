@@ -296,6 +296,19 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
         sides["graph_"] = graph
         if compiled:
             sides["compiled_"] = compiled_side
+    elif device == "cpu" and dtype == "float32":
+        # No graph on a CPU: the timed paths must still be right. In fp32 every decode path gives the same greedy
+        # tokens: the static cache's, the dynamic cache's and HF eager's.
+        for b in BATCHES:
+            dynamic = ours.decode(b)
+            suffix = "" if b == 1 else f"_b{b}"
+            for name, tokens in (("static", ours.decode(b, static_cache=True)), ("hf", theirs.decode(b))):
+                agreement = (tokens[:, DECODE_PROMPT:] == dynamic[:, DECODE_PROMPT:]).float().mean().item()
+                metrics[f"{name}_vs_dynamic_agreement{suffix}"] = agreement
+                if agreement < 1.0:
+                    raise CheckFailed(f"{'static-cache' if name == 'static' else 'HF eager'} decode (batch {b}) gave "
+                                      f"other greedy tokens than the adaptive dynamic-cache decode ({agreement:.0%} "
+                                      f"agree) in fp32", metrics)
 
     # HF's compiled baseline runs the model a user gets by default: SDPA where the class has it.
     default_hf = hf_sdpa if hf_sdpa is not None else hf

@@ -25,7 +25,7 @@ from sentinel_core.importance import (calibration_and_heldout, gated_plan, head_
 
 from .. import grading
 from ..timing import spread, time_runs
-from .pair import ModelPair
+from .pair import CheckFailed, ModelPair
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # 0.05: small models lose more per head than the paper's
 METHODS = IMPORTANCE_METHODS
@@ -88,7 +88,17 @@ def scores_by_method(model, calibration: torch.Tensor) -> dict[str, torch.Tensor
     return scores
 
 
-def throughput(model, plan: dict[int, list[int]], device: str, vocab: int) -> dict:
+@torch.no_grad()
+def pruned_vs_gated(pruned, model, plan: dict[int, list[int]], ids: torch.Tensor) -> float:
+    """Max |Δ log p| between the model pruned for real and the model with the plan's gates at 0: the same model,
+    so they must agree (grading.pruned_vs_gated_limit) or the curves, taken through the gates, say nothing about
+    what pruning gives."""
+    with gated_plan(model, plan):
+        gated = model(ids).logits.float().log_softmax(-1)
+    return (pruned(ids).logits.float().log_softmax(-1) - gated).abs().max().item()
+
+
+def throughput(model, plan: dict[int, list[int]], device: str, vocab: int, check_ids: torch.Tensor | None = None) -> dict:
     """Prefill latency and decode throughput of a copy of `model` with `plan` pruned for real; with no plan, of
     `model` itself (a copy's fresh allocations would time something other than the model every other point is
     compared with)."""
@@ -103,10 +113,12 @@ def throughput(model, plan: dict[int, list[int]], device: str, vocab: int) -> di
         decode = time_runs(lambda: pruned.generate(prompt, max_new_tokens=THROUGHPUT_NEW_TOKENS, eos_token_id=[]),
                            device, THROUGHPUT_ROUNDS)
     params = sum(p.numel() for p in pruned.parameters())
+    agreement = pruned_vs_gated(pruned, model, plan, check_ids) if plan and check_ids is not None else 0.0
     del pruned
     gc.collect()
     return {**spread("prefill_ms", [t * 1e3 for t in prefill]),
-            **spread("decode_tokens_per_s", [THROUGHPUT_NEW_TOKENS / t for t in decode]), "params": params}
+            **spread("decode_tokens_per_s", [THROUGHPUT_NEW_TOKENS / t for t in decode]), "params": params,
+            "pruned_vs_gated": agreement}
 
 
 def check_prune(pair: ModelPair, text_name: str, text: str) -> dict:
@@ -134,9 +146,11 @@ def check_prune(pair: ModelPair, text_name: str, text: str) -> dict:
                      for i, fraction in enumerate(FRACTIONS)]
 
     vocab = model.config.vocab_size if getattr(model, "config", None) is not None else int(heldout.max()) + 1
-    timed = {fraction: throughput(model, plans[THROUGHPUT_METHOD][fraction], pair.device, vocab)
+    check_ids = heldout[:, :PPL_WINDOW]
+    timed = {fraction: throughput(model, plans[THROUGHPUT_METHOD][fraction], pair.device, vocab, check_ids)
              for fraction in FRACTIONS}
-    return {
+    limit = grading.pruned_vs_gated_limit(pair.dtype)
+    metrics = {
         "ppl_text": text_name, "calibration_tokens": calibration.numel(), "heldout_tokens": heldout.shape[1],
         "heads": int(model.gates.numel()),
         "ppl_by_fraction": curves, "ppl_random_spread": random_spread,
@@ -147,4 +161,12 @@ def check_prune(pair: ModelPair, text_name: str, text: str) -> dict:
                                     t["decode_tokens_per_s_iqr"], t["params"]] for fraction, t in timed.items()],
         "throughput_columns": ["fraction", "prefill_ms", "prefill_ms_iqr", "decode_tokens_per_s",
                                "decode_tokens_per_s_iqr", "params"],
+        "pruned_vs_gated_max_diff": max(t["pruned_vs_gated"] for t in timed.values()),
+        "pruned_vs_gated_limit": limit,
     }
+    wrong = [f"{fraction:.0%} ({t['pruned_vs_gated']:.2e})" for fraction, t in timed.items() if t["pruned_vs_gated"] > limit]
+    if wrong:
+        raise CheckFailed(f"the model pruned for real differs from the same heads gated to 0 by more than {limit:.0e} "
+                          f"(max |Δ log p|) at {', '.join(wrong)} of heads removed: pruning is broken, and the curves "
+                          f"(taken through the gates) do not describe the pruned model", metrics)
+    return metrics
