@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import sysconfig
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +53,7 @@ def _outside_project_prefixes() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, paths.get("stdlib", ""), paths.get("purelib", ""),
                 paths.get("platlib", "")}
+    prefixes.add(tempfile.gettempdir())
     return tuple(os.path.join(os.path.realpath(p), "") for p in prefixes if p)
 
 
@@ -66,6 +68,8 @@ class Tracer:
         self._previous_trace = None
         self._audit_hooked = False
         self._outside = _outside_project_prefixes()
+        # Code generated at run time (torch.compile's kernels under the temp folder) is no file a record can name.
+        self._cwd = os.path.join(os.path.realpath(os.getcwd()), "")
 
     # Which files count ---------------------------------------------------------------------------------
     def _key(self, filename: str, code: bool = True) -> str | None:
@@ -80,8 +84,8 @@ class Tracer:
                 if relative.split("/", 1)[0] in PROJECT_PARTS and "/__pycache__/" not in relative \
                         and relative != SELF:
                     key = relative
-            elif code and not path.startswith(self._outside):
-                key = path  # a plugin of a user's own, outside the tree: its absolute path
+            elif code and path.startswith(self._cwd) and not path.startswith(self._outside):
+                key = path  # a plugin of the user's own, in the folder they run from: its absolute path
         if code:
             self._keys[filename] = key
         return key

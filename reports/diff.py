@@ -8,6 +8,7 @@ import math
 import sys
 
 from matrix.metrics import DIFF_RELATIVE, HIGHER, LOWER, metric
+from sentinel_core.names import FAILED, INCONCLUSIVE, PASSED
 
 from .load import RecordError, load_results, record_key
 
@@ -47,7 +48,7 @@ def direction(name: str, old, new) -> str:
     return " (better)" if (new > old) == (better == HIGHER) else " (worse)"
 
 
-WORSE = {("passed", "failed"), ("passed", "inconclusive"), ("inconclusive", "failed")}
+WORSE = {(PASSED, FAILED), (PASSED, INCONCLUSIVE), (INCONCLUSIVE, FAILED)}
 
 
 def show(value) -> str:

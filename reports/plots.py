@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from matrix import bench_metrics, grading  # noqa: E402
-from sentinel_core.names import DTYPE_SHORT  # noqa: E402
+from sentinel_core.names import DTYPE_SHORT, FAILED, PASSED  # noqa: E402
 
 from . import status as rules  # noqa: E402
 from . import render  # noqa: E402
@@ -98,7 +98,7 @@ def quality_figure(device: str, dtype: str, rows: list[dict]) -> str:
         return ""
     values = [max(r["metrics"][key], 1e-9) for r in rows]
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.22 * len(rows)))
-    colors = ["#b64a3b" if r["outcome"] == "failed" else ADAPTIVE for r in rows]
+    colors = ["#b64a3b" if r["outcome"] == FAILED else ADAPTIVE for r in rows]
     ax.barh(range(len(rows)), values, color=colors, height=0.6)
     bar = grading.KL_RATIO_GOOD if half else grading.tolerance(dtype).max_logprob_diff
     ax.axvline(bar, color="#b64a3b", linestyle="--", linewidth=1,
@@ -184,7 +184,7 @@ def head_pruning_figure(rows: list[dict]) -> str:
 def plots(records: list[dict]) -> list[str]:
     """The figures. Quality: current records only. Benchmarks: stale ones too, their labels marked (stale)
     (a measurement by other code is still the best number there is until its row runs again)."""
-    bench = sorted((r for r in records if r["check"] == "bench" and r["outcome"] == "passed"
+    bench = sorted((r for r in records if r["check"] == "bench" and r["outcome"] == PASSED
                     and r["metrics"].get("decode_tokens_per_s")), key=lambda r: (r["device"], r["model"]))
     charts = []
     real = [r for r in bench if not r["model"].startswith("tiny/")]
@@ -193,7 +193,7 @@ def plots(records: list[dict]) -> list[str]:
         charts.append(decode_figure("Decode throughput, full-depth geometries", real))
     if tiny:
         charts.append(decode_figure("Decode throughput, tiny test models (latency-bound: noise)", tiny))
-    quality = [r for r in records if r["check"] == "quality" and r["outcome"] in ("passed", "failed")
+    quality = [r for r in records if r["check"] == "quality" and r["outcome"] in (PASSED, FAILED)
                and rules.is_current(r)]
     for device, dtype in sorted({(r["device"], r["dtype"]) for r in quality}):
         charts.append(quality_figure(device, dtype, [r for r in quality if (r["device"], r["dtype"]) == (device, dtype)]))

@@ -11,7 +11,8 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix import grading, registry
-from sentinel_core.names import DTYPE_SHORT, GENERIC_WRAPPER, NATIVE, REAL_WEIGHTS
+from sentinel_core.names import (DTYPE_SHORT, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED, REAL_WEIGHTS,
+                                 SKIPPED)
 from matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
@@ -63,7 +64,7 @@ def model_order(records: list[dict]) -> list[tuple[str, str]]:
 
 
 GRADES = (GOOD, FAIR, POOR)  # best to worst; a source shows its worst
-STALE_WORDS = {"passed": "pass", "failed": "failure", "inconclusive": "inconclusive"}
+STALE_WORDS = {PASSED: "pass", FAILED: "failure", INCONCLUSIVE: "inconclusive"}
 
 
 def sources(records: list[dict]) -> str:
@@ -90,7 +91,7 @@ def stale_mark(record: dict) -> str:
 def cell(records: list[dict]) -> str:
     """The cell's status with the sources behind it; inconclusive and stale records follow, marked."""
     status = rules.cell_status(records)
-    ran = [r for r in records if r["outcome"] != "skipped"]
+    ran = [r for r in records if r["outcome"] != SKIPPED]
     current = [r for r in ran if rules.is_current(r)]
     stale = [r for r in ran if not rules.is_current(r)]
 
@@ -105,7 +106,7 @@ def cell(records: list[dict]) -> str:
         parts.append(f"{status} {named(of('failed', current))}")
     elif status in (rules.PASS, rules.SYNTHETIC, rules.PARTIAL):
         parts.append(f"{status} {named(of('passed', current))}")
-    if of("inconclusive", current):
+    if of(INCONCLUSIVE, current):
         parts.append(f"{rules.INCONCLUSIVE} inconclusive: {named(of('inconclusive', current))}")
     parts.extend(f"{rules.STALE} stale {word}: {named(of(outcome, stale))}"
                  for outcome, word in STALE_WORDS.items() if of(outcome, stale))
@@ -137,7 +138,7 @@ def notes(records: list[dict]) -> str:
     if any(r["metrics"].get("adaptive_path") == GENERIC_WRAPPER for r in records):
         parts.append("generic gated wrapper (HF modules, no native converter)")
     for device in sorted({r["device"] for r in records}):
-        q = [r for r in records if r["device"] == device and r["check"] == "quality" and r["outcome"] != "skipped"]
+        q = [r for r in records if r["device"] == device and r["check"] == "quality" and r["outcome"] != SKIPPED]
         for dtype in sorted({r["dtype"] for r in q}):
             worst = max((r for r in q if r["dtype"] == dtype), key=lambda r: r["metrics"].get("max_logprob_diff", 0))
             if "max_logprob_diff" in worst["metrics"]:
@@ -146,7 +147,7 @@ def notes(records: list[dict]) -> str:
             if "ppl_ratio" in r["metrics"]:
                 m = r["metrics"]
                 parts.append(f"{stale_mark(r)}{r['weights']} ppl {m['ppl']:.2f} (ratio {m['ppl_ratio']:.6f})")
-        bench = [r for r in records if r["device"] == device and r["check"] == "bench" and r["outcome"] == "passed"]
+        bench = [r for r in records if r["device"] == device and r["check"] == "bench" and r["outcome"] == PASSED]
         for r in bench:
             m = r["metrics"]
             if ratio_text(m, "decode"):
@@ -229,7 +230,7 @@ def architecture_overview(by_model: dict[str, list[dict]], families: list[dict],
                 statuses.append(rules.model_status(group))
                 if statuses[-1] == rules.PASS:
                     real[model].append(f"{device} {DTYPE_SHORT.get(dtype, dtype)}")
-                last = max([last, *(r["time"][:10] for r in group if rules.is_current(r) and r["outcome"] == "passed")])
+                last = max([last, *(r["time"][:10] for r in group if rules.is_current(r) and r["outcome"] == PASSED)])
             marks.append(rules.family_status(statuses))
         path = "generic wrapper" if f["name"] in wrapped else NATIVE
         rows.append([hf_class(f["name"]), f["name"], path, "gates only" if f["name"] in wrapped else "yes", *marks,
@@ -250,7 +251,7 @@ def summary_table(records: list[dict], models: list[str], devices: list[tuple[st
         for r in group:
             by_model[r["model"]].append(r)
         statuses = [rules.model_status(by_model.get(model, [])) for model in models]
-        current = [r for r in group if rules.is_current(r) and r["outcome"] != "skipped"]
+        current = [r for r in group if rules.is_current(r) and r["outcome"] != SKIPPED]
         versions = sorted({f"torch {r['env'].get('torch', '?')}, transformers {r['env'].get('transformers', '?')}"
                            for r in current})
         rows.append([f"{device} {DTYPE_SHORT.get(dtype, dtype)}", *(statuses.count(s) for s in rules.PRECEDENCE),
@@ -278,7 +279,7 @@ def evidence_table(records: list[dict]) -> str:
                env.get("torch", "?"), env.get("transformers", "?"), commit(r), code_state(r))
         g = groups.setdefault(key, {"sources": set(), "ran": 0, "skipped": 0})
         g["sources"].add(r["weights"])
-        g["ran" if r["outcome"] != "skipped" else "skipped"] += 1
+        g["ran" if r["outcome"] != SKIPPED else "skipped"] += 1
     rows = [[*k, ", ".join(sorted(g["sources"])), g["ran"], g["skipped"]] for k, g in sorted(groups.items())]
     return Table(["Date", "Device", "Kind", "Dtype", "torch", "transformers", "Commit", "Code",
                   "Weight sources", "Rows run", "Rows skipped"], rows)
@@ -287,17 +288,17 @@ def evidence_table(records: list[dict]) -> str:
 def known_issues(records: list[dict]) -> list[str]:
     """Failures (current first; stale ones marked, as they count no more), then inconclusive and
     skipped rows grouped by reason. Failed mutation rows (missed mutants) are failures like any."""
-    failed = sorted((r for r in records if r["outcome"] == "failed"),
+    failed = sorted((r for r in records if r["outcome"] == FAILED),
                     key=lambda r: (not rules.is_current(r), r["model"], r["check"]))
     items = [f"{stale_mark(r)}{rules.FAIL} {r['model']} ({r['weights']}, {r['check']}, {r['device']} "
              f"{DTYPE_SHORT.get(r['dtype'], r['dtype'])}{'' if rules.is_current(r) else ', stale: ' + commit(r)}): "
              f"{r['reason'] or _missed_text(r)}" for r in failed]
-    for outcome, mark, what in (("inconclusive", rules.INCONCLUSIVE, "inconclusive"),
-                                ("skipped", rules.UNTESTED, "not tested")):
+    for outcome, mark, what in ((INCONCLUSIVE, rules.INCONCLUSIVE, "inconclusive"),
+                                (SKIPPED, rules.UNTESTED, "not tested")):
         grouped: dict[str, list[str]] = defaultdict(list)
         for r in records:
             if r["outcome"] == outcome:
-                stale = ", stale" if outcome != "skipped" and not rules.is_current(r) else ""
+                stale = ", stale" if outcome != SKIPPED and not rules.is_current(r) else ""
                 grouped[f"{_generic_reason(r)} ({r['weights']} rows on {r['device']}{stale})"].append(r["model"])
         for reason, models in sorted(grouped.items()):
             unique = sorted(set(models))
@@ -328,7 +329,7 @@ def mutation_table(records: list[dict]) -> str | None:
     missed ones named."""
     groups: dict[tuple, dict] = {}
     for r in records:
-        if r["check"] != "mutation" or r["outcome"] == "skipped":
+        if r["check"] != "mutation" or r["outcome"] == SKIPPED:
             continue
         key = (r["family"], r["device"], DTYPE_SHORT.get(r["dtype"], r["dtype"]), code_state(r))
         g = groups.setdefault(key, {"caught": 0, "catchable": 0, "below_bar": 0, "not_applicable": 0,
@@ -388,7 +389,7 @@ def ratio_text(m: dict, name: str) -> str:
 
 def benchmark_table(records: list[dict], tiny: bool = False) -> Table | None:
     """Passed bench rows: the real geometries, or (tiny=True) the tiny test models apart from them."""
-    bench = [r for r in records if r["check"] == "bench" and r["outcome"] == "passed"
+    bench = [r for r in records if r["check"] == "bench" and r["outcome"] == PASSED
              and r["model"].startswith("tiny/") == tiny]
     if not bench:
         return None
@@ -432,7 +433,7 @@ PRUNE_TABLE_FRACTIONS = (0.1, 0.2, 0.5)  # the curve's points the table prints (
 
 
 def prune_records(records: list[dict]) -> list[dict]:
-    return sorted((r for r in records if r["check"] == "prune" and r["outcome"] == "passed"
+    return sorted((r for r in records if r["check"] == "prune" and r["outcome"] == PASSED
                    and r["metrics"].get("ppl_by_fraction")), key=lambda r: (r["device"], r["family"], r["model"]))
 
 
@@ -512,7 +513,7 @@ def best_path_table(records: list[dict]) -> Table | None:
     """Full-depth bench rows against HF's fastest path (eager, SDPA, static cache + torch.compile) and the
     device's limit (its read bandwidth over the bytes a decode step reads). Records from before these
     were measured show a dash."""
-    bench = [r for r in records if r["check"] == "bench" and r["outcome"] == "passed" and not r["model"].startswith("tiny/")]
+    bench = [r for r in records if r["check"] == "bench" and r["outcome"] == PASSED and not r["model"].startswith("tiny/")]
     if not bench:
         return None
     rows = []

@@ -26,7 +26,7 @@ from __future__ import annotations
 from matrix import registry
 from matrix.catalog import entry_hashes
 from matrix.evidence import stale_reason as _stale_reason
-from sentinel_core.names import REAL_WEIGHTS
+from sentinel_core.names import FAILED, PASSED, REAL_WEIGHTS, SKIPPED
 
 PASS, SYNTHETIC, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "🧪", "⚠️", "❌", "◻️", "⏳", "❔"
 PRECEDENCE = (FAIL, PASS, SYNTHETIC, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
@@ -45,16 +45,16 @@ def is_current(record: dict) -> bool:
 
 
 def _ran(records: list[dict]) -> list[dict]:
-    return [r for r in records if r["outcome"] != "skipped"]
+    return [r for r in records if r["outcome"] != SKIPPED]
 
 
 def _status(ran: list[dict], complete) -> str:
     """The rules over records that ran; `complete(passes)` says whether those current passes make the whole
     thing pass (a cell: any pass; a model: every status check on one device)."""
     current = [r for r in ran if is_current(r)]
-    if any(r["outcome"] == "failed" for r in current):
+    if any(r["outcome"] == FAILED for r in current):
         return FAIL
-    passed = [r for r in current if r["outcome"] == "passed"]
+    passed = [r for r in current if r["outcome"] == PASSED]
     if complete([r for r in passed if r["weights"] in REAL_WEIGHTS]):
         return PASS
     if complete(passed):

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from matrix import registry
 from matrix.metrics import metric
-from sentinel_core.names import BENCH, INFER, LOAD, MUTATION, PRUNE, QUALITY
+from sentinel_core.names import BENCH, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED
 
 from .common import add_option, parse, run_reporting_errors
 
 HELP = "run a model's matrix rows (load, infer, quality, mutation; bench, prune on request) and print a verdict table"
 
-MARKS = {"passed": "✅", "failed": "❌", "inconclusive": "◻️", "skipped": "⏭"}
+MARKS = {PASSED: "✅", FAILED: "❌", INCONCLUSIVE: "◻️", SKIPPED: "⏭"}
 
 
 # The metrics a check's cell shows, in order: (record key, label); matrix/metrics.py formats each. A tuple of
@@ -122,7 +122,7 @@ def verdict_table(records: list[dict]) -> tuple[str, list[str]]:
             columns.append(column)
         mark = MARKS.get(r["outcome"], r["outcome"])
         rows.setdefault(row, {})[column] = f"{mark} {key_numbers(r['check'], r.get('metrics') or {})}".strip()
-        if r["outcome"] != "passed":
+        if r["outcome"] != PASSED:
             reason = " ".join((r.get("reason") or "no reason recorded").split())
             reasons.setdefault((mark, reason), []).append((row, column))
     table = tabulate([[row, *(cells.get(c, "") for c in columns)] for row, cells in rows.items()],
@@ -138,7 +138,7 @@ def verdict_table(records: list[dict]) -> tuple[str, list[str]]:
 
 
 def exit_code(records: list[dict], pytest_code: int) -> int:
-    if any(r["outcome"] == "failed" for r in records):
+    if any(r["outcome"] == FAILED for r in records):
         return 1
     return 1 if pytest_code == 1 else 0
 

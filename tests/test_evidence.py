@@ -155,3 +155,16 @@ def test_cached_work_counts_in_every_row_that_reuses_it():
 
 def test_a_record_from_before_rows_were_keyed_is_stale():
     assert evidence.stale_reason({"env": {"source_hash": "0123456789abcdef"}}) == "measured before evidence was keyed per row"
+
+
+def test_code_generated_at_run_time_is_not_evidence(tmp_path):
+    """torch.compile writes its kernels as Python files under the temp folder: no record can name them."""
+    import tempfile
+
+    generated = Path(tempfile.mkdtemp(prefix="torchinductor_")) / "kernel.py"
+    generated.write_text("def kernel():\n    return 1\n")
+    namespace = {}
+    exec(compile(generated.read_text(), str(generated), "exec"), namespace)
+    with evidence.TRACER.scope() as (code, _):
+        namespace["kernel"]()
+    assert not any("torchinductor_" in name for name in code), code
