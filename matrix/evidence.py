@@ -140,8 +140,16 @@ class Tracer:
         return sys.monitoring.DISABLE
 
     def _on_call(self, frame, event, arg):
+        # Called for every Python call while tracing (Python < 3.12): the common case, a file already known not
+        # to be ours, costs one dict lookup.
         if event == "call":
-            self._note(frame.f_code.co_filename)
+            filename = frame.f_code.co_filename
+            key = self._keys.get(filename, 0)
+            if key == 0:
+                key = self._key(filename)
+            if key is not None:
+                for code, _ in self._scopes:
+                    code.add(key)
         previous = self._previous_trace
         return previous(frame, event, arg) if previous is not None else None
 
