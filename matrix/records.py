@@ -18,10 +18,11 @@ import json
 import os
 import platform
 import subprocess
+import warnings
 from functools import cache
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from . import evidence
 from .metrics import FLAG, NULL, NUMBER, OBJECT, POINTS, TEXT
@@ -171,15 +172,63 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+LOCK_TIMEOUT_S = 120  # a results lock held longer than this is someone else's run that hangs, or a stale lock
+
+
+class RecordWriteError(OSError):
+    """A record that could not be written: the file is left as it was (the message says why and what to do)."""
+
+
+def _set_aside_torn_tail(path: Path) -> None:
+    """A line cut short by an earlier writer (a full disk, a killed run) is moved to `<path>.torn`, so the next
+    record starts a line of its own and no finished row is lost to the fragment."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size == 0:
+                return
+            f.seek(max(0, size - (1 << 20)))
+            tail = f.read()
+    except FileNotFoundError:
+        return
+    if tail.endswith(b"\n"):
+        return
+    cut = size - (len(tail) - tail.rfind(b"\n") - 1) if b"\n" in tail else max(0, size - len(tail))
+    with open(path, "rb") as f:
+        f.seek(cut)
+        fragment = f.read()
+    with open(f"{path}.torn", "ab") as torn:
+        torn.write(fragment + b"\n")
+    os.truncate(path, cut)
+    warnings.warn(f"{path}: a record cut short by an earlier run ({len(fragment)} bytes) was moved to {path}.torn",
+                  stacklevel=3)
+
+
 def append_record(path: str | Path, record: dict) -> None:
+    """Append one record as one line: written whole or not at all (a failed write is cut back off), under an
+    exclusive lock (xdist workers, parallel runs), flushed to disk before the lock is released."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    # One writer at a time (xdist workers, parallel runs): a record is one whole line or nothing.
-    with FileLock(f"{path}.lock"), open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode("utf-8")
+    try:
+        lock = FileLock(f"{path}.lock", timeout=LOCK_TIMEOUT_S)
+        with lock:
+            _set_aside_torn_tail(path)
+            with open(path, "ab") as f:
+                start = f.tell()
+                try:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as exc:
+                    f.truncate(start)  # never leave half a line
+                    raise RecordWriteError(f"{path}: the record of {record.get('model')}/{record.get('check')} "
+                                           f"could not be written ({exc.strerror or exc}): free space or choose "
+                                           f"another --results; the file is as it was") from exc
+    except Timeout:
+        raise RecordWriteError(f"{path}.lock has been held by another process for over {LOCK_TIMEOUT_S} s: wait "
+                               f"for that run, or delete {path}.lock if no run is writing {path}") from None
 
 
 if __name__ == "__main__":

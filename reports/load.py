@@ -91,6 +91,10 @@ def read_records(path: Path) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
+            if number == len(lines) and not line.endswith("\n"):  # cut short by a run that died writing it
+                warnings.warn(f"{path}:{number}: a record cut short (a full disk or a killed run) is left out; "
+                              f"the next run moves it to {path.name}.torn", stacklevel=2)
+                continue
             raise RecordError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or delete the line") from None
         problem = _problem(record)
         if problem:

@@ -11,6 +11,7 @@ import io
 import math
 import re
 
+import markupsafe
 import matplotlib
 import matplotlib.ticker
 
@@ -34,7 +35,7 @@ def _svg(fig) -> str:
     plt.close(fig)
     text = buffer.getvalue()
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)  # RDF boilerplate
-    return text[text.index("<svg"):]  # inline: no XML prologue or doctype
+    return markupsafe.Markup(text[text.index("<svg"):])  # inline: no XML prologue or doctype; matplotlib escaped its text
 
 
 def _where(r: dict) -> str:

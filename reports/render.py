@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import tabulate as tabulate_module
 from tabulate import tabulate
 
@@ -39,15 +40,18 @@ class Table:
         return tabulate([[escaped(v) for v in row] for row in self.rows], [escaped(h) for h in self.headers],
                         tablefmt="github")
 
-    def html(self) -> str:
-        return tabulate(self.rows, self.headers, tablefmt="html")
+    def html(self) -> markupsafe.Markup:
+        return markupsafe.Markup(tabulate(self.rows, self.headers, tablefmt="html"))  # tabulate escaped every cell
 
     __str__ = markdown  # what the Markdown template prints
 
 
 def _env():
+    # The HTML report escapes every value it prints (a model id or model_type comes from a checkpoint anyone can
+    # write); what is HTML already says so (Markup: tables tabulate escaped, matplotlib's SVG).
     return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), keep_trailing_newline=True,
-                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                              autoescape=lambda name: bool(name) and name.endswith(".html.j2"))
 
 
 def _fmt(x: float | None) -> str:

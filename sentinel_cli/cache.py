@@ -18,6 +18,8 @@ KINDS = {"synthetic": "randomised checkpoints of catalog configs (made again on 
 
 
 def size_of(path: Path) -> int:
+    if path.is_symlink():
+        return 0  # a link's target is not the cache's
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
@@ -31,7 +33,10 @@ def entries(root: Path) -> dict[str, list[Path]]:
     """Cache entries by kind; anything named *.partial-* is a leftover, whatever folder it is in."""
     found: dict[str, list[Path]] = {kind: [] for kind in KINDS}
     for kind in ("synthetic", "gguf", "gguf-fp32"):
-        for path in sorted((root / kind).iterdir()) if (root / kind).is_dir() else []:
+        folder = root / kind
+        if folder.is_symlink() or not folder.is_dir():  # a kind folder that links elsewhere is never walked
+            continue
+        for path in sorted(folder.iterdir()):
             found["partial" if ".partial-" in path.name else kind].append(path)
     found["partial"].extend(sorted(p for p in root.glob("*.partial-*")))
     return found
@@ -82,7 +87,14 @@ def main(argv=None) -> int:
             return 2
         if input(f"delete {len(doomed)} entries ({human(size)}) under {root}? [y/N] ").strip().lower() != "y":
             return 1
+    inside = root.resolve()
+    outside = [p for p in doomed if inside not in p.parent.resolve().parents and p.parent.resolve() != inside]
+    if outside:  # checked before anything is deleted
+        print(f"error: {outside[0]} is not inside the cache {root}; nothing deleted", file=sys.stderr)
+        return 2
     for path in doomed:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        # A link is removed itself, never what it points to; a real folder with everything in it (rmtree removes
+        # links inside it without following them).
+        path.unlink() if path.is_symlink() or not path.is_dir() else shutil.rmtree(path)
     print(f"deleted {len(doomed)} entries, {human(size)}")
     return 0

@@ -313,6 +313,24 @@ def test_cache_lists_sizes_and_cleans_only_what_is_named(tmp_path, monkeypatch, 
     assert [p.name for p in (tmp_path / "synthetic").iterdir()] == ["llama-0123456789abcdef"]
 
 
+def test_cache_clean_never_deletes_through_a_symlink(tmp_path, monkeypatch, capsys):
+    """A kind folder, or an entry, that links outside the cache: the link may go, its target never."""
+    cache, elsewhere = tmp_path / "cache", tmp_path / "precious"
+    (elsewhere / "work").mkdir(parents=True)
+    (elsewhere / "work" / "thesis.txt").write_text("years")
+    (elsewhere / "other").mkdir()
+    (elsewhere / "other" / "data.bin").write_bytes(b"x" * 100)
+    cache.mkdir()
+    (cache / "synthetic").symlink_to(elsewhere / "work", target_is_directory=True)
+    (cache / "gguf-fp32").mkdir()
+    (cache / "gguf-fp32" / "model-0123-tf5").symlink_to(elsewhere / "other", target_is_directory=True)
+    monkeypatch.setenv("SENTINEL_CACHE", str(cache))
+    assert main(["cache", "clean", "--yes"]) == 0
+    assert (elsewhere / "work" / "thesis.txt").read_text() == "years"
+    assert (elsewhere / "other" / "data.bin").stat().st_size == 100
+    assert not (cache / "gguf-fp32" / "model-0123-tf5").exists()  # the link itself was the cache's entry
+
+
 def _rows(path: Path) -> set[tuple]:
     import json
 

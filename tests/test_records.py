@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from matrix import records
 
 ROOT = records.ROOT
@@ -68,3 +70,56 @@ def test_kill_9_mid_run_loses_no_finished_row(tmp_path):
     run.wait()
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert rows and all(row["model"] == "tiny/gpt2" and row["outcome"] in {"passed", "failed", "skipped"} for row in rows)
+
+
+def test_a_torn_tail_never_costs_the_next_row(tmp_path):
+    """A run that died mid-write (a full disk) left half a record: the report reads the rest, saying so, and the
+    next record gets a line of its own; the fragment is kept aside."""
+    import warnings
+
+    from reports.load import read_records
+
+    results = tmp_path / "rows.jsonl"
+    whole = {"family": "gpt2", "model": "tiny/gpt2", "weights": "synthetic", "check": "load", "device": "cpu",
+             "dtype": "float32", "outcome": "passed", "reason": "", "metrics": {}, "env": {},
+             "time": "2026-12-06T00:00:00+00:00"}
+    records.append_record(results, whole)
+    with open(results, "a") as f:
+        f.write(json.dumps({**whole, "check": "infer"})[:40])  # the disk filled here
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [r["check"] for r in read_records(results)] == ["load"]
+        records.append_record(results, {**whole, "check": "quality"})
+    assert any("cut short" in str(w.message) for w in caught)
+    assert [r["check"] for r in read_records(results)] == ["load", "quality"]
+    assert (tmp_path / "rows.jsonl.torn").read_text() == json.dumps({**whole, "check": "infer"})[:40] + "\n"
+
+
+def test_a_failed_write_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    results = tmp_path / "rows.jsonl"
+    records.append_record(results, {"model": "a", "check": "load"})
+    before = results.read_bytes()
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records.os, "fsync", full_disk)
+    with pytest.raises(records.RecordWriteError, match="No space left on device.*the file is as it was"):
+        records.append_record(results, {"model": "b", "check": "infer"})
+    assert results.read_bytes() == before
+
+
+def test_a_held_lock_times_out_naming_the_lock(tmp_path, monkeypatch):
+    from filelock import FileLock
+
+    results = tmp_path / "rows.jsonl"
+    monkeypatch.setattr(records, "LOCK_TIMEOUT_S", 0.2)
+    held = FileLock(f"{results}.lock")
+    held.acquire()
+    try:
+        done = subprocess.run([sys.executable, "-c", "import sys; from matrix import records; records.LOCK_TIMEOUT_S = 0.2; "
+                               f"records.append_record({str(results)!r}, {{'model': 'x'}})"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        held.release()
+    assert done.returncode != 0 and f"{results}.lock has been held by another process" in done.stderr

@@ -496,3 +496,18 @@ def test_head_pruning_table_and_plot(tmp_path):
     assert "<h2>Head pruning</h2>" in html and "Perplexity as heads are removed" in html
     assert "## Head pruning" not in render_markdown(all_checks())
     assert "| ⏳ HuggingFaceTB" in render_markdown([prune_row(code=OTHER_CODE)])
+
+
+def test_the_html_report_escapes_what_checkpoints_name():
+    """A model_type, model id, reason or sample text from a checkpoint anyone can write never becomes markup."""
+    from reports.html import render_html
+
+    script = "<script>alert(1)</script>"
+    records = [rec(model=f"evil/{script}", family=f"x{script}", weights="hub", check=c, reason=f"r{script}",
+                   sample_output=f"s{script}", ppl=10.0, ppl_ratio=1.0) for c in ("load", "infer", "quality")]
+    records.append(rec(model=f"evil/{script}", family=f"x{script}", check="mutation", outcome="failed",
+                       reason=f"missed {script}"))
+    page = render_html(records)
+    assert "<script" not in page.lower(), page[page.lower().index("<script") - 200:][:400]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert page.count("<table") >= 3  # tables still render as HTML (plots: tests/test_wheel.py, test_report_browser.py)
