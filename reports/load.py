@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import warnings
 from pathlib import Path
 
 from matrix.metrics import NULL, TEXT, kind
 from matrix.records import DEFAULT_RESULTS, ENV_KINDS, RECORD_FIELDS, kind_error
+from sentinel_core.names import OUTCOMES, PASSED, SKIPPED
 
 KNOWN_FIELDS = set(RECORD_FIELDS)  # what the matrix writes (matrix/records.py)
 REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
-# inconclusive: a quality row whose HF reference distribution is degenerate; neither pass nor failure,
-# but a run like any other (reports/status.py).
-OUTCOMES = ("passed", "failed", "skipped", "inconclusive")
 
 
 class RecordError(ValueError):
@@ -74,7 +74,34 @@ def _problem(record) -> str | None:
     return None
 
 
-def read_records(path: Path) -> list[dict]:
+def recorded_at(record: dict) -> dt.datetime | None:
+    """The record's time as a time (UTC), or None when it is not one: times compare as times, never as text."""
+    try:
+        when = dt.datetime.fromisoformat(str(record["time"]).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+
+
+def _left_out(record: dict, page: bool = True) -> str | None:
+    """Why a well-formed record cannot count (it is left out, with a warning), or None. `page`: the page's rules too,
+    a check this matrix has and finite metrics in a pass (`reports diff` keeps such a record to report the lost
+    number; `sentinel check` shows the rows of a plugin's checks)."""
+    from matrix import registry
+
+    if page and record["check"] not in registry.names():
+        return f"check {record['check']!r} is not one this matrix has ({', '.join(registry.names())})"
+    if recorded_at(record) is None:
+        return f"time {record['time']!r} is not an ISO time"
+    if page and record["outcome"] == PASSED:
+        broken = sorted(name for name, value in record.get("metrics", {}).items()
+                        if isinstance(value, float) and not math.isfinite(value))
+        if broken:
+            return f"a passing record with non-finite metrics ({', '.join(broken)})"
+    return None
+
+
+def read_records(path: Path, page: bool = True) -> list[dict]:
     out = []
     try:
         with open(path, encoding="utf-8") as f:
@@ -106,6 +133,10 @@ def read_records(path: Path) -> list[dict]:
         record.setdefault("metrics", {})
         record.setdefault("env", {})
         record.setdefault("reason", "")
+        why = _left_out(record, page)
+        if why:
+            warnings.warn(f"{path}:{number}: left out: {why}", stacklevel=2)
+            continue
         out.append(record)
     return out
 
@@ -121,10 +152,10 @@ def merge(records: list[dict]) -> list[dict]:
     for record in records:
         key = record_key(record)
         held = newest.get(key)
-        if held is not None and (record["outcome"] == "skipped") != (held["outcome"] == "skipped"):
-            if record["outcome"] == "skipped":
+        if held is not None and (record["outcome"] == SKIPPED) != (held["outcome"] == SKIPPED):
+            if record["outcome"] == SKIPPED:
                 continue
-        elif held is not None and record["time"] < held["time"]:
+        elif held is not None and recorded_at(record) < recorded_at(held):
             continue
         newest[key] = record
     # A skip that never reached a checkpoint (the weights were not there) has no fingerprint, so it is a key
@@ -135,11 +166,11 @@ def merge(records: list[dict]) -> list[dict]:
 
 
 def load_results(paths: list[str | Path], committed_only: bool = False,
-                 read: list[tuple[Path, int]] | None = None) -> list[dict]:
+                 read: list[tuple[Path, int]] | None = None, page: bool = True) -> list[dict]:
     """The merged records of every file under `paths`; `read`, when given, receives (file, record count) per file."""
     records: list[dict] = []
     for path in result_files(paths, committed_only=committed_only):
-        file_records = read_records(path)
+        file_records = read_records(path, page)
         records.extend(file_records)
         if read is not None:
             read.append((path, len(file_records)))

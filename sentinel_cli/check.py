@@ -156,7 +156,7 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="sentinel-check-") as scratch:
         rows_file = Path(scratch) / "rows.jsonl"
         code = run_matrix(pytest_command(args, rows_file), cwd=root)
-        records = read_records(rows_file) if rows_file.is_file() else []
+        records = read_records(rows_file, page=False) if rows_file.is_file() else []
     for record in records:  # this run's records only, into the user's results file
         append_record(results, record)
     if code in (2, 3, 4):  # interrupted or collection errors, internal error, usage error: pytest said why above

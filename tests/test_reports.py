@@ -511,3 +511,21 @@ def test_the_html_report_escapes_what_checkpoints_name():
     assert "<script" not in page.lower(), page[page.lower().index("<script") - 200:][:400]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count("<table") >= 3  # tables still render as HTML (plots: tests/test_wheel.py, test_report_browser.py)
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"check": "qualty"}, "check 'qualty' is not one this matrix has"),
+    ({"time": "not a time"}, "time 'not a time' is not an ISO time"),
+    ({"metrics": {"max_logprob_diff": float("nan"), "grade": "Good"}}, "a passing record with non-finite metrics"),
+])
+def test_a_record_that_cannot_count_is_left_out_visibly(tmp_path, change, why):
+    path = write_jsonl(tmp_path / "r.jsonl", [rec(check="load"), {**rec(check="quality"), **change}])
+    with pytest.warns(UserWarning, match=f"r.jsonl:2: left out: {re.escape(why)}"):
+        assert [r["check"] for r in read_records(path)] == ["load"]
+
+
+def test_record_times_compare_as_times():
+    """"+05:00" is five hours earlier in UTC: 10:00+05:00 (05:00 UTC) is older than 06:00+00:00."""
+    older = rec(time="2026-11-28T10:00:00+05:00", outcome="failed")
+    newer = rec(time="2026-11-28T06:00:00+00:00", outcome="passed")
+    assert merge([newer, older]) == [newer] and merge([older, newer]) == [newer]
