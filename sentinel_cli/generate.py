@@ -228,6 +228,8 @@ def run(args) -> int:
     device = resolve_device(args.device)
     dtype_name = resolve_dtype_name(args.dtype, device)
     seed = args.seed
+    if seed is not None and not 0 <= seed < 2**63:  # torch.manual_seed's range
+        raise SentinelError(f"--seed {seed}: give a seed in [0, 2**63 - 1]")
     if seed is None and sampling["do_sample"]:
         seed = random.SystemRandom().randrange(2**32)
     if seed is not None:

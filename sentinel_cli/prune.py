@@ -11,13 +11,14 @@ command line's --model_name) loads back. The text defaults to the Wikipedia samp
 
 from __future__ import annotations
 
-from sentinel_core.names import IMPORTANCE_METHODS, NATIVE
-
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from sentinel_core.errors import SentinelError
+from sentinel_core.names import IMPORTANCE_METHODS, NATIVE
+
 from .common import add_option, parse, run_reporting_errors
 
 HELP = "remove the least important attention heads (gradient, ablation, magnitude or random order) and save"
@@ -60,10 +61,32 @@ def read_text(path: str | None) -> str:
 
 
 def check_out(path: str) -> Path:
+    """--out, checked before any scoring: a new or empty folder this user can write."""
     out = Path(path)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SentinelError(f"--out {path} exists and is not an empty folder: choose a new folder")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SentinelError(f"--out {path}: {parent} is not a folder you can write to: choose another --out")
     return out
+
+
+SEED_RANGE = (0, 2**63 - 1)  # torch.manual_seed's
+
+
+def check_sizes(args) -> None:
+    """Splits too small to score anything are refused before any weights are read."""
+    if args.calibration_rows < 1:
+        raise SentinelError(f"--calibration-rows {args.calibration_rows}: at least 1 window is needed")
+    if args.calibration_length < 2:
+        raise SentinelError(f"--calibration-length {args.calibration_length}: a window needs at least 2 tokens "
+                            f"(importance is the next-token loss)")
+    if args.heldout_tokens < 2:
+        raise SentinelError(f"--heldout-tokens {args.heldout_tokens}: perplexity needs at least 2 held-out tokens")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise SentinelError(f"--seed {args.seed}: give a seed in [0, 2**63 - 1]")
+    if args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise SentinelError(f"--device {args.device}: use cpu or cuda (cuda:N for one GPU of several)")
 
 
 def run(args) -> int:
@@ -73,6 +96,7 @@ def run(args) -> int:
     from sentinel_core.loader import check_device, load_adaptive_model, load_tokenizer, resolve_checkpoint
 
     out = check_out(args.out)
+    check_sizes(args)
     check_device(args.device)
     text = read_text(args.text)
     checkpoint = resolve_checkpoint(args.model)  # an unsupported family or config fails before any weights are read

@@ -212,6 +212,9 @@ CASES = {
                                                    "re-download the model, or use its .safetensors weights"),
     "not a GGUF file": (gguf("not gguf"), CheckpointError, "model.gguf is not a readable GGUF file"),
     "truncated GGUF": (gguf("truncated"), CheckpointError, "model.gguf is not a readable GGUF file"),
+    "seed beyond 64 bits": (
+        lambda w: Bad(generate_argv(w.sources["gpt2"], "--do_sample", "--seed", 2**64), None),
+        None, "--seed 18446744073709551616: give a seed in [0, 2**63 - 1]"),
     "prompt not UTF-8": (
         lambda w: Bad(generate_argv(w.sources["gpt2"], prompt=os.fsdecode(b"caf\xe9 au lait")), None),
         None, "--prompt must be UTF-8 text, and it holds byte 0xe9 at position 3"),

@@ -75,6 +75,13 @@ def test_random_order_is_seeded(checkpoint, text_file, tmp_path, capsys):
     (["--fraction", "0.2", "--text", "/nonexistent.txt"], "no such file"),
     (["--fraction", "0.2", "--heldout-tokens", "100000"], "give a longer text or smaller splits"),
     (["--count", "10000"], "can go while keeping min_heads_per_layer=1"),
+    (["--fraction", "0.2", "--heldout-tokens", "0"], "perplexity needs at least 2 held-out tokens"),
+    (["--fraction", "0.2", "--heldout-tokens", "1"], "perplexity needs at least 2 held-out tokens"),
+    (["--fraction", "0.2", "--calibration-length", "1"], "a window needs at least 2 tokens"),
+    (["--fraction", "0.2", "--calibration-length", "-1"], "a window needs at least 2 tokens"),
+    (["--fraction", "0.2", "--calibration-rows", "0"], "at least 1 window is needed"),
+    (["--fraction", "0.2", "--seed", str(2**64)], "give a seed in [0, 2**63 - 1]"),
+    (["--fraction", "0.2", "--device", "meta"], "--device meta: use cpu or cuda"),
 ])
 def test_bad_input_is_one_line(checkpoint, text_file, tmp_path, capsys, argv, message):
     argv = [*SPLITS, *argv]
@@ -84,6 +91,15 @@ def test_bad_input_is_one_line(checkpoint, text_file, tmp_path, capsys, argv, me
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "x").exists(), "nothing saved after an error"
+
+
+def test_refuses_an_out_folder_it_cannot_write_before_scoring(checkpoint, text_file, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "file").write_text("")
+    code, _, err = run(capsys, checkpoint, "--fraction", "0.2", "--out", locked / "file" / "pruned", "--text",
+                       text_file, *SPLITS)
+    assert code == 2 and "is not a folder you can write to" in err and "scoring" not in err
 
 
 def test_refuses_a_non_empty_out_folder(checkpoint, text_file, tmp_path, capsys):
