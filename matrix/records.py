@@ -229,6 +229,11 @@ def append_record(path: str | Path, record: dict) -> None:
     except Timeout:
         raise RecordWriteError(f"{path}.lock has been held by another process for over {LOCK_TIMEOUT_S} s: wait "
                                f"for that run, or delete {path}.lock if no run is writing {path}") from None
+    except RecordWriteError:
+        raise
+    except OSError as exc:  # the lock itself cannot be made: a folder in its place, a read-only folder
+        raise RecordWriteError(f"{path}: cannot lock or open it ({exc.strerror or exc}, {exc.filename or path}): "
+                               f"fix that path or choose another --results") from exc
 
 
 if __name__ == "__main__":

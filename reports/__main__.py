@@ -4,6 +4,7 @@ python -m reports diff OLD NEW"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +22,16 @@ def first_difference(expected: str, actual: str) -> str:
         if a != b:
             return f"line {number}: records render {a!r}, file has {b!r}"
     return f"line {min(len(exp), len(act)) + 1}: lengths differ ({len(exp)} rendered vs {len(act)} in file)"
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write a page to a temporary file beside it, then rename: a full disk leaves the old page as it was."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _shown(path: Path) -> str:
@@ -69,20 +80,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.check:
-        current = output.read_text(encoding="utf-8") if output.exists() else ""
+        try:
+            current = output.read_text(encoding="utf-8") if output.exists() else ""
+        except IsADirectoryError:
+            print(f"error: --output {output} is a folder: name the page's file", file=sys.stderr)
+            return 2
+        except UnicodeDecodeError as exc:
+            print(f"error: {output} is not UTF-8 text (byte {exc.object[exc.start]:#x} at {exc.start}): it is no "
+                  f"page this renders; run `python -m reports` to write it", file=sys.stderr)
+            return 2
         if current != page:
             print(f"error: {output.name} is out of date ({first_difference(page, current)}); "
                   f"run `python -m reports` and commit it", file=sys.stderr)
             return 1
         print(f"{output.name} matches {len(records)} records")
-    else:
-        output.write_text(page, encoding="utf-8")
-        print(f"wrote {output} from {len(records)} records")
-    if args.html:
-        from .html import render_html
+    try:
+        if not args.check:
+            write_whole(output, page)
+            print(f"wrote {output} from {len(records)} records")
+        if args.html:
+            from .html import render_html
 
-        Path(args.html).write_text(render_html(records), encoding="utf-8")
-        print(f"wrote {args.html}")
+            write_whole(Path(args.html), render_html(records))
+            print(f"wrote {args.html}")
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename or output} ({exc.strerror or exc}): free space or choose another "
+              f"path; the old file is as it was", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -123,3 +123,10 @@ def test_a_held_lock_times_out_naming_the_lock(tmp_path, monkeypatch):
     finally:
         held.release()
     assert done.returncode != 0 and f"{results}.lock has been held by another process" in done.stderr
+
+
+def test_a_lock_that_is_a_folder_is_one_clear_error(tmp_path):
+    results = tmp_path / "rows.jsonl"
+    (tmp_path / "rows.jsonl.lock").mkdir()
+    with pytest.raises(records.RecordWriteError, match="cannot lock or open it"):
+        records.append_record(results, {"model": "x"})

@@ -529,3 +529,29 @@ def test_record_times_compare_as_times():
     older = rec(time="2026-11-28T10:00:00+05:00", outcome="failed")
     newer = rec(time="2026-11-28T06:00:00+00:00", outcome="passed")
     assert merge([newer, older]) == [newer] and merge([older, newer]) == [newer]
+
+
+def test_check_against_a_folder_or_a_binary_page_is_one_line(tmp_path, capsys):
+    results = write_jsonl(tmp_path / "r.jsonl", all_checks())
+    (tmp_path / "page").mkdir()
+    assert reports_main([str(results), "--check", "--output", str(tmp_path / "page")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    (tmp_path / "page.md").write_bytes(b"\xff\xfe junk")
+    assert reports_main([str(results), "--check", "--output", str(tmp_path / "page.md")]) == 2
+    assert "is not UTF-8 text" in capsys.readouterr().err
+
+
+def test_a_failed_page_write_keeps_the_old_page(tmp_path, monkeypatch):
+    import pathlib
+
+    results = write_jsonl(tmp_path / "r.jsonl", all_checks())
+    page = tmp_path / "page.md"
+    page.write_text("the old page")
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
+    assert reports_main([str(results), "--output", str(page)]) == 2
+    monkeypatch.undo()
+    assert page.read_text() == "the old page"
