@@ -38,6 +38,7 @@ CATALOG = "matrix/catalog.toml"
 HASH_DIGITS = 16
 SELF = "matrix/evidence.py"  # the tracer's own frames: it records evidence, it decides no verdict
 MONITORING_TOOL = 4  # sys.monitoring tool ids 0-2 and 5 are the debugger's, coverage's, the profiler's, the optimizer's
+TOOL_NAME = "sentinel-evidence"
 
 
 def content_hash(data: bytes) -> str:
@@ -129,14 +130,16 @@ class Tracer:
                 self._start()
 
     # The two tracing mechanisms -------------------------------------------------------------------------
-    def _note(self, filename: str) -> None:
+    def _note(self, filename: str, module_body: bool = False) -> None:
         key = self._key(filename)
         if key is not None:
+            if module_body:  # imported now (a family file, on first use): its hash is the one this import reads
+                _AS_LOADED[key] = _file_hash(_resolve(key, ROOT))
             for code, _ in self._scopes:
                 code.add(key)
 
     def _on_start(self, code, offset):
-        self._note(code.co_filename)
+        self._note(code.co_filename, module_body=code.co_name == "<module>")
         return sys.monitoring.DISABLE
 
     def _on_call(self, frame, event, arg):
@@ -148,6 +151,8 @@ class Tracer:
             if key == 0:
                 key = self._key(filename)
             if key is not None:
+                if frame.f_code.co_name == "<module>":
+                    _AS_LOADED[key] = _file_hash(_resolve(key, ROOT))
                 for code, _ in self._scopes:
                     code.add(key)
         previous = self._previous_trace
@@ -174,10 +179,14 @@ class Tracer:
             self._audit_hooked = True
         if _MONITORING:
             monitoring = sys.monitoring
-            if monitoring.get_tool(MONITORING_TOOL) is None:
-                monitoring.use_tool_id(MONITORING_TOOL, "sentinel-evidence")
-                monitoring.register_callback(MONITORING_TOOL, monitoring.events.PY_START, self._on_start)
-            monitoring.set_events(MONITORING_TOOL, monitoring.events.PY_START)
+            if monitoring.get_tool(MONITORING_TOOL) != TOOL_NAME:
+                if monitoring.get_tool(MONITORING_TOOL) is not None:  # never record rows with nothing traced
+                    raise RuntimeError(f"sys.monitoring tool id {MONITORING_TOOL} is held by "
+                                       f"{monitoring.get_tool(MONITORING_TOOL)!r}: a row's evidence cannot be traced")
+                monitoring.use_tool_id(MONITORING_TOOL, TOOL_NAME)
+                for event in (monitoring.events.PY_START, monitoring.events.PY_RESUME):  # a generator resumed counts
+                    monitoring.register_callback(MONITORING_TOOL, event, self._on_start)
+            monitoring.set_events(MONITORING_TOOL, monitoring.events.PY_START | monitoring.events.PY_RESUME)
             monitoring.restart_events()
         else:
             self._previous_trace = sys.gettrace()
@@ -259,10 +268,69 @@ def _loaded_hash(name: str, root: Path) -> str | None:
     return _AS_LOADED[name]
 
 
+_DEFINITIONS_READ: dict[str, set[str]] = {}
+
+
+def definitions_read(name: str, root: Path = ROOT) -> set[str]:
+    """Project files whose module-level constants the file `name` reads by name (`from X import C`, `X.C`): a module
+    of constants (names.py) never runs a function, so tracing alone would miss it."""
+    if name in _DEFINITIONS_READ:
+        return _DEFINITIONS_READ[name]
+    import ast
+    import inspect
+
+    found: set[str] = set()
+    path = _resolve(name, root)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        _DEFINITIONS_READ[name] = found
+        return found
+    parts = name.removesuffix(".py").split("/")
+    package = ".".join(parts[:-1] if parts[-1] == "__init__" else parts[:-1])
+    if parts[-1] == "__init__":
+        package = ".".join(parts[:-1])
+
+    def note(module_name: str, attribute: str) -> None:
+        module = sys.modules.get(module_name)
+        value = getattr(module, attribute, None) if module is not None else None
+        # Constants only: a function or class that is used runs code (traced where it runs), while a class named only
+        # in an isinstance or except would tie a row to every path a file mentions (the wrapper's to the decoder's).
+        if module is None or value is None or inspect.ismodule(value) or callable(value):
+            return
+        key = TRACER._key(getattr(module, "__file__", "") or "")
+        if key is not None and key != name:
+            found.add(key)
+
+    modules: dict[str, str] = {}  # a local name -> the project module it stands for
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: max(0, len(package.split(".")) - node.level + 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                if f"{base}.{alias.name}" in sys.modules:
+                    modules[alias.asname or alias.name] = f"{base}.{alias.name}"
+                else:
+                    note(base, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    modules[alias.asname] = alias.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            note(modules[node.value.id], node.attr)
+    _DEFINITIONS_READ[name] = found
+    return found
+
+
 def depends(files: tuple[set, set], catalog_entry: str | None, root: Path = ROOT) -> dict:
     """The record's `depends`: each file with its hash as this process loaded it (code and data), and the catalog
-    entry's hash."""
+    entry's hash. Besides the files whose code ran, the project modules whose constants those files read by name
+    (definitions_read)."""
     code, data = files
+    code = set(code) | {read for name in code if not os.path.isabs(name) for read in definitions_read(name, root)}
     return {"code": {name: _loaded_hash(name, root) for name in sorted(code)},
             "data": {name: _loaded_hash(name, root) for name in sorted(data)},
             "catalog_entry": catalog_entry}
@@ -278,6 +346,8 @@ def stale_reason(record: dict, current_entry_hash=None, root: Path = ROOT) -> st
     depends_on = record.get("env", {}).get("depends")
     if not isinstance(depends_on, dict):
         return "measured before evidence was keyed per row"
+    if not depends_on.get("code") and record.get("outcome") not in (None, "skipped"):
+        return "no code was traced while it ran"
     for kind in ("code", "data"):
         for name, recorded in sorted((depends_on.get(kind) or {}).items()):
             now = _file_hash(_resolve(name, root))

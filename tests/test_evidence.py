@@ -157,6 +157,37 @@ def test_a_record_from_before_rows_were_keyed_is_stale():
     assert evidence.stale_reason({"env": {"source_hash": "0123456789abcdef"}}) == "measured before evidence was keyed per row"
 
 
+def test_a_row_that_ran_with_nothing_traced_never_counts():
+    empty = {"code": {}, "data": {}, "catalog_entry": None}
+    assert evidence.stale_reason({"outcome": "passed", "env": {"depends": empty}}) == "no code was traced while it ran"
+    assert evidence.stale_reason({"outcome": "skipped", "env": {"depends": empty}}) is None
+
+
+def test_constants_read_by_name_count(rows):
+    """names.py holds constants only: no function of it runs, yet rows read it."""
+    code = next(r for r in rows if r["model"] == "tiny/llama" and r["check"] == "load")["env"]["depends"]["code"]
+    assert "sentinel_core/names.py" in code, sorted(code)
+    assert "sentinel_cli/check.py" not in code
+
+
+def test_a_family_file_is_hashed_as_its_import_read_it(tmp_path):
+    """A module imported inside a row (a family file, on first use) is recorded with the content that import
+    read, whatever the run saw of it before."""
+    module = evidence.ROOT / "tests" / "_evidence_probe.py"
+    module.write_text("VALUE = 1\n")
+    try:
+        evidence._AS_LOADED["tests/_evidence_probe.py"] = "stale-hash"
+        with evidence.TRACER.scope() as files:
+            import importlib
+
+            importlib.import_module("tests._evidence_probe")
+        recorded = evidence.depends(files, None)["code"]["tests/_evidence_probe.py"]
+        assert recorded == evidence.content_hash(b"VALUE = 1\n")
+    finally:
+        module.unlink()
+        sys.modules.pop("tests._evidence_probe", None)
+
+
 def test_code_generated_at_run_time_is_not_evidence(tmp_path):
     """torch.compile writes its kernels as Python files under the temp folder: no record can name them."""
     import tempfile

@@ -18,7 +18,10 @@ FIELDS = {"torch": "2.13.0", "transformers": "5.24.0", "device_name": "x86_64", 
 
 
 def records():
-    env = {**FIELDS, "depends": {"code": {}, "data": {}, "catalog_entry": None}}
+    from matrix import evidence
+
+    decoder = evidence.content_hash((evidence.ROOT / "sentinel_core/decoder.py").read_bytes())
+    env = {**FIELDS, "depends": {"code": {"sentinel_core/decoder.py": decoder}, "data": {}, "catalog_entry": None}}
     out = []
     for model, family, weights in (("HuggingFaceTB/SmolLM2-135M-Instruct", "llama", "package"),
                                    ("microsoft/Phi-3-mini-4k-instruct", "phi3", "synthetic"),
