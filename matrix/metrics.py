@@ -15,6 +15,8 @@ from .bench_metrics import BEST_KEYS, BEST_RATIOS, SPREAD_SUFFIXES
 
 NUMBER, TEXT, OBJECT, LIST, FLAG, NULL = (int, float), (str,), (dict,), (list,), (bool,), (type(None),)
 POINTS = "points"  # [[x, y], ...]
+CURVES = "curves"  # {name: [[x, y], ...]}
+ROWS = "rows"  # [[number, ...], ...], every row as long as the first
 
 HIGHER, LOWER = "higher", "lower"  # which way is better; "" where neither is
 DIFF_RELATIVE = 0.10  # a number moves when it changes by more than this fraction of its old value, unless its own
@@ -110,11 +112,12 @@ METRICS = _table(
     # mutation
     *_obj("mutants"), Metric("mutation_score", OBJECT, diff_ignored=True, fmt=_mutation_score), Metric("bar", unit="nats", fmt="{:.1e}"), Metric("noise", unit="nats", fmt="{:.1e}"),
     # prune
-    *_obj("ppl_by_fraction"), Metric("prunable_fraction", OBJECT, diff_ignored=True, fmt=_prunable), Metric("prunable_within", fmt="{:.0%}"),
+    Metric("ppl_by_fraction", CURVES, diff_ignored=True), Metric("prunable_fraction", OBJECT, diff_ignored=True, fmt=_prunable), Metric("prunable_within", fmt="{:.0%}"),
     *_logprob("pruned_vs_gated_max_diff"), Metric("pruned_vs_gated_limit", unit="nats", fmt="{:.0e}"),
     Metric("calibration_tokens", fmt="{}"), Metric("heldout_tokens", fmt="{}"), Metric("heads", fmt="{}"),
-    *_list("batch_sizes", "prefill_batch_sizes", "ppl_random_spread", "throughput_by_fraction", "throughput_columns",
-           "random_seeds", *(name + BEST_KEYS for name in BEST_RATIOS)),
+    *_list("batch_sizes", "prefill_batch_sizes", "throughput_columns", "random_seeds",
+           *(name + BEST_KEYS for name in BEST_RATIOS)),
+    Metric("ppl_random_spread", ROWS, diff_ignored=True), Metric("throughput_by_fraction", ROWS, diff_ignored=True),
     Metric("pruning_curve", POINTS, diff_ignored=True),
 )
 

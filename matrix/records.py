@@ -25,7 +25,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from . import evidence
-from .metrics import FLAG, NULL, NUMBER, OBJECT, POINTS, TEXT
+from .metrics import CURVES, FLAG, NULL, NUMBER, OBJECT, POINTS, ROWS, TEXT
 
 # Every field a record may have, and the JSON types it may hold (the reporter refuses others, naming the line);
 # each metric's own kind is in matrix/metrics.py.
@@ -57,6 +57,14 @@ def kind_error(value, kinds) -> str | None:
         pairs = isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 and not kind_error(p[0], NUMBER)
                                                 and not kind_error(p[1], NUMBER) for p in value)
         return None if pairs else f"must be a list of [number, number] points, not {json.dumps(value)[:40]}"
+    if kinds == CURVES:  # the report draws each: a malformed one is refused here, not a crash there
+        good = isinstance(value, dict) and value and all(isinstance(k, str) and not kind_error(v, POINTS) and v
+                                                         for k, v in value.items())
+        return None if good else f"must map names to non-empty [[number, number], ...] curves, not {json.dumps(value)[:40]}"
+    if kinds == ROWS:
+        good = isinstance(value, list) and all(isinstance(row, list) and row and len(row) == len(value[0])
+                                               and not any(kind_error(x, NUMBER + NULL) for x in row) for row in value)
+        return None if good else f"must be a list of equally long rows of numbers, not {json.dumps(value)[:40]}"
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
         names = " or ".join(sorted({{int: "number", float: "number", str: "text", dict: "object", list: "list",
                                      bool: "true/false", type(None): "null"}[k] for k in kinds}))

@@ -557,3 +557,12 @@ def test_a_failed_page_write_keeps_the_old_page(tmp_path, monkeypatch):
     assert reports_main([str(results), "--output", str(page)]) == 2
     monkeypatch.undo()
     assert page.read_text() == "the old page"
+
+
+@pytest.mark.parametrize("curves", [{"gradient": [[0.0]]}, {"gradient": "flat"}, {}, {"gradient": []},
+                                    {"gradient": [[0.0, "x"]]}])
+def test_a_prune_record_with_malformed_curves_is_one_line(tmp_path, curves):
+    bad = rec(check="prune", weights="package", ppl_by_fraction=curves, ppl_random_spread=[[0.0, 1.0, 2.0]])
+    path = write_jsonl(tmp_path / "r.jsonl", [bad])
+    with pytest.raises(RecordError, match="r.jsonl:1: metrics.ppl_by_fraction must map names to non-empty"):
+        read_records(path)
