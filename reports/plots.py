@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from matrix import bench_metrics, grading  # noqa: E402
-from sentinel_core.names import DTYPE_SHORT, FAILED, PASSED  # noqa: E402
+from sentinel_core.names import FAILED, PASSED, short_dtype  # noqa: E402
 
 from . import status as rules  # noqa: E402
 from . import render  # noqa: E402
@@ -39,7 +39,7 @@ def _svg(fig) -> str:
 
 
 def _where(r: dict) -> str:
-    return f"{r['device']} {DTYPE_SHORT.get(r['dtype'], r['dtype'])}"
+    return f"{r['device']} {short_dtype(r['dtype'])}"
 
 
 # Matplotlib's default font has no hourglass glyph: the figures spell out what the page's ⏳ means.
@@ -112,7 +112,7 @@ def quality_figure(device: str, dtype: str, rows: list[dict]) -> str:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("max |Δ log p| against HF eager, whole vocabulary (nats, log scale)")
-    ax.set_title(f"Quality against Hugging Face, {device} {DTYPE_SHORT.get(dtype, dtype)} (red: failed)")
+    ax.set_title(f"Quality against Hugging Face, {device} {short_dtype(dtype)} (red: failed)")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return _svg(fig)

@@ -12,8 +12,8 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix import grading, registry
-from sentinel_core.names import (DTYPE_SHORT, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED, REAL_WEIGHTS,
-                                 SKIPPED)
+from sentinel_core.names import (FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED, REAL_WEIGHTS, SKIPPED,
+                                 short_dtype)
 from matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
@@ -146,7 +146,7 @@ def notes(records: list[dict]) -> str:
         for dtype in sorted({r["dtype"] for r in q}):
             worst = max((r for r in q if r["dtype"] == dtype), key=lambda r: r["metrics"].get("max_logprob_diff", 0))
             if "max_logprob_diff" in worst["metrics"]:
-                parts.append(f"{stale_mark(worst)}{device} {DTYPE_SHORT.get(dtype, dtype)}: {quality_note(worst['metrics'], dtype)}")
+                parts.append(f"{stale_mark(worst)}{device} {short_dtype(dtype)}: {quality_note(worst['metrics'], dtype)}")
         for r in q:
             if "ppl_ratio" in r["metrics"]:
                 m = r["metrics"]
@@ -190,7 +190,7 @@ def build_context(records: list[dict]) -> dict:
                 if text and r["weights"] in REAL_WEIGHTS:
                     samples.append({"model": model, "weights": r["weights"], "device": r["device"],
                                     "dtype": r["dtype"], "text": " ".join(text.split())})
-        headers = ["Model", *[f"{registry.by_name(c).title} ({device} {DTYPE_SHORT.get(dtype, dtype)})"
+        headers = ["Model", *[f"{registry.by_name(c).title} ({device} {short_dtype(dtype)})"
                               for device, dtype in devices for c in registry.status_names()], "Notes"]
         counts = {s: statuses.count(s) for s in rules.PRECEDENCE}
         families.append({
@@ -233,7 +233,7 @@ def architecture_overview(by_model: dict[str, list[dict]], families: list[dict],
                 group = [r for r in by_model.get(model, []) if (r["device"], r["dtype"]) == (device, dtype)]
                 statuses.append(rules.model_status(group))
                 if statuses[-1] == rules.PASS:
-                    real[model].append(f"{device} {DTYPE_SHORT.get(dtype, dtype)}")
+                    real[model].append(f"{device} {short_dtype(dtype)}")
                 last = max([last, *(r["time"][:10] for r in group if rules.is_current(r) and r["outcome"] == PASSED)])
             marks.append(rules.family_status(statuses))
         path = "generic wrapper" if f["name"] in wrapped else NATIVE
@@ -241,7 +241,7 @@ def architecture_overview(by_model: dict[str, list[dict]], families: list[dict],
                      "; ".join(f"{m} ({', '.join(where)})" for m, where in real.items()) or "—", last or "—",
                      _first(m for m in f["models"] if not m.startswith("tiny/"))])
     return Table(["Architecture", "model_type", "Path", "prune_heads",
-                  *(f"{device} {DTYPE_SHORT.get(dtype, dtype)}" for device, dtype in devices),
+                  *(f"{device} {short_dtype(dtype)}" for device, dtype in devices),
                   "Verified on real weights", "Last verified", "Catalog models"], rows)
 
 
@@ -258,7 +258,7 @@ def summary_table(records: list[dict], models: list[str], devices: list[tuple[st
         current = [r for r in group if rules.is_current(r) and r["outcome"] != SKIPPED]
         versions = sorted({f"torch {r['env'].get('torch', '?')}, transformers {r['env'].get('transformers', '?')}"
                            for r in current})
-        rows.append([f"{device} {DTYPE_SHORT.get(dtype, dtype)}", *(statuses.count(s) for s in rules.PRECEDENCE),
+        rows.append([f"{device} {short_dtype(dtype)}", *(statuses.count(s) for s in rules.PRECEDENCE),
                      "; ".join(versions) or "—", max((r["time"][:10] for r in current), default="—")])
     return Table(["Device", *(f"{mark} {rules.MEANING[mark]}" for mark in rules.PRECEDENCE), "Libraries (current rows)",
                   "Last run"], rows)
@@ -279,7 +279,7 @@ def evidence_table(records: list[dict]) -> str:
     groups: dict[tuple, dict] = {}
     for r in records:
         env = r.get("env", {})
-        key = (r["time"][:10], env.get("device_name", "?"), r["device"], DTYPE_SHORT.get(r["dtype"], r["dtype"]),
+        key = (r["time"][:10], env.get("device_name", "?"), r["device"], short_dtype(r["dtype"]),
                env.get("torch", "?"), env.get("transformers", "?"), commit(r), code_state(r))
         g = groups.setdefault(key, {"sources": set(), "ran": 0, "skipped": 0})
         g["sources"].add(r["weights"])
@@ -295,7 +295,7 @@ def known_issues(records: list[dict]) -> list[str]:
     failed = sorted((r for r in records if r["outcome"] == FAILED),
                     key=lambda r: (not rules.is_current(r), r["model"], r["check"]))
     items = [f"{stale_mark(r)}{rules.FAIL} {r['model']} ({r['weights']}, {r['check']}, {r['device']} "
-             f"{DTYPE_SHORT.get(r['dtype'], r['dtype'])}{'' if rules.is_current(r) else ', stale: ' + commit(r)}): "
+             f"{short_dtype(r['dtype'])}{'' if rules.is_current(r) else ', stale: ' + commit(r)}): "
              f"{r['reason'] or _missed_text(r)}" for r in failed]
     for outcome, mark, what in ((INCONCLUSIVE, rules.INCONCLUSIVE, "inconclusive"),
                                 (SKIPPED, rules.UNTESTED, "not tested")):
@@ -335,7 +335,7 @@ def mutation_table(records: list[dict]) -> str | None:
     for r in records:
         if r["check"] != "mutation" or r["outcome"] == SKIPPED:
             continue
-        key = (r["family"], r["device"], DTYPE_SHORT.get(r["dtype"], r["dtype"]), code_state(r))
+        key = (r["family"], r["device"], short_dtype(r["dtype"]), code_state(r))
         g = groups.setdefault(key, {"caught": 0, "catchable": 0, "below_bar": 0, "not_applicable": 0,
                                     "models": set(), "missed": defaultdict(list)})
         counts = mutation_counts(r["metrics"])
@@ -410,7 +410,7 @@ def benchmark_table(records: list[dict], tiny: bool = False) -> Table | None:
             return text + other if text else text
 
         rows.append([stale_mark(r) + r["model"], r["weights"], f"{r['env'].get('device_name', r['device'])}",
-                     DTYPE_SHORT.get(r["dtype"], r["dtype"]), m.get("prefill_tokens", "?"),
+                     short_dtype(r["dtype"]), m.get("prefill_tokens", "?"),
                      f"{m.get('prefill_ms', 0):.1f}",
                      " / ".join(filter(None, (against("prefill"), against("prefill_b8")))),
                      f"{m.get('decode_tokens_per_s', 0):.0f}", against("decode"),
@@ -465,7 +465,7 @@ def prune_table(records: list[dict]) -> Table | None:
                               None) if method == "random" else None
                 points.append(f"{at:.1f}" + (f" ({spread[0]:.1f}–{spread[1]:.1f})" if spread else ""))
             rows.append([stale_mark(r) + r["model"] if i == 0 else "", r["weights"] if i == 0 else "",
-                         f"{r['device']} {DTYPE_SHORT.get(r['dtype'], r['dtype'])}" if i == 0 else "",
+                         f"{r['device']} {short_dtype(r['dtype'])}" if i == 0 else "",
                          f"{base:.2f}" if i == 0 else "", method, f"{m['prunable_fraction'][method]:.0%}",
                          " / ".join(points), speed if i == 0 else ""])
     if not rows:
@@ -529,7 +529,7 @@ def best_path_table(records: list[dict]) -> Table | None:
         limit = m.get("limit_decode_tokens_per_s")
         shares = [m.get(k) for k in ("decode_share_of_limit", "baseline_decode_share_of_limit")]
         rows.append([stale_mark(r) + r["model"], r["weights"], f"{r['env'].get('device_name', r['device'])}",
-                     DTYPE_SHORT.get(r["dtype"], r["dtype"]),
+                     short_dtype(r["dtype"]),
                      hf_paths_text(m) if every_hf_path else _fmt(None),
                      f"{hf_best:.0f} ({hf_name})" if hf_best else _fmt(None),
                      f"{our_best:.0f} ({our_name})" if our_best else _fmt(None),
