@@ -148,13 +148,8 @@ class Tracer:
         if event == "call":
             filename = frame.f_code.co_filename
             key = self._keys.get(filename, 0)
-            if key == 0:
-                key = self._key(filename)
-            if key is not None:
-                if frame.f_code.co_name == "<module>":
-                    _AS_LOADED[key] = _file_hash(_resolve(key, ROOT))
-                for code, _ in self._scopes:
-                    code.add(key)
+            if key is not None:  # ours, or not looked up yet
+                self._note(filename, module_body=frame.f_code.co_name == "<module>")
         previous = self._previous_trace
         return previous(frame, event, arg) if previous is not None else None
 
