@@ -97,7 +97,8 @@ METRICS = _table(
     Metric("greedy_cache_agreement", better=HIGHER, diff_absolute=0.01, fmt="{:.0%}"),
     # quality
     *_logprob("max_logprob_diff", "max_logprob_diff_top32", "hf_call_max_logprob_diff", "baseline_attention_paths_diff",
-              "adaptive_error_vs_fp32_top32", "baseline_error_vs_fp32_top32", "error_beyond_baseline_rounding_top32"),
+              "adaptive_error_vs_fp32_top32", "baseline_error_vs_fp32_top32", "error_beyond_baseline_rounding_top32",
+              "widened_max_logprob_diff", "widened_attention_paths_diff"),
     Metric("kl", unit="nats", better=LOWER, diff_absolute=1e-5, fmt="{:.1e}"),
     Metric("kl_vs_fp32", unit="nats", better=LOWER, fmt="{:.1e}"), Metric("baseline_kl_vs_fp32", unit="nats", fmt="{:.1e}"),
     Metric("kl_ratio", better=LOWER, fmt="{:.2f}×"), Metric("error_ratio", better=LOWER, fmt="{:.2f}×"),

@@ -206,7 +206,7 @@ def build_context(records: list[dict]) -> dict:
             "evidence": evidence_table(records), "issues": known_issues(records),
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
             "benchmarks_best": best_path_table(records),
-            "mutation": mutation_table(records), "pruning": prune_table(records)}
+            "mutation": mutation_table(records), "mutation_summary": mutation_summary(records), "pruning": prune_table(records)}
 
 
 def hf_class(model_type: str) -> str:
@@ -312,12 +312,14 @@ def known_issues(records: list[dict]) -> list[str]:
 
 
 def mutation_counts(metrics: dict) -> dict:
-    """One mutation record's score as the check wrote it (matrix/checks.py): of the applicable mutants whose
-    fp32 effect passes the fp32 bar (catchable), how many were caught, the missed ones' names; how many were
-    below that bar or not applicable. Records written before the fp32 bar decided (a noise factor did) say
-    above_noise / below_noise."""
+    """One mutation record's score as the check wrote it (matrix/checks/mutation.py): of the applicable mutants
+    whose fp32 effect passes the fp32 bar (catchable), how many were caught, how many of those half precision's
+    rounding statistics alone caught (None: fp32, or a record from before they were told apart), the missed
+    ones' names; how many were below that bar or not applicable. Records written before the fp32 bar decided
+    (a noise factor did) say above_noise / below_noise."""
     score = metrics.get("mutation_score", {})
     return {"caught": score.get("caught", 0), "catchable": score.get("catchable", score.get("above_noise", 0)),
+            "by_statistics": score.get("caught_by_statistics"),
             "missed": sorted(score.get("missed", [])), "below_bar": score.get("below_bar", score.get("below_noise", 0)),
             "not_applicable": score.get("not_applicable", 0)}
 
@@ -327,34 +329,49 @@ def _missed_text(record: dict) -> str:
     return f"missed mutant(s): {', '.join(missed)}" if missed else ""
 
 
-def mutation_table(records: list[dict]) -> str | None:
-    """Per family, device and dtype (current and stale rows apart): catchable injected conversion bugs (fp32
-    effect past the fp32 bar) that the checks caught, and the catch rate, summed over the family's models, the
-    missed ones named."""
+def _rate(caught: int, catchable: int) -> str:
+    return f"{caught} / {catchable} ({caught / catchable:.0%})" if catchable else "–"
+
+
+def mutation_table(records: list[dict]) -> Table | None:
+    """Per model, device and dtype: catchable injected conversion bugs (fp32 effect past the fp32 bar) that the
+    checks caught, with the catch rate; in half precision also how many the rounding statistics alone caught
+    (the rest only the fp32 rule on the row's own weights); the missed ones named."""
+    rows = []
+    order = {model: i for i, (_, model) in enumerate(model_order(records))}
+    for r in sorted((r for r in records if r["check"] == "mutation" and r["outcome"] != SKIPPED),
+                    key=lambda r: (order.get(r["model"], len(order)), r["device"], r["dtype"])):
+        c = mutation_counts(r["metrics"])
+        statistics = "–" if c["by_statistics"] is None else _rate(c["by_statistics"], c["catchable"])
+        rows.append([r["family"], r["model"], r["weights"], r["device"], short_dtype(r["dtype"]),
+                     _rate(c["caught"], c["catchable"]), statistics, ", ".join(c["missed"]) or "none",
+                     c["below_bar"], c["not_applicable"], code_state(r)])
+    if not rows:
+        return None
+    return Table(["Family", "Model", "Weights", "Device", "Dtype", "Caught / catchable", "By rounding statistics alone",
+                  "Missed", "Below fp32 bar", "Not applicable", "Code"], rows)
+
+
+def mutation_summary(records: list[dict]) -> Table | None:
+    """The mutation table summed per device and dtype, current records only."""
     groups: dict[tuple, dict] = {}
     for r in records:
-        if r["check"] != "mutation" or r["outcome"] == SKIPPED:
+        if r["check"] != "mutation" or r["outcome"] == SKIPPED or not rules.is_current(r):
             continue
-        key = (r["family"], r["device"], short_dtype(r["dtype"]), code_state(r))
-        g = groups.setdefault(key, {"caught": 0, "catchable": 0, "below_bar": 0, "not_applicable": 0,
-                                    "models": set(), "missed": defaultdict(list)})
-        counts = mutation_counts(r["metrics"])
-        for name in ("caught", "catchable", "below_bar", "not_applicable"):
-            g[name] += counts[name]
-        g["models"].add(r["model"])
-        for name in counts["missed"]:
-            g["missed"][name].append(r["model"])
+        c = mutation_counts(r["metrics"])
+        g = groups.setdefault((r["device"], short_dtype(r["dtype"])), {"caught": 0, "catchable": 0, "statistics": 0,
+                                                                       "told": 0, "models": 0})
+        g["caught"] += c["caught"]
+        g["catchable"] += c["catchable"]
+        g["models"] += 1
+        if c["by_statistics"] is not None:
+            g["statistics"] += c["by_statistics"]
+            g["told"] += c["catchable"]
     if not groups:
         return None
-    order = {family: i for i, family in enumerate(dict.fromkeys(f for f, _ in model_order(records)))}
-    rows = [[family, device, dtype, f"{g['caught']} / {g['catchable']}",
-             f"{g['caught'] / g['catchable']:.0%}" if g["catchable"] else "–",
-             "; ".join(f"{name} ({', '.join(sorted(models))})" for name, models in sorted(g["missed"].items()))
-             or "none", g["below_bar"], g["not_applicable"], len(g["models"]), code]
-            for (family, device, dtype, code), g in sorted(groups.items(),
-                                                           key=lambda kv: (order[kv[0][0]], kv[0][1:]))]
-    return Table(["Family", "Device", "Dtype", "Caught / catchable", "Catch rate", "Missed (models)", "Below fp32 bar",
-                  "Not applicable", "Models", "Code"], rows)
+    return Table(["Device", "Dtype", "Model rows", "Caught / catchable", "By rounding statistics alone"],
+                 [[device, dtype, g["models"], _rate(g["caught"], g["catchable"]),
+                   _rate(g["statistics"], g["told"]) if g["told"] else "–"] for (device, dtype), g in sorted(groups.items())])
 
 
 def _generic_reason(record: dict) -> str:

@@ -10,7 +10,7 @@ from reports import status as rules
 from reports.__main__ import main as reports_main
 from reports.diff import compare
 from reports.load import RecordError, load_results, merge, read_records
-from reports.render import cell, known_issues, mutation_table, render_markdown
+from reports.render import cell, known_issues, mutation_summary, mutation_table, render_markdown
 
 OTHER_CODE = "0123456789abcdef"  # a file hash no tree has
 DECODER_NOW = evidence.content_hash((evidence.ROOT / "sentinel_core/decoder.py").read_bytes())
@@ -162,15 +162,26 @@ def mutation(model="facebook/opt-125m", family="opt", missed=(), below=(), code=
                mutants=mutants, mutation_score=score, reason=f"missed {', '.join(missed)}" if missed else "", **kw)
 
 
-def test_mutation_score_per_family_device_and_dtype():
+def test_mutation_score_per_model_device_and_dtype_with_the_statistics_power_apart():
     records = [mutation(), mutation(model="facebook/opt-350m", missed=("swap_qk",), below=("norm_eps",)),
-               mutation(model="gpt2", family="gpt2", code=OTHER_CODE)]
+               mutation(model="gpt2", family="gpt2", code=OTHER_CODE),
+               mutation(model="facebook/opt-350m", device="cuda", dtype="bfloat16")]
+    records[-1]["metrics"]["mutation_score"]["caught_by_statistics"] = 1
     table = mutation_table(records).markdown()
-    opt = next(line for line in table.splitlines() if line.startswith("| opt"))
-    assert "7 / 7" not in opt and "6 / 7" in opt and "86%" in opt and "swap_qk (facebook/opt-350m)" in opt
-    assert "| current" in opt
-    gpt2 = next(line for line in table.splitlines() if line.startswith("| gpt2"))
+    lines = table.splitlines()
+    small = next(line for line in lines if "| facebook/opt-125m" in line)
+    assert "4 / 4 (100%)" in small and "| current" in small
+    missed = next(line for line in lines if "| facebook/opt-350m" in line and "| cpu" in line)
+    assert "2 / 3 (67%)" in missed and "swap_qk" in missed
+    half = next(line for line in lines if "| facebook/opt-350m" in line and "| cuda" in line)
+    assert "4 / 4 (100%)" in half and "1 / 4 (25%)" in half
+    gpt2 = next(line for line in lines if "| gpt2" in line)
     assert "4 / 4" in gpt2 and "⏳ stale" in gpt2
+    summary = mutation_summary(records).markdown()
+    cpu = next(line for line in summary.splitlines() if "| cpu" in line)
+    assert "6 / 7 (86%)" in cpu and "| –" in cpu  # the stale gpt2 record is left out
+    cuda = next(line for line in summary.splitlines() if "| cuda" in line)
+    assert "1 / 4 (25%)" in cuda
     assert mutation_table(all_checks()) is None
 
 

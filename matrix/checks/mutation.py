@@ -21,8 +21,9 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
     A mutant's effect is a property of the bug, not of rounding: it is measured on an fp32 copy of the
     adaptive model with the same mutant (the row's own model in fp32 rows), against HF in fp32, on every
     input the row is graded on (whole vocabulary, real positions). It is catchable when that exceeds the fp32
-    bar (grading.mutation_bar), in every dtype; the row fails when a catchable mutant passes the checks, and
-    records the catch rate. A mutant that cannot act on these inputs is not applicable, by construction."""
+    bar (grading.mutation_bar: in half precision, fp32's bar on the row's own weights), in every dtype; the row
+    fails when a catchable mutant passes the checks, and records the catch rate, and in half precision how many of
+    them the rounding statistics alone caught (their power without fp32's rule on the row's weights). A mutant that cannot act on these inputs is not applicable, by construction."""
     from ..mutants import MUTANTS
 
     ref = hf_reference(pair)
@@ -36,7 +37,9 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
         raise CheckFailed(f"the unmutated model already fails ({exc}); a mutation score would mean nothing",
                           exc.metrics) from None
     fp32_model = pair.adaptive if pair.dtype == "float32" else pair.load_fp32_adaptive()
-    bar = grading.mutation_bar(ref.attention_paths_diff)
+    # the bar the row's exactness is held to: fp32's, or, in half precision, fp32's on the row's own weights
+    bar = grading.mutation_bar(ref.attention_paths_diff if pair.dtype == "float32" else ref.widened_paths_diff)
+    half = pair.dtype != "float32"
     longest = max([ref.ids.shape[1]] + [ids.shape[1] for ids, _, _ in ref.statistics.values()])
     mutants = {}
     for name, m in MUTANTS.items():
@@ -51,18 +54,22 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
         try:
             effect = max((o - f).abs()[r].max().item()
                          for o, _, f, r in adaptive_logprobs(pair, ref, model=fp32_model).values())
-            caught_by = ""
+            caught_by, by_statistics = "", False
             for check in (functools.partial(check_quality, fail_fast=True), check_infer):
                 try:
                     check(pair)
                 except (CheckFailed, CheckInconclusive) as exc:
                     caught_by = f"{'infer' if check is check_infer else 'quality'}: {str(exc)[:160]}"
+                    by_statistics = any(probe["grade"] == grading.POOR
+                                        for probe in exc.metrics.get("half_precision", {}).values())
                     break
         finally:
             undo()
             undo_fp32()
         mutants[name] = {"applicable": True, "effect": effect, "catchable": effect > bar,
                          "caught": bool(caught_by), "caught_by": caught_by}
+        if half:  # would half precision's rounding statistics alone have caught it? (their power, shown apart)
+            mutants[name]["caught_by_statistics"] = by_statistics
     del fp32_model
     ran = [(n, v) for n, v in mutants.items() if v["applicable"]]
     catchable = [n for n, v in ran if v["catchable"]]
@@ -74,6 +81,8 @@ def check_mutation(pair: ModelPair, names=None) -> dict:
              "caught_below_bar": sum(1 for n, v in ran if not v["catchable"] and v["caught"]),
              # fp32: how many mutants move the model past the bar (sensitivity); half precision: the checks' power
              "meaning": "sensitivity" if pair.dtype == "float32" else "power"}
+    if half:
+        score["caught_by_statistics"] = sum(1 for n in catchable if mutants[n]["caught_by_statistics"])
     metrics = {"mutants": mutants, "mutation_score": score, "bar": bar}
     if missed:
         raise CheckFailed(f"{len(missed)} of {len(catchable)} catchable mutants (fp32 effect above {bar:.1e}) passed "

@@ -11,7 +11,7 @@ from sentinel_core.synthetic import degenerate_reason, reference_stats
 from .. import grading
 from .inputs import hf_position_kwargs
 from .pair import CheckFailed, CheckInconclusive, ModelPair
-from .reference import adaptive_logprobs, hf_reference
+from .reference import adaptive_logprobs, hf_reference, widened_max_diff
 
 
 @torch.no_grad()
@@ -44,11 +44,16 @@ def _graded_diff_text(metrics: dict, dtype: str) -> str:
         return text
     k = grading.HALF_PRECISION_LOGPROB_TOP_K
     text = f"max |Δ log p| {metrics[f'max_logprob_diff_top{k}']:.3e} over the top {k} tokens"
+    if not grading.widened_within_limit(metrics):
+        text += (f"; computed in fp32 on the row's own {dtype} weights, max |Δ log p| "
+                 f"{metrics['widened_max_logprob_diff']:.3e} against HF's alike (limit {grading.widened_limit(metrics):.1e})")
     if "fp32_reference" in metrics:
         return text + f" (not measured against fp32: {metrics['fp32_reference']})"
     worst = [f"{name} ({h['positions']} positions): mean KL {h['kl_ratio']:.2f}×, mean |Δ log p| "
              f"{h['error_ratio']:.2f}× HF's own"
              for name, h in metrics["half_precision"].items() if h["grade"] != grading.GOOD]
+    if not worst:
+        return text
     return text + f"; against HF fp32 ({dtype} rounding of HF itself as the unit): " + "; ".join(worst)
 
 
@@ -88,6 +93,9 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
         metrics["baseline_attention_paths_diff"] = ref.attention_paths_diff
     if ref.fp32 is not None:
         metrics["reference_stats"] = reference_stats(ref.fp32, ids, real)
+    if ref.widened:
+        metrics.update(widened_max_logprob_diff=widened_max_diff(pair, ref),
+                       widened_attention_paths_diff=ref.widened_paths_diff)
     if pair.dtype != "float32":
         if ref.fp32 is None:
             metrics["fp32_reference"] = ref.fp32_note

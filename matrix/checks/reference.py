@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +31,10 @@ class Reference:
     greedy: torch.Tensor  # HF's greedy continuation
     plain: tuple[torch.Tensor, torch.Tensor | None]  # HF called with ids and mask only: (row dtype, fp32)
     statistics: dict = field(default_factory=dict)
+    # Half precision: HF's model as loaded in the row's dtype, computed in fp32 (`widened`) on every input above
+    # (name -> log-probs), and how far its two attention paths are apart there: the fp32 rule, on the row's weights.
+    widened: dict = field(default_factory=dict)
+    widened_paths_diff: float | None = None
 
     @property
     def real(self) -> torch.Tensor:
@@ -64,12 +69,52 @@ def _hf_reference(pair: ModelPair) -> Reference:
         if pair.device == "cuda":
             torch.cuda.empty_cache()
     paths_diff = attention_paths_diff(pair.hf, ids, mask, positions, theirs) if pair.dtype == "float32" else None
+    widened, widened_paths = {}, None
+    if pair.dtype != "float32":
+        with widened_to_fp32(pair.hf):
+            calls = hf_calls(pair, ids, mask, positions, {name: inputs[name] for name in stats_fp32})
+            widened = {name: _logprobs(pair.hf, *args, **kw) for name, (args, kw) in calls.items()}
+            diffs = [attention_paths_diff(pair.hf, *args, kw, widened[name]) for name, (args, kw) in calls.items()]
+            widened_paths = None if None in diffs else max(diffs)
     n = grading.GREEDY_TOKENS
     # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
     greedy = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                               eos_token_id=None, pad_token_id=0)
     statistics = {name: (inputs[name][0], stats[name], stats_fp32[name]) for name in stats_fp32}
-    return Reference(ids, mask, theirs, fp32, note, paths_diff, greedy, (plain, plain_fp32), statistics)
+    return Reference(ids, mask, theirs, fp32, note, paths_diff, greedy, (plain, plain_fp32), statistics, widened,
+                     widened_paths)
+
+
+def hf_calls(pair: ModelPair, ids, mask, positions: dict, inputs: dict) -> dict[str, tuple[tuple, dict]]:
+    """HF's calls on every input, as adaptive_logprobs makes ours: name -> ((ids, mask), keyword arguments)."""
+    calls = {"padded": ((ids, mask), positions), "hf_call": ((ids, mask), {})}
+    calls.update({name: ((s_ids, None), {}) for name, (s_ids, _) in inputs.items()})
+    return calls
+
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+@contextmanager
+def widened_to_fp32(model):
+    """The model's half-precision parameters and buffers widened to fp32 in place while the block runs, and
+    narrowed back after. Both ways are exact (every bf16 and fp16 value is an fp32 value), so the model computes
+    its own weights in fp32 arithmetic: a conversion bug then shows at fp32's bar, not under half precision's
+    rounding. Buffers kept in fp32 (rotary frequencies) are left as they are."""
+    params = [(p, p.dtype) for p in model.parameters() if p.dtype in HALF_DTYPES]
+    buffers = [(module, name, buffer) for module in model.modules() for name, buffer in module._buffers.items()
+               if buffer is not None and buffer.dtype in HALF_DTYPES]
+    for p, _ in params:
+        p.data = p.data.float()
+    for module, name, buffer in buffers:
+        module._buffers[name] = buffer.float()
+    try:
+        yield model
+    finally:
+        for p, dtype in params:
+            p.data = p.data.to(dtype)
+        for module, name, buffer in buffers:
+            module._buffers[name] = buffer
 
 
 def adaptive_logprobs(pair: ModelPair, ref: Reference, model=None) -> dict[str, tuple]:
@@ -82,6 +127,15 @@ def adaptive_logprobs(pair: ModelPair, ref: Reference, model=None) -> dict[str, 
     for name, (ids, theirs, fp32) in ref.statistics.items():
         out[name] = (_logprobs(model, ids, None), theirs, fp32, torch.ones_like(ids, dtype=torch.bool))
     return out
+
+
+@torch.no_grad()
+def widened_max_diff(pair: ModelPair, ref: Reference) -> float:
+    """Half precision: the adaptive model as loaded in the row's dtype, computed in fp32 on every input, against
+    HF's model computed the same way (ref.widened): max |Δ log p| over the whole vocabulary and real positions."""
+    with widened_to_fp32(pair.adaptive):
+        calls = adaptive_logprobs(pair, ref)
+    return max((calls[name][0] - hf).abs()[calls[name][3]].max().item() for name, hf in ref.widened.items())
 
 
 OTHER_ATTENTION = {"eager": "sdpa", "sdpa": "eager"}
@@ -104,4 +158,4 @@ def attention_paths_diff(hf, ids, mask, positions: dict, theirs: torch.Tensor) -
         return None
     finally:
         hf.set_attn_implementation(before)
-    return (alt - theirs).abs()[mask.bool()].max().item()
+    return (alt - theirs).abs()[mask.bool() if mask is not None else ...].max().item()
