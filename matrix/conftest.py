@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from matrix import adhoc, evidence, records, registry
+from matrix.faults import environment_fault
 from matrix.catalog import CatalogEntry, load_catalog
 from matrix.options import ADHOC_ENTRIES, DEVICES, csv, is_glob
+from sentinel_core.names import ERROR, FAILED, INCONCLUSIVE, PASSED, SKIPPED
 ROW_KEY = pytest.StashKey[dict]()
 FILES_KEY = pytest.StashKey[tuple]()  # (code files, data files) the row ran, filled while it runs
 records_written_key = pytest.StashKey[bool]()
@@ -238,6 +240,11 @@ def metrics(request) -> dict:
 
 # Records ---------------------------------------------------------------------------------------
 
+def _fault(call) -> str | None:
+    """The machine fault that stopped the row (matrix/faults.py), or None."""
+    return environment_fault(call.excinfo.value) if call is not None and call.excinfo is not None else None
+
+
 def _reason(report, call) -> str:
     if report.skipped:
         longrepr = report.longrepr
@@ -248,9 +255,21 @@ def _reason(report, call) -> str:
         kind = type(exc).__name__
         if isinstance(exc, torch.OutOfMemoryError):
             release_models()
-            return f"out of memory: {message[:200]}"
+        fault = _fault(call)
+        if fault:
+            return f"could not finish: {fault}" + (f" ({kind}: {message[:160]})" if message and message not in fault else "")
         return message if kind in ("CheckFailed", "AssertionError") else f"{kind}: {message}"
     return ""
+
+
+def _outcome(report, call, inconclusive: bool) -> str:
+    if inconclusive:
+        return INCONCLUSIVE
+    if report.passed:
+        return PASSED
+    if report.skipped:
+        return SKIPPED
+    return ERROR if _fault(call) else FAILED
 
 
 def _failure_metrics(call) -> dict:
@@ -319,8 +338,7 @@ def pytest_runtest_makereport(item, call):
     record = {
         "family": entry.family, "model": entry.id, "weights": row.weights, "check": row.check,
         "device": row.device, "dtype": _dtype(row, config),
-        "outcome": "inconclusive" if inconclusive else "passed" if report.passed else "skipped" if report.skipped
-        else "failed",
+        "outcome": _outcome(report, call, inconclusive),
         "reason": _reason(report, call),
         "metrics": {**path, **item.stash.get(ROW_KEY, {}), **_failure_metrics(call)},
         "env": records.environment(row.device, _depends(item, row)), "time": records.now(),

@@ -8,4 +8,4 @@ from .render import _env, build_context
 
 def render_html(records: list[dict]) -> str:
     context = build_context(records)
-    return _env().get_template("report.html.j2").render(**context, plots=plots(records))
+    return _env().get_template("report.html.j2").render(**context, plots=plots(context["records"]))

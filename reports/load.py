@@ -10,7 +10,7 @@ from pathlib import Path
 
 from matrix.metrics import NULL, TEXT, kind
 from matrix.records import DEFAULT_RESULTS, ENV_KINDS, RECORD_FIELDS, kind_error
-from sentinel_core.names import OUTCOMES, PASSED, SKIPPED
+from sentinel_core.names import ERROR, OUTCOMES, PASSED, SKIPPED
 
 KNOWN_FIELDS = set(RECORD_FIELDS)  # what the matrix writes (matrix/records.py)
 REQUIRED_FIELDS = ("family", "model", "weights", "check", "device", "dtype", "outcome", "time")
@@ -147,10 +147,17 @@ def merge(records: list[dict]) -> list[dict]:
     A skip is no evidence either way (the weights were not on that machine), so it never replaces a
     row that ran: a later CI run without the hub cache must not erase a pass or a failure measured
     where the weights were. An inconclusive record ran, so it replaces an older record like any run.
+    An error (the machine stopped the row: matrix/faults.py) is no evidence either: it is kept beside the
+    row's newest run, until a run newer than it finishes, and never replaces one.
     """
     newest: dict[tuple, dict] = {}
+    errors: dict[tuple, dict] = {}
     for record in records:
         key = record_key(record)
+        if record["outcome"] == ERROR:
+            if key not in errors or recorded_at(record) >= recorded_at(errors[key]):
+                errors[key] = record
+            continue
         held = newest.get(key)
         if held is not None and (record["outcome"] == SKIPPED) != (held["outcome"] == SKIPPED):
             if record["outcome"] == SKIPPED:
@@ -158,11 +165,17 @@ def merge(records: list[dict]) -> list[dict]:
         elif held is not None and recorded_at(record) < recorded_at(held):
             continue
         newest[key] = record
-    # A skip that never reached a checkpoint (the weights were not there) has no fingerprint, so it is a key
-    # of its own: it goes too where the same row ran on some checkpoint.
-    ran = {key[:-1] for key, record in newest.items() if record["outcome"] != "skipped"}
-    return [record for key, record in newest.items()
-            if not (record["outcome"] == "skipped" and not key[-1] and key[:-1] in ran)]
+    # A skip or error that never reached a checkpoint (the weights were not there) has no fingerprint, so it is a
+    # key of its own: it goes too where the same row ran on some checkpoint (the skip), or ran after it (the error).
+    ran = {key[:-1] for key, record in newest.items() if record["outcome"] != SKIPPED}
+    finished_after = {}
+    for key, record in newest.items():
+        if record["outcome"] != SKIPPED:
+            finished_after[key[:-1]] = max(finished_after.get(key[:-1], record), record, key=recorded_at)
+    kept = [record for key, record in newest.items()
+            if not (record["outcome"] == SKIPPED and not key[-1] and key[:-1] in ran)]
+    return kept + [record for key, record in errors.items()
+                   if key[:-1] not in finished_after or recorded_at(finished_after[key[:-1]]) < recorded_at(record)]
 
 
 def load_results(paths: list[str | Path], committed_only: bool = False,

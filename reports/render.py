@@ -12,7 +12,7 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from matrix import grading, registry
-from sentinel_core.names import (FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED, REAL_WEIGHTS, SKIPPED,
+from sentinel_core.names import (ERROR, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED, REAL_WEIGHTS, SKIPPED,
                                  short_dtype)
 from matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
@@ -163,7 +163,16 @@ def notes(records: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def unfinished(records: list[dict]) -> list[str]:
+    """Rows the machine stopped (the `error` outcome: disk, memory, permissions), newest first: not a verdict on
+    the model, so they are listed here and count nowhere else."""
+    return [f"{r['model']} ({r['weights']}, {r['check']}, {r['device']} {short_dtype(r['dtype'])}, {r['time'][:10]}): "
+            f"{r['reason']}" for r in sorted(records, key=lambda r: r["time"], reverse=True) if r["outcome"] == ERROR]
+
+
 def build_context(records: list[dict]) -> dict:
+    stopped = unfinished(records)
+    records = [r for r in records if r["outcome"] != ERROR]
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_model[r["model"]].append(r)
@@ -203,7 +212,7 @@ def build_context(records: list[dict]) -> dict:
 
     return {"records": records, "families": families, "overview": overview, "devices": devices,
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
-            "evidence": evidence_table(records), "issues": known_issues(records),
+            "evidence": evidence_table(records), "issues": known_issues(records), "unfinished": stopped,
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
             "benchmarks_best": best_path_table(records),
             "mutation": mutation_table(records), "mutation_summary": mutation_summary(records), "pruning": prune_table(records)}

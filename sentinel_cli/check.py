@@ -20,13 +20,13 @@ from pathlib import Path
 
 from matrix import registry
 from matrix.metrics import metric
-from sentinel_core.names import BENCH, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED
+from sentinel_core.names import BENCH, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED
 
 from .common import add_option, parse, run_reporting_errors
 
 HELP = "run a model's matrix rows (load, infer, quality, mutation; bench, prune on request) and print a verdict table"
 
-MARKS = {PASSED: "✅", FAILED: "❌", INCONCLUSIVE: "◻️", SKIPPED: "⏭"}
+MARKS = {PASSED: "✅", FAILED: "❌", INCONCLUSIVE: "◻️", SKIPPED: "⏭", ERROR: "⚠️"}
 
 
 # The metrics a check's cell shows, in order: (record key, label); matrix/metrics.py formats each. A tuple of

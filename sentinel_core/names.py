@@ -25,9 +25,10 @@ REAL_WEIGHTS = (HUB, PACKAGE)
 # The matrix's built-in checks (matrix/registry.py says what each runs; a plugin may add its own).
 LOAD, INFER, QUALITY, MUTATION, PRUNE, BENCH = "load", "infer", "quality", "mutation", "prune", "bench"
 
-# A row's outcome, as its record says it.
-PASSED, FAILED, SKIPPED, INCONCLUSIVE = "passed", "failed", "skipped", "inconclusive"
-OUTCOMES = (PASSED, FAILED, SKIPPED, INCONCLUSIVE)
+# A row's outcome, as its record says it. `error`: the machine stopped it (disk, memory, permissions:
+# matrix/faults.py), which says nothing about the model either way.
+PASSED, FAILED, SKIPPED, INCONCLUSIVE, ERROR = "passed", "failed", "skipped", "inconclusive", "error"
+OUTCOMES = (PASSED, FAILED, SKIPPED, INCONCLUSIVE, ERROR)
 
 # How head importance is scored (importance.py); random is the control.
 IMPORTANCE_METHODS = ("gradient", "ablation", "magnitude", "random")
