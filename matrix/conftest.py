@@ -193,8 +193,6 @@ def pair(row, request):
     from matrix.checks import load_pair
 
     config = request.config
-    if row.device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device on this machine")
     if row.model_key not in _PAIRS:
         release_models()  # one model pair in memory at a time
         with evidence.TRACER.scope() as files:
@@ -219,8 +217,6 @@ def pair(row, request):
 @pytest.fixture
 def bench_folder(row, request):
     """The checkpoint a bench row times; the bench loads its own models (HF eager, SDPA and compiled)."""
-    if row.device == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device on this machine")
     release_models()
     skip_for_transformers(row.entry)
     if row.weights == "synthetic":

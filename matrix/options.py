@@ -77,6 +77,12 @@ def validate(config) -> None:
         for name in csv(config.getoption(option)):
             if name not in valid:
                 raise _unknown(option, name, valid)
+    if CUDA in csv(config.getoption("--devices")) and not config.getoption("collectonly"):
+        import torch
+
+        if not torch.cuda.is_available():  # rows that cannot run are no evidence: refuse, do not record skips
+            raise pytest.UsageError("--devices cuda: this machine has no CUDA device; run the CUDA rows on a machine "
+                                    "with one, or leave cuda out")
     problem = unwritable(Path(config.getoption("--results")))
     if problem and not config.getoption("collectonly"):
         raise pytest.UsageError(f"--results: {problem}")

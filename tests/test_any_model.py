@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from matrix import adhoc, options, sources
 
@@ -43,6 +44,12 @@ class FakeConfig:
 def test_an_unknown_name_is_a_usage_error_naming_the_valid_ones(option, value, suggestion):
     with pytest.raises(pytest.UsageError, match=f"did you mean '{suggestion}'.*valid names: .*{suggestion}"):
         options.validate(FakeConfig(**{option: value}))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_rows_on_a_machine_without_cuda_are_a_usage_error_not_skips():
+    with pytest.raises(pytest.UsageError, match="--devices cuda: this machine has no CUDA device"):
+        options.validate(FakeConfig(**{"--devices": "cpu,cuda"}))
 
 
 def test_a_glob_that_matches_nothing_and_a_missing_path_are_usage_errors(tmp_path):
