@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 # public name -> the submodule that defines it
 _EXPORTS = {
     "AdaptiveCausalLM": "model", "CausalLMOutput": "decoder", "GatedDecoder": "decoder", "KVCache": "decoder",
-    **{name: "errors" for name in ("SentinelError", "CheckpointError", "DeviceError", "DiskSpaceError", "GateError",
+    **{name: "errors" for name in ("SentinelError", "CheckpointError", "DeviceError", "DiskSpaceError", "DtypeError", "GateError",
                                    "GatedModelError", "InputError", "ModelNotFoundError", "PruneError",
                                    "RemoteCodeError", "UnsupportedConfigError", "UnsupportedModelError")},
     "FAMILIES": "families", "get_family": "families", "load_adaptive_model": "loader",
@@ -25,7 +25,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from .decoder import CausalLMOutput, GatedDecoder, KVCache
-    from .errors import (CheckpointError, DeviceError, DiskSpaceError, GatedModelError, GateError, InputError,
+    from .errors import (CheckpointError, DeviceError, DiskSpaceError, DtypeError, GatedModelError, GateError, InputError,
                          ModelNotFoundError, PruneError, RemoteCodeError, SentinelError, UnsupportedConfigError,
                          UnsupportedModelError)
     from .families import FAMILIES, get_family

@@ -45,5 +45,9 @@ class PruneError(SentinelError, ValueError):
     """A prune plan naming layers or heads that are not there, not as integers, or leaving a layer empty."""
 
 
+class DtypeError(SentinelError, ValueError):
+    """A dtype the models cannot be loaded in: unknown, or not a floating-point type."""
+
+
 class DeviceError(SentinelError):
     """A device that this machine does not have (or a model and its inputs on different devices)."""

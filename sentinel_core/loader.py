@@ -17,7 +17,7 @@ from huggingface_hub import errors as hub_errors
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from .convert import build_decoder
-from .errors import CheckpointError, DeviceError, GatedModelError, ModelNotFoundError, RemoteCodeError, SentinelError
+from .errors import CheckpointError, DeviceError, DtypeError, GatedModelError, ModelNotFoundError, RemoteCodeError, SentinelError
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
@@ -28,10 +28,16 @@ DTYPES = {alias: getattr(torch, dtype) for alias, dtype in DTYPE_ALIASES.items()
 
 
 def resolve_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None:
         return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point or dtype.itemsize == 1:  # int8, bool, the fp8 formats: no model runs in them
+            raise DtypeError(f"dtype {dtype} cannot hold a model's weights here: use one of "
+                             f"{', '.join(sorted(set(DTYPE_ALIASES.values())))} (for int8 weights, quantize with a library "
+                             f"made for it)")
+        return dtype
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise DtypeError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -127,7 +133,8 @@ def _hub_error_to_sentinel(exc: BaseException, model_name: str) -> SentinelError
     if "trust_remote_code" in str(exc):
         return RemoteCodeError(
             f"{model_name} runs its own Python code (its config names custom classes): read that code, then pass "
-            f"--trust_remote_code (API: trust_remote_code=True); Sentinel never enables it by itself")
+            f"--trust_remote_code (API: load_baseline_model(name, trust_remote_code=True), then "
+            f"load_adaptive_model(name, baseline_model=that model)); Sentinel never enables it by itself")
     for cause in chain:
         if isinstance(cause, hub_errors.StrictDataclassError):
             # transformers 5 checks config.json's fields against their declared types; the last line of the

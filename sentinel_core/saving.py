@@ -121,6 +121,25 @@ def saved_spec(folder) -> DecoderSpec:
     return _spec(read_manifest(folder), folder)
 
 
+# The fields that say what the architecture is: a manifest edited by hand (or a config.json swapped in beside it)
+# must not load as a model that silently differs from its own config.
+ARCHITECTURE_FIELDS = ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                       "intermediate_size", "norm", "norm_eps", "positions", "mlp", "activation")
+
+
+def _agrees_with_config(spec: DecoderSpec, config, folder: Path) -> None:
+    from .families import FAMILIES
+
+    if config.model_type not in FAMILIES:
+        raise CheckpointError(f"{folder}: config.json names model_type {config.model_type!r}, but {MANIFEST} a "
+                              f"{spec.family} decoder: {_fix(folder)}")
+    expected = FAMILIES[config.model_type].to_spec(config)
+    wrong = [f"{name} {getattr(spec, name)!r} where config.json gives {getattr(expected, name)!r}"
+             for name in ARCHITECTURE_FIELDS if getattr(spec, name) != getattr(expected, name)]
+    if wrong:
+        raise CheckpointError(f"{folder}: {MANIFEST} disagrees with config.json ({'; '.join(wrong[:3])}): {_fix(folder)}")
+
+
 def load_saved(cls, folder, device="cpu", dtype: torch.dtype | None = None):
     """The model `save_pretrained` wrote, exactly: built on the meta device, then the saved tensors assigned.
     dtype None keeps the saved dtype; the rotary frequencies are rebuilt in fp32 from the spec, as on conversion."""
@@ -137,6 +156,8 @@ def load_saved(cls, folder, device="cpu", dtype: torch.dtype | None = None):
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     config = AutoConfig.from_pretrained(folder) if (folder / "config.json").is_file() else None
+    if config is not None:
+        _agrees_with_config(spec, config, folder)
     generation = GenerationConfig.from_pretrained(folder) if (folder / "generation_config.json").is_file() else None
     with torch.device("meta"):
         model = cls(spec, config=config, generation_config=generation)

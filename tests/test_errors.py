@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -156,8 +157,11 @@ def test_a_checkpoint_with_its_own_code_names_the_flag_that_allows_it(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({
         "model_type": "custom_remote", "auto_map": {"AutoConfig": "configuration_x.XConfig",
                                                      "AutoModelForCausalLM": "modeling_x.XModel"}}))
-    with pytest.raises(RemoteCodeError, match="pass --trust_remote_code"):
+    with pytest.raises(RemoteCodeError, match="pass --trust_remote_code") as refused:
         load_adaptive_model(str(tmp_path))
+    # the API way it names is one load_adaptive_model takes: through the baseline model
+    assert "load_baseline_model(name, trust_remote_code=True)" in str(refused.value)
+    assert "baseline_model=" in str(refused.value)
 
 
 def test_trust_remote_code_is_off_unless_asked(monkeypatch):
@@ -173,9 +177,28 @@ def test_trust_remote_code_is_off_unless_asked(monkeypatch):
     assert seen["trust_remote_code"] is False
 
 
-def test_unknown_dtype_is_named():
-    with pytest.raises(ValueError, match="float17"):
-        loader.resolve_dtype("float17")
+@pytest.mark.parametrize("dtype, says", [("float17", "unknown dtype 'float17'"), (torch.int8, "torch.int8 cannot hold"),
+                                         (torch.bool, "cannot hold"), (torch.float8_e4m3fn, "cannot hold"),
+                                         (16, "unknown dtype 16")])
+def test_a_dtype_no_model_runs_in_is_one_sentinel_error(synthetic_folders, dtype, says):
+    from sentinel_core.errors import DtypeError
+
+    with pytest.raises(DtypeError, match=re.escape(says)):
+        load_adaptive_model(str(synthetic_folders("gpt2")), dtype=dtype)
+    with pytest.raises(DtypeError, match=re.escape(says)):
+        load_baseline_model(str(synthetic_folders("gpt2")), dtype=dtype)
+
+
+@pytest.mark.parametrize("field, value", [("intermediate_size", 77), ("vocab_size", 77), ("family", "llama"), ("norm_eps", 1e-3)])
+def test_a_manifest_that_disagrees_with_config_json_is_refused(synthetic_folders, tmp_path, field, value):
+    from sentinel_core.errors import CheckpointError
+
+    load_adaptive_model(str(synthetic_folders("gpt2"))).save_pretrained(tmp_path)
+    manifest = json.loads((tmp_path / "sentinel.json").read_text())
+    manifest["spec"][field] = value
+    (tmp_path / "sentinel.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=f"sentinel.json disagrees with config.json \\({field} {value!r}"):
+        load_adaptive_model(str(tmp_path))
 
 
 def test_baseline_is_left_intact_when_given(synthetic_folders):
