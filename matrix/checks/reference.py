@@ -31,8 +31,8 @@ class Reference:
     greedy: torch.Tensor  # HF's greedy continuation
     plain: tuple[torch.Tensor, torch.Tensor | None]  # HF called with ids and mask only: (row dtype, fp32)
     statistics: dict = field(default_factory=dict)
-    # Half precision: HF's model as loaded in the row's dtype, computed in fp32 (`widened`) on every input above
-    # (name -> log-probs), and how far its two attention paths are apart there: the fp32 rule, on the row's weights.
+    # Half precision: HF in fp32 with its weights rounded to the row's dtype, on the padded batch called both ways
+    # (name -> log-probs), and how far its two attention paths are apart there: fp32's rule, on the row's weights.
     widened: dict = field(default_factory=dict)
     widened_paths_diff: float | None = None
 
@@ -56,12 +56,21 @@ def _hf_reference(pair: ModelPair) -> Reference:
     stats = {name: _logprobs(pair.hf, s_ids, s_mask) for name, (s_ids, s_mask) in inputs.items()}
     fp32, plain_fp32, stats_fp32, note = (theirs, plain, stats, None) if pair.dtype == "float32" else \
         (None, None, {}, "no fp32 loader given")
+    widened, widened_paths = {}, None
     if pair.dtype != "float32" and pair.load_fp32_reference is not None:
         try:
             reference_model = pair.load_fp32_reference()
             fp32, note = _logprobs(reference_model, ids, mask, **positions), None
             plain_fp32 = _logprobs(reference_model, ids, mask)
             stats_fp32 = {name: _logprobs(reference_model, s_ids, s_mask) for name, (s_ids, s_mask) in inputs.items()}
+            # HF in fp32 on the row's own weights: each parameter rounded as loading in the row's dtype rounds it
+            # (buffers HF computes at load stay fp32, as they are in an fp32 model)
+            for p in reference_model.parameters():
+                p.data = p.data.to(pair.torch_dtype).float()
+            calls = hf_calls(ids, mask, positions)
+            widened = {name: _logprobs(reference_model, *args, **kw) for name, (args, kw) in calls.items()}
+            diffs = [attention_paths_diff(reference_model, *args, kw, widened[name]) for name, (args, kw) in calls.items()]
+            widened_paths = None if None in diffs else max(diffs)
             del reference_model
         except torch.OutOfMemoryError:
             note = "out of memory: HF in fp32 did not fit beside both models"
@@ -69,13 +78,6 @@ def _hf_reference(pair: ModelPair) -> Reference:
         if pair.device == "cuda":
             torch.cuda.empty_cache()
     paths_diff = attention_paths_diff(pair.hf, ids, mask, positions, theirs) if pair.dtype == "float32" else None
-    widened, widened_paths = {}, None
-    if pair.dtype != "float32":
-        with widened_to_fp32(pair.hf):
-            calls = hf_calls(pair, ids, mask, positions, {name: inputs[name] for name in stats_fp32})
-            widened = {name: _logprobs(pair.hf, *args, **kw) for name, (args, kw) in calls.items()}
-            diffs = [attention_paths_diff(pair.hf, *args, kw, widened[name]) for name, (args, kw) in calls.items()]
-            widened_paths = None if None in diffs else max(diffs)
     n = grading.GREEDY_TOKENS
     # No eos on either side: HF takes an explicit eos_token_id=None as "none"; ours spells it [].
     greedy = pair.hf.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
@@ -85,11 +87,9 @@ def _hf_reference(pair: ModelPair) -> Reference:
                      widened_paths)
 
 
-def hf_calls(pair: ModelPair, ids, mask, positions: dict, inputs: dict) -> dict[str, tuple[tuple, dict]]:
-    """HF's calls on every input, as adaptive_logprobs makes ours: name -> ((ids, mask), keyword arguments)."""
-    calls = {"padded": ((ids, mask), positions), "hf_call": ((ids, mask), {})}
-    calls.update({name: ((s_ids, None), {}) for name, (s_ids, _) in inputs.items()})
-    return calls
+def hf_calls(ids, mask, positions: dict) -> dict[str, tuple[tuple, dict]]:
+    """HF's calls on the padded batch, as adaptive_logprobs makes ours: name -> ((ids, mask), keyword arguments)."""
+    return {"padded": ((ids, mask), positions), "hf_call": ((ids, mask), {})}
 
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
@@ -100,7 +100,8 @@ def widened_to_fp32(model):
     """The model's half-precision parameters and buffers widened to fp32 in place while the block runs, and
     narrowed back after. Both ways are exact (every bf16 and fp16 value is an fp32 value), so the model computes
     its own weights in fp32 arithmetic: a conversion bug then shows at fp32's bar, not under half precision's
-    rounding. Buffers kept in fp32 (rotary frequencies) are left as they are."""
+    rounding. Buffers kept in fp32 (rotary frequencies) are left as they are; one stored in half precision keeps
+    its rounded value (the adaptive model keeps none: a rounded one is a bug this shows)."""
     params = [(p, p.dtype) for p in model.parameters() if p.dtype in HALF_DTYPES]
     buffers = [(module, name, buffer) for module in model.modules() for name, buffer in module._buffers.items()
                if buffer is not None and buffer.dtype in HALF_DTYPES]
@@ -117,24 +118,26 @@ def widened_to_fp32(model):
             module._buffers[name] = buffer
 
 
-def adaptive_logprobs(pair: ModelPair, ref: Reference, model=None) -> dict[str, tuple]:
-    """The adaptive model (or `model`) on every input of `ref`: name -> (its log-probs, HF's, HF fp32's, real)."""
+def adaptive_logprobs(pair: ModelPair, ref: Reference, model=None, statistics: bool = True) -> dict[str, tuple]:
+    """The adaptive model (or `model`) on every input of `ref` (statistics=False: the padded batch only): name ->
+    (its log-probs, HF's, HF fp32's, real)."""
     model = model if model is not None else pair.adaptive
     real = ref.real
     out = {"padded": (_logprobs(model, ref.ids, ref.mask, position_ids=generate_positions(ref.mask)), ref.theirs,
                       ref.fp32, real),
            "hf_call": (_logprobs(model, ref.ids, ref.mask), *ref.plain, real)}
-    for name, (ids, theirs, fp32) in ref.statistics.items():
+    for name, (ids, theirs, fp32) in (ref.statistics if statistics else {}).items():
         out[name] = (_logprobs(model, ids, None), theirs, fp32, torch.ones_like(ids, dtype=torch.bool))
     return out
 
 
 @torch.no_grad()
 def widened_max_diff(pair: ModelPair, ref: Reference) -> float:
-    """Half precision: the adaptive model as loaded in the row's dtype, computed in fp32 on every input, against
-    HF's model computed the same way (ref.widened): max |Δ log p| over the whole vocabulary and real positions."""
+    """Half precision: the adaptive model as loaded in the row's dtype, computed in fp32, against HF in fp32 on the
+    same rounded weights (ref.widened), on the padded batch called both ways, as an fp32 row compares them: max
+    |Δ log p| over the whole vocabulary and real positions."""
     with widened_to_fp32(pair.adaptive):
-        calls = adaptive_logprobs(pair, ref)
+        calls = adaptive_logprobs(pair, ref, statistics=False)
     return max((calls[name][0] - hf).abs()[calls[name][3]].max().item() for name, hf in ref.widened.items())
 
 
