@@ -15,7 +15,9 @@ only when it runs, so every --help answers at once.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import os
 import sys
 
 from .common import version
@@ -42,23 +44,41 @@ def top_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _unknown_command(head: str) -> int:
+    close = difflib.get_close_matches(head.lower(), COMMANDS, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    print(f"error: unknown command {head!r}{hint}; commands: {', '.join(COMMANDS)} (`sentinel --help`)", file=sys.stderr)
+    return 2
+
+
+def _main(argv) -> int:
     head = argv[0] if argv else None
     if head in COMMANDS:
         return command(head).main(argv[1:])
     if head in ("--version", "-V"):
         print(f"sentinel {version()}")
         return 0
-    if head in ("-h", "--help"):
-        # The commands first, then generate's options: they are what bare `sentinel ...` takes.
-        print(top_parser().format_help())
-        print(build_parser().format_help(), end="")
+    if head in ("-h", "--help"):  # the commands only; each command's --help has its options
+        print(top_parser().format_help(), end="")
         return 0
     if head is None:
         top_parser().print_help(sys.stderr)
         return 2
+    if not head.startswith("-"):  # generate takes no positional argument: this is a command, mistyped
+        return _unknown_command(head)
     return command("generate").main(argv)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:  # `sentinel --help | head`: the reader left, nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

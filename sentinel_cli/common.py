@@ -38,11 +38,20 @@ def run_reporting_errors(run, args) -> int:
         return 130
 
 
+DISTRIBUTION = "sentinel-hf"  # the name pip knows it by ("sentinel" on PyPI is another project)
+
+
 def version() -> str:
+    """The installed release and the commit it was built from: a checkout's HEAD (or the commit stamped beside a
+    copy without .git, matrix/records.py); an install from a wheel names no commit it cannot know."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as package_version
 
     try:
-        return package_version("sentinel")
+        release = package_version(DISTRIBUTION)
     except PackageNotFoundError:
-        return "unknown (not installed)"
+        release = "unknown (not installed)"
+    from matrix.records import git_sha
+
+    sha = git_sha()
+    return f"{release} (commit {sha[:12] if sha else 'unknown: not run from a checkout'})"

@@ -190,7 +190,24 @@ def test_usage_errors_and_help_return_codes(checkpoint, capsys):
     assert run(capsys, "--model_name", checkpoint, "--prompt", "x", "--top_p", "2")[0] == 2
     assert run(capsys, "--model_name", checkpoint, "--prompt", "x", "--temperature", 0, "--do_sample")[0] == 2
     code, out, _ = run(capsys, "--help")
+    assert code == 0 and "commands:" in out and "--temperature" not in out and len(out.splitlines()) <= 25, out
+    code, out, _ = run(capsys, "generate", "--help")
     assert code == 0 and "Greedy decoding is the default" in out
+
+
+@pytest.mark.parametrize("typo, suggestion", [("chek", "check"), ("Prune", "prune"), ("reprot", "report")])
+def test_a_mistyped_command_is_one_line_with_a_suggestion(capsys, typo, suggestion):
+    code, out, err = run(capsys, typo, "tiny/gpt2")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"unknown command {typo!r} (did you mean {suggestion!r}?)" in err
+
+
+def test_a_closed_pipe_is_quiet():
+    import subprocess
+
+    done = subprocess.run(f"{sys.executable} -m sentinel_cli --help | head -1", shell=True, cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout.startswith("usage: sentinel"), done
 
 
 # Subcommands -------------------------------------------------------------------------------------------
@@ -224,6 +241,7 @@ def test_help_and_version_import_no_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "commands:" in out.stdout and "sentinel generate" in out.stdout and "sentinel 0." in out.stdout
+    assert "(commit " in out.stdout
 
 
 def test_env_prints_versions_and_never_the_token(capsys, monkeypatch):

@@ -56,7 +56,7 @@ def test_the_wheel_installs_and_checks_a_tiny_model_outside_the_repo(tmp_path):
                                                                  "results", ".tox", ".venv", "gpu_assets"))
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(source), "-w",
          str(tmp_path / "dist")])
-    wheel = next((tmp_path / "dist").glob("sentinel-*.whl"))
+    wheel = next((tmp_path / "dist").glob("sentinel_hf-*.whl"))
     # torch and transformers come from this interpreter (a venv cannot download them offline); Sentinel
     # itself only from the wheel.
     run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")])
