@@ -76,9 +76,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # stale one. Before sending, `python -m matrix.records stamp` writes "<commit> <source hash>" of a clean
 # checkout into this file; a copy whose own source hash matches it reports that commit.
 COMMIT_FILE = "SENTINEL_COMMIT"
-# Where records go unless told otherwise: the checkout's results/latest.jsonl, the last local run (git ignores it;
-# the committed evidence has names of its own, cpu-offline.jsonl, h100.jsonl, ...).
-RESULTS_DIR = ROOT / "results"
+# Where records and pages go unless told otherwise: a checkout's own folder (results/latest.jsonl is the last local
+# run, git ignores it; the committed evidence has names of its own, cpu-offline.jsonl, h100.jsonl, ...); an
+# installed copy (no pyproject.toml beside its packages) never writes into the install, but into the working folder.
+WORKSPACE = ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd()
+RESULTS_DIR = WORKSPACE / "results"
 DEFAULT_RESULTS = RESULTS_DIR / "latest.jsonl"
 SOURCE_FOLDERS = ("sentinel_core", "matrix")
 

@@ -8,12 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from matrix.records import RESULTS_DIR, unwritable
+from matrix.records import RESULTS_DIR, WORKSPACE, unwritable
 
 from .load import SCRATCH_RESULTS, RecordError, load_results
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = ROOT / "SUPPORTED_MODELS.md"
+DEFAULT_OUTPUT = WORKSPACE / "SUPPORTED_MODELS.md"
 
 
 def first_difference(expected: str, actual: str) -> str:
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return diff_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__)
     parser.add_argument("results", nargs="*", help="JSONL files or folders (default: results/)")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="the Markdown page to write or check")
+    parser.add_argument("--output", help=f"the Markdown page to write or check (default {DEFAULT_OUTPUT.name}; with "
+                                         f"--html alone, none is written)")
     parser.add_argument("--check", action="store_true", help="fail if the page differs from what the records render")
     parser.add_argument("--html", metavar="PATH", help="also write a self-contained HTML report")
     parser.add_argument("--committed", action="store_true",
@@ -74,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print("read " + ", ".join(f"{_shown(path)} ({count})" for path, count in read), file=sys.stderr)
     page = render_markdown(records)
-    output = Path(args.output)
-    problem = None if args.check else unwritable(output) or (unwritable(Path(args.html)) if args.html else None)
+    # --html alone writes that file and nothing else; the Markdown page is written when asked, or when nothing is
+    markdown = args.output is not None or args.check or not args.html
+    output = Path(args.output or DEFAULT_OUTPUT)
+    problem = None if args.check else (unwritable(output) if markdown else None) or \
+        (unwritable(Path(args.html)) if args.html else None)
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"{output.name} matches {len(records)} records")
     try:
-        if not args.check:
+        if markdown and not args.check:
             write_whole(output, page)
             print(f"wrote {output} from {len(records)} records")
         if args.html:

@@ -75,3 +75,16 @@ def test_the_wheel_installs_and_checks_a_tiny_model_outside_the_repo(tmp_path):
     done = run([python, "-m", "sentinel_cli", "check", "tiny/gpt2", "--checks", "load", "--results",
                 "check.jsonl"], cwd=outside, env=env)
     assert "1 passed" in done.stdout and (outside / "check.jsonl").is_file()
+    # Without a path, records and pages go to the working folder, never into the install.
+    site = Path(run([python, "-c", "import sentinel_core, pathlib; print(pathlib.Path(sentinel_core.__file__)"
+                                   ".parent.parent)"], env=env).stdout.strip())
+
+    def installed_files():
+        return {p for p in site.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+    before = installed_files()
+    run([python, "-m", "sentinel_cli", "check", "tiny/gpt2", "--checks", "load"], cwd=outside, env=env)
+    run([python, "-m", "sentinel_cli", "report", "--html", "only.html"], cwd=outside, env=env)
+    assert installed_files() == before, sorted(map(str, installed_files() - before))
+    assert (outside / "results" / "latest.jsonl").is_file() and (outside / "only.html").is_file()
+    assert not (outside / "SUPPORTED_MODELS.md").exists()  # --html alone writes that file and nothing else
