@@ -19,6 +19,10 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errn
                       errno.EEXIST, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
 # What an allocator says when a memory limit (`ulimit -v`) stops it: C++'s bad_alloc, torch's CPU allocator.
 ALLOCATOR_MESSAGES = ("std::bad_alloc", "DefaultCPUAllocator: can't allocate memory", "Cannot allocate memory")
+# A network that is not there (the hub unreachable, a download cut): the HTTP libraries' own classes, by name,
+# so that none of them is imported here, and huggingface_hub's "not cached and no connection".
+NETWORK_ERRORS = ("ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError", "LocalEntryNotFoundError",
+                  "ChunkedEncodingError")
 
 
 def _chain(exc: BaseException):
@@ -39,6 +43,8 @@ def environment_fault(exc: BaseException) -> str | None:
         if isinstance(e, MemoryError) or (isinstance(e, RuntimeError)
                                           and any(m in str(e) for m in ALLOCATOR_MESSAGES)):
             return f"memory: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}"
+        if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in NETWORK_ERRORS:
+            return f"network: {type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no connection'}"
         if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS:
             where = f" ({e.filename})" if e.filename else ""
             return f"{os.strerror(e.errno)}{where}"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from matrix.faults import environment_fault
-from sentinel_core.errors import CheckpointError, DiskSpaceError, InputError
+from sentinel_core.errors import CheckpointError, DiskSpaceError, InputError, ModelNotFoundError
 
 
 def _raised_from(outer: Exception, inner: Exception) -> Exception:
@@ -32,12 +32,17 @@ FAULTS = [
     (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
                   "allocate 4096 bytes"), "memory: "),
     (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), "device memory: CUDA out of memory"),
+    (_raised_from(ModelNotFoundError("gpt-j-6b is not in the Hugging Face cache and the hub cannot be reached"),
+                  ConnectionError("Max retries exceeded")), "network: ConnectionError"),
+    (_raised_from(ModelNotFoundError("not cached"), type("ConnectError", (Exception,), {})("[Errno -3] DNS failure")),
+     "network: ConnectError"),
     (_raised_from(CheckpointError("cannot write the checkpoint"), OSError(errno.ENOSPC, "No space left on device")),
      "No space left on device"),
 ]
 VERDICTS = [AssertionError("max |Δ log p| 3e-2"), ValueError("bad head count"), InputError("ids must be integers"),
             OSError(errno.ENOENT, "No such file or directory"), RuntimeError("shape mismatch"),
-            CheckpointError("missing tensor model.layers.0.mlp.up_proj.weight")]
+            CheckpointError("missing tensor model.layers.0.mlp.up_proj.weight"),
+            ModelNotFoundError("'x/y' is neither a local model folder nor a valid hub id: check the path")]
 
 
 @pytest.mark.parametrize("exc, says", FAULTS, ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None)
