@@ -16,11 +16,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from matrix import registry
 from matrix.metrics import metric
-from sentinel_core.names import BENCH, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED
+from sentinel_core.names import (BENCH, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED,
+                                 short_dtype)
 
 from .common import add_option, parse, run_reporting_errors
 
@@ -82,15 +84,65 @@ def pytest_command(args, results: Path) -> list[str]:
     return command + (["--slow"] if args.slow else [])
 
 
-def run_matrix(command: list[str], cwd: Path) -> int:
-    """pytest's exit code; its output goes to stderr as it comes (stdout is the table's)."""
+def run_matrix(command: list[str], cwd: Path) -> tuple[int, str]:
+    """pytest's exit code and its output; while it runs, each row is printed to stderr as its record lands in
+    the --results file of `command` (stdout is the table's)."""
+    import threading
+    import time
+
+    from reports.load import read_records
+
+    rows_file = Path(command[command.index("--results") + 1])
     # A run of its own, even when started from a pytest-xdist worker.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    output: list[str] = []
+    shown = 0
+
+    def show_new_rows() -> None:
+        nonlocal shown
+        if not rows_file.is_file():
+            return
+        with warnings.catch_warnings():  # a line still being written is read again on the next look
+            warnings.simplefilter("ignore")
+            records = read_records(rows_file, page=False)
+        for record in records[shown:]:
+            print(row_line(record), file=sys.stderr, flush=True)
+        shown = max(shown, len(records))
+
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:
-        for line in proc.stdout:
-            print(line, end="", file=sys.stderr, flush=True)
-    return proc.returncode
+        reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            time.sleep(0.25)
+            show_new_rows()
+        reader.join()
+    show_new_rows()
+    return proc.returncode, "".join(output)
+
+
+def row_line(record: dict) -> str:
+    """One finished row: outcome, check, device and dtype, its key number, seconds; the reason when not passed."""
+    numbers = key_numbers(record["check"], record.get("metrics") or {})
+    reason = " ".join((record.get("reason") or "").split())
+    return (f"  {MARKS.get(record['outcome'], record['outcome'])} {record['check']:<8} {record['device']} "
+            f"{short_dtype(record['dtype'])}  {numbers + '  ' if numbers else ''}({record.get('duration_s') or 0:.1f} s)"
+            + (f"  {reason[:160]}" if record["outcome"] != PASSED and reason else ""))
+
+
+def header(args, results: Path) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    dtype = f", CUDA rows in {args.dtype or 'bfloat16'}" if "cuda" in args.devices else ""
+    return (f"sentinel check {args.model}: weights {args.weights or 'default'}, devices {args.devices} (CPU rows in "
+            f"float32{dtype}); transformers {installed('transformers')}, torch {installed('torch')}; records to "
+            f"{results}")
 
 
 def key_numbers(check: str, metrics: dict) -> str:
@@ -153,18 +205,22 @@ def run(args) -> int:
     if problem:
         print(f"error: --results: {problem}", file=sys.stderr)
         return 2
+    print(header(args, results), file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="sentinel-check-") as scratch:
         rows_file = Path(scratch) / "rows.jsonl"
-        code = run_matrix(pytest_command(args, rows_file), cwd=root)
+        code, output = run_matrix(pytest_command(args, rows_file), cwd=root)
         records = read_records(rows_file, page=False) if rows_file.is_file() else []
     for record in records:  # this run's records only, into the user's results file
         append_record(results, record)
-    if code in (2, 3, 4):  # interrupted or collection errors, internal error, usage error: pytest said why above
-        print(f"error: the matrix run stopped (pytest exit code {code}); see its output above", file=sys.stderr)
-        return 2
-    if not records:
-        print(f"error: no matrix rows for {args.model!r} with these options (pytest exit code {code})",
-              file=sys.stderr)
+    if code in (2, 3, 4) or not records:  # interrupted, collection or usage error, internal error: pytest says why
+        lines = [line for line in output.splitlines() if line.strip()]
+        usage = [line for line in lines if line.startswith("ERROR: ") or "UsageError" in line]
+        if usage:  # the matrix's own one-line refusal (an unknown name, a device this machine lacks)
+            print(f"error: {usage[0].removeprefix('ERROR: ').strip()}", file=sys.stderr)
+            return 2
+        print("\n".join(lines[-15:]), file=sys.stderr)
+        print(f"error: the matrix run stopped (pytest exit code {code}); see its output above" if records or code
+              else f"error: no matrix rows for {args.model!r} with these options", file=sys.stderr)
         return 2
     table, reasons = verdict_table(records)
     counts = ", ".join(f"{sum(r['outcome'] == o for r in records)} {o}" for o in MARKS

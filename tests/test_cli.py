@@ -272,11 +272,18 @@ def test_check_runs_the_models_rows_end_to_end(tmp_path, capsys):
     assert lines[4].startswith("infer") and "✅ max diff" in lines[4]
     records = results.read_text().splitlines()
     assert records[0] == '{"earlier": "record"}' and len(records) == 3  # appended, nothing else touched
+    # progress on stderr: a header first, then each row as it finishes, never pytest's dots
+    progress = err.splitlines()
+    assert progress[0].startswith("sentinel check tiny/llama: weights default, devices cpu") and "transformers " in progress[0]
+    assert progress[1].split()[:4] == ["✅", "load", "cpu", "fp32"] and progress[1].endswith(" s)")
+    assert progress[2].split()[:4] == ["✅", "infer", "cpu", "fp32"] and len(progress) == 3, err
 
 
-def test_check_usage_error_is_exit_2(tmp_path, capsys):
+def test_check_usage_error_is_one_line_exit_2(tmp_path, capsys):
     code, _, err = run(capsys, "check", "tiny/llama", "--checks", "lod", "--results", tmp_path / "r.jsonl")
     assert code == 2 and "did you mean 'load'" in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [err.splitlines()[-1]]
+    assert len(err.splitlines()) == 2, err  # the header and the error: no pytest output
 
 
 def fake_record(check, outcome, device="cpu", dtype="float32", reason="", **metrics):
@@ -301,7 +308,7 @@ def test_check_failed_row_is_exit_1_with_its_reason(tmp_path, capsys, monkeypatc
     def fake_matrix(command, cwd):
         results = Path(command[command.index("--results") + 1])
         results.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return 1
+        return 1, ""
 
     monkeypatch.setattr(check, "run_matrix", fake_matrix)
     code, out, _ = run(capsys, "check", "m", "--results", tmp_path / "r.jsonl")
