@@ -8,6 +8,8 @@ fingerprint of the checkpoint, so two checkpoints under one path never merge in 
 
 from __future__ import annotations
 
+import difflib
+
 import json
 import os
 from dataclasses import dataclass
@@ -66,6 +68,15 @@ def _local_family(path: Path) -> tuple[str, str]:
         return UNKNOWN_FAMILY, f"{path} cannot be read as a GGUF model ({first})"
 
 
+def _closest_catalog_id(name: str) -> str:
+    """ " (did you mean 'tiny/gpt2'?)" for the catalog ids closest to `name` (case aside), or ""."""
+    from matrix.catalog import load_catalog
+
+    ids = {entry.id.lower(): entry.id for entry in load_catalog()}
+    close = [ids[c] for c in difflib.get_close_matches(name.lower(), list(ids), n=3, cutoff=0.75)]
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
 def _hub_family(hub_id: str) -> tuple[str, str]:
     """(model_type, revision) from the HF cache, or from the hub where it can be reached; unknown otherwise
     (the row then says why, when it is provisioned)."""
@@ -73,13 +84,18 @@ def _hub_family(hub_id: str) -> tuple[str, str]:
 
     cached = try_to_load_from_cache(hub_id, "config.json")
     if not isinstance(cached, str):
-        if constants.HF_HUB_OFFLINE:
-            return UNKNOWN_FAMILY, ""
+        if constants.HF_HUB_OFFLINE:  # nothing here can tell a hub id from a typo: no row, one line
+            raise pytest.UsageError(f"--models: {hub_id!r} is no catalog id, folder or file, and not in the Hugging Face "
+                                    f"cache (HF_HUB_OFFLINE=1){_closest_catalog_id(hub_id)}; download it once where the "
+                                    f"hub is reachable, or pass a local folder")
+        from sentinel_core.errors import ModelNotFoundError
         from sentinel_core.loader import load_config
 
         try:
             return load_config(hub_id).model_type, ""
-        except Exception:  # noqa: BLE001 - the row is provisioned anyway and says why
+        except ModelNotFoundError as exc:  # no such repository, or not a valid id: a mistake, not a row
+            raise pytest.UsageError(f"--models: {' '.join(str(exc).split())}{_closest_catalog_id(hub_id)}") from None
+        except Exception:  # noqa: BLE001 - gated, or the network failed: the row is provisioned anyway and says why
             return UNKNOWN_FAMILY, ""
     try:
         model_type = json.loads(Path(cached).read_text(encoding="utf-8")).get("model_type", UNKNOWN_FAMILY)

@@ -71,11 +71,16 @@ def test_results_that_cannot_be_written_stop_the_run_before_the_first_row(tmp_pa
     options.validate(FakeConfig(**{"--results": str(tmp_path / "new" / "rows.jsonl")}))  # folders are made
 
 
-def test_catalog_names_stay_catalog_rows_and_the_rest_resolve(tmp_path):
+def test_catalog_names_stay_catalog_rows_and_the_rest_resolve(tmp_path, monkeypatch):
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"model_type": "llama"}))
+    # a hub id in the HF cache resolves offline to a hub row of its model_type
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: str(config_file)
+                        if repo == "my-org/my-model" else None)
     config = FakeConfig(**{"--models": "tiny/llama,gpt2*,tiny-opt,my-org/my-model"})
     options.validate(config)
     [entry] = config.stash[options.ADHOC_ENTRIES]
-    assert (entry.id, entry.sources) == ("my-org/my-model", ("hub",))
+    assert (entry.id, entry.sources, entry.family) == ("my-org/my-model", ("hub",), "llama")
 
 
 def test_the_command_line_stops_before_collection_on_a_typo():
@@ -124,13 +129,16 @@ def test_a_local_folder_gets_load_infer_and_quality_rows_that_pass(local_qwen2, 
         assert row["metrics"]["adaptive_path"] == "native"
 
 
-def test_a_hub_id_that_cannot_be_had_offline_is_a_row_that_says_why(tmp_path):
+@pytest.mark.parametrize("name, suggestion", [("tiny/gpt3", "'tiny/gpt2'"), ("TINY/LLAMA2", "'tiny/llama'"),
+                                              ("no-such-org/no-such-model", None)])
+def test_an_id_that_is_nothing_here_is_a_usage_error_that_records_nothing(tmp_path, name, suggestion):
+    """Neither a catalog id, a folder, a file nor in the HF cache (offline): no row, one line, the closest ids."""
     results = tmp_path / "rows.jsonl"
-    done = run_matrix("--models", "no-such-org/no-such-model", "--checks", "load", results=results)
-    [row] = read(results)
-    assert done.returncode == 0
-    assert row["outcome"] == "skipped" and "not in the HF cache and HF_HUB_OFFLINE=1" in row["reason"]
-    assert row["model"] == "no-such-org/no-such-model" and row["weights"] == "hub"
+    done = run_matrix("--models", name, "--checks", "load", results=results)
+    assert done.returncode == 4 and not results.exists(), done.stdout[-500:]
+    error = next(line for line in (done.stdout + done.stderr).splitlines() if line.startswith("ERROR: --models"))
+    assert f"{name!r} is no catalog id, folder or file, and not in the Hugging Face cache" in error
+    assert (suggestion in error.split("did you mean", 1)[-1]) if suggestion else ("did you mean" not in error), error
 
 
 def test_a_tokenizer_larger_than_the_vocabulary_is_a_row_failure_naming_the_fix(local_qwen2, tmp_path):
