@@ -58,6 +58,8 @@ def read_text(path: str | None) -> str:
         raise SentinelError(f"--text {path}: no such file; give a UTF-8 text file") from None
     except UnicodeDecodeError as exc:
         raise SentinelError(f"--text {path} is not UTF-8 (byte {exc.start}): convert it to UTF-8") from None
+    except OSError as exc:  # a folder, no permission to read
+        raise SentinelError(f"--text {path}: {exc.strerror or exc}; give a readable UTF-8 text file") from None
 
 
 def check_out(path: str) -> Path:
@@ -107,6 +109,9 @@ def run(args) -> int:
     if getattr(model, "adaptive_path", None) != NATIVE:
         raise SentinelError(f"{args.model} runs through the generic gated wrapper (no converter for its model_type), "
                             f"which cannot save a pruned model; gate its heads with model.gates instead")
+    if model.spec.max_positions and args.calibration_length > model.spec.max_positions:
+        raise SentinelError(f"--calibration-length {args.calibration_length}: {args.model} has "
+                            f"{model.spec.max_positions} positions; give at most that")
     calibration, heldout = calibration.to(args.device), heldout.to(args.device)
     window = min(512, model.spec.max_positions or 512)  # 0: no learned position table, no limit
     params_before = sum(p.numel() for p in model.parameters())
@@ -127,6 +132,7 @@ def run(args) -> int:
     ppl_after = perplexity(model, heldout, window)
     params_after = sum(p.numel() for p in model.parameters())
     model.save_pretrained(out)
+    tokenizer.save_pretrained(out)  # so that `sentinel generate --model-name OUT` and AutoTokenizer read it back
 
     print(f"removed {removed} of {model.gates.numel()} heads ({args.method} order), parameters "
           f"{params_before:,} -> {params_after:,}")

@@ -60,6 +60,28 @@ def test_prunes_saves_and_reports_perplexity(checkpoint, text_file, tmp_path, ca
     assert perplexity(model, heldout, 512) == pytest.approx(after, abs=5e-4)
 
 
+def test_a_window_longer_than_learned_positions_is_refused_before_scoring(tmp_path, text_file, capsys):
+    folder = tmp_path / "gpt2"
+    config = variants()["gpt2"]
+    make_synthetic_checkpoint(config, folder, seed=5)
+    save_tokenizer(folder, config)
+    code, _, err = run(capsys, folder, "--count", "1", "--text", text_file, "--out", tmp_path / "x",
+                       "--calibration-rows", "1", "--calibration-length", str(config.n_positions + 1),
+                       "--heldout-tokens", "16")
+    assert code == 2 and f"has {config.n_positions} positions; give at most that" in err, err
+    assert "scoring" not in err and not (tmp_path / "x").exists()
+
+
+def test_a_pruned_folder_generates_with_its_own_tokenizer(checkpoint, text_file, tmp_path, capsys):
+    """prune → generate: the pruned folder carries the tokenizer and generation config, so it chains."""
+    out_dir = tmp_path / "pruned"
+    assert run(capsys, checkpoint, "--count", "2", "--text", text_file, "--out", out_dir, *SPLITS)[0] == 0
+    assert (out_dir / "tokenizer.json").is_file() or (out_dir / "tokenizer_config.json").is_file()
+    code = main(["generate", "--model-name", str(out_dir), "--prompt", "The fox", "--max-new-tokens", "4"])
+    out, err = capsys.readouterr()
+    assert code == 0 and out.strip(), err
+
+
 def test_random_order_is_seeded(checkpoint, text_file, tmp_path, capsys):
     plans = []
     for i, seed in enumerate((1, 1, 2)):
@@ -82,6 +104,7 @@ def test_random_order_is_seeded(checkpoint, text_file, tmp_path, capsys):
     (["--fraction", "0.2", "--calibration-rows", "0"], "at least 1 window is needed"),
     (["--fraction", "0.2", "--seed", str(2**64)], "give a seed in [0, 2**63 - 1]"),
     (["--fraction", "0.2", "--device", "meta"], "--device meta: use cpu or cuda"),
+    (["--fraction", "0.2", "--text", "/tmp"], "--text /tmp: Is a directory"),
 ])
 def test_bad_input_is_one_line(checkpoint, text_file, tmp_path, capsys, argv, message):
     argv = [*SPLITS, *argv]
