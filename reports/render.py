@@ -210,7 +210,12 @@ def build_context(records: list[dict]) -> dict:
 
     overview = architecture_overview(by_model, families, devices)
 
+    gated = {model for model in by_model if model in catalog and catalog[model].gated}
     return {"records": records, "families": families, "overview": overview, "devices": devices,
+            "headline": headline(records, devices), "models": models_table(families, by_model, devices, gated),
+            # the Markdown page's shorter forms (the full ones are report.html's)
+            "overview_short": Table(overview.headers[:-1], [row[:-1] for row in overview.rows]),
+            "evidence_current": current_evidence(evidence_table(records)),
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records), "unfinished": stopped,
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
@@ -246,12 +251,48 @@ def architecture_overview(by_model: dict[str, list[dict]], families: list[dict],
                 last = max([last, *(r["time"][:10] for r in group if rules.is_current(r) and r["outcome"] == PASSED)])
             marks.append(rules.family_status(statuses))
         path = "generic wrapper" if f["name"] in wrapped else NATIVE
-        rows.append([hf_class(f["name"]), f["name"], path, "gates only" if f["name"] in wrapped else "yes", *marks,
+        rows.append([hf_class(f["name"]), f["name"], path, "gates only" if f["name"] in wrapped else "yes",
+                     *map(rules.labelled, marks),
                      "; ".join(f"{m} ({', '.join(where)})" for m, where in real.items()) or "—", last or "—",
                      _first(m for m in f["models"] if not m.startswith("tiny/"))])
     return Table(["Architecture", "model_type", "Path", "prune_heads",
                   *(f"{device} {short_dtype(dtype)}" for device, dtype in devices),
                   "Verified on real weights", "Last verified", "Catalog models"], rows)
+
+
+def headline(records: list[dict], devices: list[tuple[str, str]]) -> str:
+    """The page's first line: how many rows are current and how they came out, how many are stale, and per device
+    and dtype the machine, libraries and commit of its newest current row."""
+    ran = [r for r in records if r["outcome"] != SKIPPED]
+    current = [r for r in ran if rules.is_current(r)]
+    counts = {outcome: sum(r["outcome"] == outcome for r in current) for outcome in (PASSED, FAILED, INCONCLUSIVE)}
+    parts = [f"**{len(current)} current rows** ({counts[PASSED]} passed, {counts[FAILED]} failed, "
+             f"{counts[INCONCLUSIVE]} inconclusive), {len(ran) - len(current)} stale"]
+    for device, dtype in devices:
+        group = [r for r in current if (r["device"], r["dtype"]) == (device, dtype)]
+        if group:
+            newest = max(group, key=lambda r: r["time"])
+            env = newest.get("env", {})
+            parts.append(f"{device} {short_dtype(dtype)}: {env.get('device_name', '?')}, torch {env.get('torch', '?')}, "
+                         f"transformers {env.get('transformers', '?')}, commit {commit(newest)}")
+    return " · ".join(parts)
+
+
+def models_table(families: list[dict], by_model: dict[str, list[dict]], devices: list[tuple[str, str]],
+                 gated: set[str]) -> Table:
+    """One line per model: its status per device and dtype (as a word beside the mark) and the real weights that
+    pass; the per-check cells with their numbers are in report.html."""
+    rows = []
+    for f in families:
+        for model in f["models"]:
+            recs = by_model.get(model, [])
+            marks = [rules.labelled(rules.model_status([r for r in recs if (r["device"], r["dtype"]) == d]))
+                     for d in devices]
+            real = sorted({r["weights"] for r in recs if r["weights"] in REAL_WEIGHTS and r["outcome"] == PASSED
+                           and rules.is_current(r)})
+            rows.append([model + (" (gated)" if model in gated else ""), f["name"], *marks, ", ".join(real) or "—"])
+    return Table(["Model", "model_type", *(f"{device} {short_dtype(dtype)}" for device, dtype in devices),
+                  "Real weights passing"], rows)
 
 
 def summary_table(records: list[dict], models: list[str], devices: list[tuple[str, str]]) -> Table:
@@ -296,6 +337,12 @@ def evidence_table(records: list[dict]) -> str:
     rows = [[*k, ", ".join(sorted(g["sources"])), g["ran"], g["skipped"]] for k, g in sorted(groups.items())]
     return Table(["Date", "Device", "Kind", "Dtype", "torch", "transformers", "Commit", "Code",
                   "Weight sources", "Rows run", "Rows skipped"], rows)
+
+
+def current_evidence(table: Table) -> Table:
+    """The evidence table's groups whose rows are all current (its Code column)."""
+    code = table.headers.index("Code")
+    return Table(table.headers, [row for row in table.rows if row[code] == "current"])
 
 
 def known_issues(records: list[dict]) -> list[str]:

@@ -30,9 +30,16 @@ from sentinel_core.names import FAILED, PASSED, REAL_WEIGHTS, SKIPPED
 
 PASS, SYNTHETIC, PARTIAL, FAIL, INCONCLUSIVE, STALE, UNTESTED = "✅", "🧪", "⚠️", "❌", "◻️", "⏳", "❔"
 PRECEDENCE = (FAIL, PASS, SYNTHETIC, PARTIAL, INCONCLUSIVE, STALE, UNTESTED)
+# Each status as a word beside its mark, so a page reads without an emoji font.
+LABEL = {FAIL: "fail", PASS: "pass", SYNTHETIC: "synthetic only", PARTIAL: "partial", INCONCLUSIVE: "inconclusive",
+         STALE: "stale", UNTESTED: "untested"}
 MEANING = {FAIL: "failing", PASS: "verified on real weights", SYNTHETIC: "passes on synthetic weights only",
            PARTIAL: "partial",
            INCONCLUSIVE: "inconclusive", STALE: "stale evidence only", UNTESTED: "untested"}
+
+
+def labelled(mark: str) -> str:
+    return f"{mark} {LABEL[mark]}" if mark in LABEL else mark
 
 
 def stale_reason(record: dict) -> str | None:

@@ -10,6 +10,7 @@ from reports import status as rules
 from reports.__main__ import main as reports_main
 from reports.diff import compare
 from reports.load import RecordError, load_results, merge, read_records
+from reports.html import render_html
 from reports.render import cell, known_issues, mutation_summary, mutation_table, render_markdown
 
 OTHER_CODE = "0123456789abcdef"  # a file hash no tree has
@@ -83,18 +84,20 @@ def test_stale_passes_render_as_stale_and_never_count():
     for check in ("load", "infer", "quality"):  # no dependencies recorded at all: as stale
         del next(r for r in stale if r["check"] == check)["env"]["depends"]
         assert rules.model_status(stale) == rules.STALE
-    page = render_markdown(all_checks(weights="package", code=OTHER_CODE, grade="Good"))
-    assert "⏳ stale pass: package (Good)" in page
-    assert "✅" not in page.split("## Support overview")[1].split("## Usage")[0]
-    assert "| opt " in page and "| ⏳ " in page  # the family's status
-    assert "⏳ stale" in page.split("## Evidence")[1]  # and the evidence says why
+    records = all_checks(weights="package", code=OTHER_CODE, grade="Good")
+    page, html = render_markdown(records), render_html(records)
+    assert "⏳ stale pass: package (Good)" in html  # the per-check cell
+    assert "| ✅" not in page.split("## Support overview")[1].split("## Usage")[0]  # no cell passes
+    assert "| opt " in page and "| ⏳ stale " in page  # the family's and the model's status, as a word too
+    assert "⏳ stale" in html.split("Evidence")[-1]  # and the evidence says why
 
 
 def test_records_with_the_current_hash_count():
     current = all_checks(weights="package", grade="Good")
     assert rules.model_status(current) == rules.PASS
     page = render_markdown(current)
-    assert "✅ package (Good)" in page and "stale" not in page.split("## Support overview")[1].split("## Usage")[0]
+    assert "✅ package (Good)" in render_html(current)
+    assert "| ✅ pass " in page and "| ⏳" not in page.split("## Support overview")[1].split("## Usage")[0]
     assert "| e817ab4  | current" in page
 
 
@@ -347,10 +350,10 @@ def test_page_shows_evidence_kind_and_numbers():
         all_checks(model="HuggingFaceTB/SmolLM2-135M-Instruct", family="llama", weights="package",
                    max_logprob_diff=3e-6, greedy_agreement=1.0, ppl=24.5, baseline_ppl=24.5, ppl_ratio=1.0,
                    sample_output=" learn from data.")
-    page = render_markdown(records)
-    assert "| facebook/opt-125m" in page and "🧪 synthetic" in page
-    assert "✅ package" in page and "ppl 24.50" in page and "learn from data." in page
-    assert "1.9e-05" in page
+    page, html = render_markdown(records), render_html(records)
+    assert "| facebook/opt-125m" in page and "🧪 synthetic only" in page and "✅ pass" in page
+    assert "learn from data." in page
+    assert "✅ package" in html and "ppl 24.50" in html and "1.9e-05" in html  # every check's numbers: the HTML
     assert "2.13.0" in page and "5.24.0" in page  # where the evidence came from
 
 
@@ -396,13 +399,13 @@ def bench_row(**metrics):
 def test_bench_ratios_show_their_spread():
     spread = {"decode_ratio": 1.42, "decode_ratio_lo": 1.31, "decode_ratio_hi": 1.55,
               "prefill_ratio": 1.03, "prefill_ratio_lo": 0.97, "prefill_ratio_hi": 1.08}
-    table = render_markdown([bench_row(**spread)]).split("## Benchmarks")[1]
+    table = render_html([bench_row(**spread)]).split("<h2>Benchmarks</h2>")[1]
     assert "1.42 (1.31–1.55)" in table and "1.42 (1.31–1.55) ~ noise" not in table
     assert "1.03 (0.97–1.08) ~ noise" in table
-    old = render_markdown([bench_row()]).split("## Benchmarks")[1]
+    old = render_html([bench_row()]).split("<h2>Benchmarks</h2>")[1]
     assert "1.50 (no spread)" in old and "1.20 (no spread)" in old  # decode 900/600, prefill 6/5
-    stale = render_markdown([bench_row(code=OTHER_CODE)]).split("## Benchmarks")[1]
-    assert "| ⏳ facebook/opt-125m" in stale
+    stale = render_html([bench_row(code=OTHER_CODE)]).split("<h2>Benchmarks</h2>")[1]
+    assert "⏳ facebook/opt-125m" in stale
 
 
 def test_spreads_are_not_regressions():
