@@ -323,18 +323,30 @@ def test_check_failed_row_is_exit_1_with_its_reason(tmp_path, capsys, monkeypatc
     assert check.exit_code(rows[:1], 0) == 0 and check.exit_code(rows, 0) == 1
 
 
-def test_cache_lists_sizes_and_cleans_only_what_is_named(tmp_path, monkeypatch, capsys):
+def test_cache_lists_entries_by_model_and_cleans_only_what_is_named(tmp_path, monkeypatch, capsys):
+    from matrix.catalog import load_catalog
+    from sentinel_core.synthetic import config_fingerprint
+
     monkeypatch.setenv("SENTINEL_CACHE", str(tmp_path))
-    (tmp_path / "synthetic" / "llama-0123456789abcdef").mkdir(parents=True)
-    (tmp_path / "synthetic" / "llama-0123456789abcdef" / "model.safetensors").write_bytes(b"x" * 2048)
+    entry = next(e for e in load_catalog() if e.id == "tiny/gpt2")
+    config = entry.synthetic_config()
+    mine = tmp_path / "synthetic" / f"{config.model_type}-{config_fingerprint(config, 0, True)}"
+    mine.mkdir(parents=True)
+    (mine / "model.safetensors").write_bytes(b"x" * 2048)
+    (tmp_path / "synthetic" / "llama-0123456789abcdef").mkdir()  # made by another scheme: no model names it
     (tmp_path / "synthetic" / "llama-0123456789abcdef.partial-999999").mkdir()
+    (tmp_path / "wheels" / "qwen-parts").mkdir(parents=True)  # the wheels a fetch left are listed too
     assert main(["cache"]) == 0
     out = capsys.readouterr().out
-    assert "synthetic: 1 entries" in out and "partial: 1 entries" in out and "llama-0123456789abcdef" in out
+    listed = {line.split()[0]: line for line in out.splitlines()[3:-1]}
+    assert "synthetic" in listed["tiny/gpt2"] and mine.name in listed["tiny/gpt2"]
+    assert "Last use" in out and "wheels 1" in out and "partial 1" in out and "llama-0123456789abcdef" in out
     monkeypatch.setattr("sys.stdin", open(os.devnull))
     assert main(["cache", "clean", "partial"]) == 2  # not a terminal and no --yes: nothing deleted
     assert main(["cache", "clean", "nonsense", "--yes"]) == 2
+    assert "no cache kind or cached model 'nonsense'" in capsys.readouterr().err
     assert main(["cache", "clean", "partial", "--yes"]) == 0
+    assert main(["cache", "clean", "tiny/gpt2", "--yes"]) == 0  # by model id
     assert [p.name for p in (tmp_path / "synthetic").iterdir()] == ["llama-0123456789abcdef"]
 
 
