@@ -39,7 +39,8 @@ MEANING = {FAIL: "failing", PASS: "verified on real weights", SYNTHETIC: "passes
 
 
 def labelled(mark: str) -> str:
-    return f"{mark} {LABEL[mark]}" if mark in LABEL else mark
+    """The mark and its word, kept on one line (no-break spaces): a narrow status column never wraps it."""
+    return f"{mark}\u00a0{LABEL[mark].replace(' ', chr(0xA0))}" if mark in LABEL else mark
 
 
 def stale_reason(record: dict) -> str | None:

@@ -96,3 +96,28 @@ def test_plots_are_drawn_with_axes_and_stay_inside_the_page(page):
         assert 100 < width <= 1280 and height > 50
     texts = " ".join(t for *_, t in boxes)
     assert "log scale" in texts and "Good bar" in texts and "fraction of heads pruned" in texts
+
+
+def test_statuses_read_as_words_without_an_emoji_font(page):
+    """Debian's chromium as installed here has no emoji font: a status must still read, as a word beside its mark."""
+    from reports.status import LABEL
+
+    tab, _ = page
+    cells = tab.evaluate("""() => [...document.querySelectorAll('h2')].find(h => h.textContent === 'Support overview')
+        .nextElementSibling.querySelector('table').innerText""")
+    statuses = [line.replace("\u00a0", " ") for line in cells.splitlines()[1:] if line.strip()]
+    assert statuses and all(any(word in line for word in LABEL.values()) for line in statuses), cells
+
+
+def test_the_first_screen_is_the_headline_and_the_overview(page, tmp_path):
+    tab, _ = page
+    tab.screenshot(path=str(tmp_path / "first-screen.png"))  # 1280 x 900, what a reader sees before scrolling
+    tops = tab.evaluate("""() => {
+        const top = e => e.getBoundingClientRect().top;
+        const overview = [...document.querySelectorAll('h2')].find(h => h.textContent === 'Support overview');
+        return {headline: top(document.querySelector('h1 + p')), overview: top(overview),
+                table: top(overview.nextElementSibling), text: document.querySelector('h1 + p').textContent};
+    }""")
+    assert tops["headline"] < 150 and "current rows" in tops["text"] and "torch" in tops["text"], tops
+    assert tops["overview"] < 300 and tops["table"] < 350, tops
+    assert (tmp_path / "first-screen.png").stat().st_size > 10_000

@@ -479,7 +479,7 @@ def test_every_table_of_the_committed_page_keeps_its_header_width():
         if rows:
             tables += 1
             assert len({len(line.replace("\\|", "").split("|")) for line in rows}) == 1, rows[0][:200]
-    assert tables >= 10
+    assert tables >= 7  # overview, models, summary, benchmarks, mutation, pruning, evidence, legend
 
 
 def prune_row(**kw):
