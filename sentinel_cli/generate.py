@@ -12,8 +12,10 @@ from sentinel_core.names import NATIVE
 
 import argparse
 import random
+import sys
+from pathlib import Path
 
-from sentinel_core.errors import SentinelError
+from sentinel_core.errors import CheckpointError, SentinelError
 from .common import add_option, parse, run_reporting_errors
 
 HELP = "generate text with the gated decoder (the default command)"
@@ -216,6 +218,46 @@ def _first_difference(a, b) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
+def resolve_model(name: str) -> str:
+    """What --model-name names, as a loadable folder or hub id: a .gguf file as its fp32 folder, converted once and
+    cached (transformers would parse the file on every load); a catalog id whose weights ship in a package as
+    those real weights (a tiny/ catalog id, random weights without a tokenizer, is refused). Anything else as
+    given."""
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SentinelError(f"no GGUF file at {path}: check the path")
+        from matrix.sources import gguf_checkpoint, gguf_folder, missing_modules
+
+        missing = missing_modules()
+        if missing:
+            raise SentinelError(f"reading a GGUF needs {', '.join(missing)}: pip install 'sentinel-hf[gguf]'")
+        if not gguf_folder(path).exists():
+            print(f"converting {path.name} to an fp32 folder once (later runs reuse it) ...", file=sys.stderr,
+                  flush=True)
+        try:
+            return str(gguf_checkpoint(path))
+        except RuntimeError as exc:  # the converter's own sentence names the cause and the fix
+            cause = exc.__cause__ or exc
+            raise CheckpointError(f"{path} is not a readable GGUF file ({str(cause).splitlines()[0][:200]}): it is "
+                                  f"truncated or corrupt, or its architecture is not one transformers' GGUF loader "
+                                  f"reads") from exc
+    if path.exists():
+        return name
+    from matrix.catalog import load_catalog
+    from matrix.sources import PACKAGED, packaged_checkpoint, packaged_gguf_path
+
+    entry = next((e for e in load_catalog() if name in (e.id, e.slug)), None)
+    if entry is None:
+        return name
+    if entry.id in PACKAGED and packaged_gguf_path(PACKAGED[entry.id]) is not None:
+        return str(packaged_checkpoint(entry.id))
+    if entry.id.startswith("tiny/"):  # the matrix feeds them random ids; there is no text to encode
+        raise SentinelError(f"{entry.id} is a test model of random weights with no tokenizer: `sentinel check "
+                            f"{entry.id}` runs its rows; generate needs a model with a tokenizer")
+    return entry.id
+
+
 def run(args) -> int:
     import torch
     from transformers import TextStreamer
@@ -236,11 +278,12 @@ def run(args) -> int:
         torch.manual_seed(seed)
 
     trc = args.trust_remote_code
+    source = resolve_model(args.model_name)
     # An unsupported family or config flag, a missing tokenizer or a too-long prompt fail before any weights are read.
     # A model_type with no converter runs through the generic gated wrapper, if it has attention heads to gate.
     # The config is read once: the loaders below take the resolved checkpoint.
-    checkpoint = resolve_checkpoint(args.model_name, trust_remote_code=trc)
-    tokenizer = load_tokenizer(args.model_name, trust_remote_code=trc)
+    checkpoint = resolve_checkpoint(source, trust_remote_code=trc)
+    tokenizer = load_tokenizer(source, trust_remote_code=trc)
     input_ids, attention_mask = encode_prompt(tokenizer, args.prompt)
     _check_context(checkpoint.config, checkpoint.spec, input_ids.shape[1], args.max_new_tokens, trust_remote_code=trc)
 

