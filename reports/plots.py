@@ -51,7 +51,22 @@ def _stale(r: dict) -> str:
 
 
 def _short(name: str, n: int = 40) -> str:
-    return name if len(name) <= n else "…" + name[-(n - 1):]
+    """A model id that fits n characters: the organisation goes first, then the end of the name."""
+    if len(name) <= n:
+        return name
+    name = name.split("/", 1)[-1]
+    return name if len(name) <= n else name[:n - 1] + "…"
+
+
+def _log_ticks(axis) -> None:
+    """A log axis with readable ticks, plain numbers: 1-2-5 per decade over a range of under two decades (one
+    decade alone would show a single tick), powers of ten over a wider one."""
+    low, high = sorted(axis.get_view_interval())
+    narrow = low > 0 and math.log10(high / low) < 2
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0) if narrow else (1.0,),
+                                                        numticks=8))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
 def decode_figure(title: str, rows: list[dict]) -> str:
@@ -61,19 +76,20 @@ def decode_figure(title: str, rows: list[dict]) -> str:
               + (f" [HF {a}]" if (a := r["metrics"].get("attn_baseline")) and a != "eager" else "") for r in rows]
     ours = [r["metrics"]["decode_tokens_per_s"] for r in rows]
     theirs = [r["metrics"].get("baseline_decode_tokens_per_s") or math.nan for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.9 + 0.32 * len(rows)), sharey=True,
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 1.5 + 0.32 * len(rows)), sharey=True,
                                       gridspec_kw={"width_ratios": [3, 2]})
     y = range(len(rows))
     left.barh([i - 0.2 for i in y], ours, height=0.4, color=ADAPTIVE, label="adaptive")
     left.barh([i + 0.2 for i in y], theirs, height=0.4, color=HF, label="Hugging Face (eager)")
     left.set_xscale("log")
-    left.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    left.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _log_ticks(left.xaxis)
+    left.tick_params(axis="x", labelrotation=45)
     left.set_xlabel("decode tokens/s, batch 1\n(log scale; higher is faster)")
     left.set_yticks(list(y), labels)
     left.invert_yaxis()
-    left.legend(loc="lower right", fontsize=8)
-    left.set_title(title)
+    fig.suptitle(title)
+    # above the axes, never over a bar
+    left.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, fontsize=8, frameon=False)
     ratio = [r["metrics"].get("decode" + bench_metrics.RATIO) or (o / t if t == t and t else math.nan)
              for r, o, t in zip(rows, ours, theirs)]
     lo = [r["metrics"].get("decode" + bench_metrics.RATIO_LO, q) for r, q in zip(rows, ratio)]
@@ -102,20 +118,28 @@ def quality_figure(device: str, dtype: str, rows: list[dict]) -> str:
     colors = ["#b64a3b" if r["outcome"] == FAILED else ADAPTIVE for r in rows]
     ax.barh(range(len(rows)), values, color=colors, height=0.6)
     bar = grading.KL_RATIO_GOOD if half else grading.tolerance(dtype).max_logprob_diff
-    ax.axvline(bar, color="#b64a3b", linestyle="--", linewidth=1,
-               label=f"Good bar {bar:g}" + ("" if half else " (or HF's own eager↔SDPA distance, if larger)"))
+    ax.axvline(bar, color="#b64a3b", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(rows)), [f"{_short(r['model'])} ({r['weights']})" for r in rows])
     ax.invert_yaxis()
     if half:
         ax.set_xlabel(f"mean KL to HF fp32, as a multiple of HF's own {dtype} KL (worst input)")
     else:
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _log_ticks(ax.xaxis)
         ax.set_xlabel("max |Δ log p| against HF eager, whole vocabulary (nats, log scale)")
-    ax.set_title(f"Quality against Hugging Face, {device} {short_dtype(dtype)} (red: failed)")
-    ax.legend(loc="lower right", fontsize=8)
+    # the bar named in the title, not in a legend that would cover bars
+    ax.set_title(f"Quality against Hugging Face, {device} {short_dtype(dtype)} (red: failed)\n"
+                 f"dashed: the Good bar {bar:g}" + ("" if half else " (or HF's own eager↔SDPA distance, if larger)"),
+                 fontsize=9)
     fig.tight_layout()
     return _svg(fig)
+
+
+def _fractions(ax, xs) -> None:
+    """Every fraction measured gets its tick, and the end points' markers are not clipped by the axes."""
+    xs = sorted(set(xs))
+    ax.set_xticks(xs, [f"{x:.0%}" for x in xs], fontsize=7)
+    ax.set_xlim(min(xs) - 0.03, max(xs) + 0.03)
 
 
 def _panels(rows: list[dict], width: float, height: float):
@@ -143,8 +167,9 @@ def pruning_figure(rows: list[dict]) -> str:
     fig, panels = _panels(rows, 3.4, 2.6)
     for ax, r in panels:
         points = sorted(tuple(p) for p in r["metrics"]["pruning_curve"])
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=ADAPTIVE)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=ADAPTIVE, clip_on=False)
         _panel_title(ax, r)
+        _fractions(ax, [p[0] for p in points])
         ax.set_xlabel("fraction of heads pruned")
         ax.set_ylabel("decode tokens/s")
         ax.set_ylim(bottom=0)
@@ -173,8 +198,9 @@ def head_pruning_figure(rows: list[dict]) -> str:
         ax.axhline(base * (1 + m.get("prunable_within", grading.PRUNABLE_PPL_WITHIN)), color="black", lw=0.8,
                    ls=":", label=f"+{m.get('prunable_within', grading.PRUNABLE_PPL_WITHIN):.0%} ppl")
         ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        _log_ticks(ax.yaxis)
         _panel_title(ax, r)
+        _fractions(ax, [p[0] for curve in m["ppl_by_fraction"].values() for p in curve])
         ax.set_xlabel("fraction of heads removed")
         ax.set_ylabel("held-out perplexity (log)")
         ax.grid(alpha=0.3)
@@ -183,23 +209,25 @@ def head_pruning_figure(rows: list[dict]) -> str:
 
 
 def plots(records: list[dict]) -> list[str]:
-    """The figures. Quality: current records only. Benchmarks: stale ones too, their labels marked (stale)
-    (a measurement by other code is still the best number there is until its row runs again)."""
+    """The figures. Quality: current records only. Benchmarks: stale ones too, their labels marked (stale), in a
+    figure with at least one current row (a measurement by other code is still the best number there is until
+    its row runs again, but a figure of stale rows alone is left out)."""
     bench = sorted((r for r in records if r["check"] == "bench" and r["outcome"] == PASSED
                     and r["metrics"].get("decode_tokens_per_s")), key=lambda r: (r["device"], r["model"]))
     charts = []
     real = [r for r in bench if not r["model"].startswith("tiny/")]
     tiny = [r for r in bench if r["model"].startswith("tiny/")]
-    if real:
+    # a figure whose every row is stale says nothing the code still stands behind: left out
+    if any(rules.is_current(r) for r in real):
         charts.append(decode_figure("Decode throughput, full-depth geometries", real))
-    if tiny:
+    if any(rules.is_current(r) for r in tiny):
         charts.append(decode_figure("Decode throughput, tiny test models (latency-bound: noise)", tiny))
     quality = [r for r in records if r["check"] == "quality" and r["outcome"] in (PASSED, FAILED)
                and rules.is_current(r)]
     for device, dtype in sorted({(r["device"], r["dtype"]) for r in quality}):
         charts.append(quality_figure(device, dtype, [r for r in quality if (r["device"], r["dtype"]) == (device, dtype)]))
     curves = [r for r in bench if r["metrics"].get("pruning_curve") and not r["model"].startswith("tiny/")]
-    if curves:
+    if any(rules.is_current(r) for r in curves):
         charts.append(pruning_figure(curves))
     head_pruning = render.prune_records(records)
     if head_pruning:
