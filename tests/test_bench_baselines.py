@@ -201,9 +201,12 @@ def test_report_renders_old_and_new_bench_records():
     o = rows["gpt2-medium"]
     assert o[4:6] == ["—", "—"] and o[7:] == ["—"] * 5 and o[6] == "900 (eager)"
     assert rows["bigscience/bloom-560m"][4] == "600 / no SDPA / not run"
+    from reports.html import render_html
+
     page = render_markdown([old, new, nosdpa])
-    section = page.split("## Benchmarks")[1]
-    assert "### Against HF's fastest path" in section and "1.50 (no spread) [HF sdpa]" in section
+    section = page.split("## Benchmarks")[1]  # the Markdown page keeps the fastest-path table ...
+    assert "vs HF best (b1)" in section and "1.50 (1.40–1.60) [graph vs compiled]" in section
+    assert "1.50 (no spread) [HF sdpa]" in render_html([old, new, nosdpa])  # ... report.html every path
     for block in section.split("\n\n"):
         rows = [line for line in block.splitlines() if line.startswith("|")]
         assert len({len(line.replace("\\|", "").split("|")) for line in rows}) <= 1, block

@@ -115,9 +115,11 @@ def test_a_cell_names_the_transformers_release_of_its_evidence(rows):
     import torch
     import transformers
 
-    page = render_markdown(rows)
-    line = next(line for line in page.splitlines() if line.startswith("| tiny/gemma3 "))
-    assert f"transformers {transformers.__version__}, torch {torch.__version__.split('+')[0]}" in line.split("|")[2]
+    from reports.render import build_context
+
+    families = build_context(rows)["families"]  # the per-check cells (report.html's per-family tables)
+    row = next(row for f in families for row in f["table"].rows if row[0] == "tiny/gemma3")
+    assert f"transformers {transformers.__version__}, torch {torch.__version__.split('+')[0]}" in row[1]
 
 
 def test_data_files_read_count_and_timed_loops_are_not_traced():

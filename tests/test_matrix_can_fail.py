@@ -96,7 +96,7 @@ def test_a_machine_fault_is_recorded_as_an_error_and_the_page_keeps_the_earlier_
     page = render_markdown(merged)
     assert "## Runs that could not finish" in page and "tiny/gpt2 (synthetic, load, cpu fp32" in page
     row = next(line for line in page.splitlines() if line.startswith("| tiny/gpt2 "))
-    assert "🧪" in row and "❌" not in row and "⚠" not in row, row
+    assert "❌" not in row and "fail" not in row and ("🧪" in row or "partial" in row), row  # the load row counts
 
 
 def test_a_crash_keeps_every_finished_row(tmp_path):

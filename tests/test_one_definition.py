@@ -39,7 +39,9 @@ def test_a_made_up_check_needs_one_definition(tmp_path, monkeypatch):
     # The report process knows the same definition: the check is a column and decides the status.
     monkeypatch.setattr(registry, "CHECKS", [*registry.CHECKS, registry.Check(
         "made_up", "Made up", "a check invented by a test", lambda row, request: {}, default=False)])
-    assert "| Made up (cpu fp32)" in render_markdown(records)
+    from reports.html import render_html
+
+    assert "<th>Made up (cpu fp32)" in render_html(records)  # a column of the per-check tables
     others = [r for r in records if r["check"] != "made_up"]
     assert rules.model_status(others) == rules.PARTIAL  # every status check now includes the made-up one
     assert rules.model_status(records) == rules.SYNTHETIC
