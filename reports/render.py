@@ -36,7 +36,7 @@ class Table:
 
     def markdown(self) -> str:
         def escaped(value) -> str:
-            return " ".join(str(value).split()).replace("|", "\\|")
+            return markdown_text(" ".join(str(value).split()).replace("|", "\\|"))  # a pipe would split the cell
         return tabulate([[escaped(v) for v in row] for row in self.rows], [escaped(h) for h in self.headers],
                         tablefmt="github")
 
@@ -46,12 +46,20 @@ class Table:
     __str__ = markdown  # what the Markdown template prints
 
 
+def markdown_text(value) -> str:
+    """Text from records (a model id, a reason, a sample) as Markdown shows it literally: HTML tags and inline links
+    would render."""
+    return str(value).replace("<", "&lt;").replace(">", "&gt;").replace("](", "\\](")
+
+
 def _env():
     # The HTML report escapes every value it prints (a model id or model_type comes from a checkpoint anyone can
     # write); what is HTML already says so (Markup: tables tabulate escaped, matplotlib's SVG).
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), keep_trailing_newline=True,
-                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
-                              autoescape=lambda name: bool(name) and name.endswith(".html.j2"))
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                             autoescape=lambda name: bool(name) and name.endswith(".html.j2"))
+    env.filters["md"] = markdown_text  # the Markdown page's own escaping, for text outside its tables
+    return env
 
 
 def _fmt(x: float | None) -> str:

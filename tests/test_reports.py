@@ -527,6 +527,12 @@ def test_the_html_report_escapes_what_checkpoints_name():
     assert "<script" not in page.lower(), page[page.lower().index("<script") - 200:][:400]
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.count("<table") >= 3  # tables still render as HTML (plots: tests/test_wheel.py, test_report_browser.py)
+    # the Markdown page, which GitHub renders: no tag and no inline link from a record, in tables or lists
+    link = "[click](https://example.invalid)"
+    records.append(rec(model="evil/link", check="load", outcome="failed", reason=f"see {link}"))
+    markdown = render_markdown(records)
+    assert "<script" not in markdown.lower() and "&lt;script&gt;" in markdown
+    assert "[click](" not in markdown and "[click\\](" in markdown
 
 
 @pytest.mark.parametrize("change, why", [
