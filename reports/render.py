@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -439,8 +440,10 @@ def mutation_summary(records: list[dict]) -> Table | None:
 
 
 def _generic_reason(record: dict) -> str:
-    """Skip reasons without the model name, so that rows skipped for one cause group together."""
-    return record["reason"].replace(record["model"], "the model")
+    """Skip reasons without the model name, so that rows skipped for one cause group together: in a command the
+    reason quotes, MODEL stands for it (`hf download MODEL`), in prose "the model"."""
+    reason = re.sub(rf"(`[^`]*){re.escape(record['model'])}([^`]*`)", r"\1MODEL\2", record["reason"])
+    return reason.replace(record["model"], "the model")
 
 
 def with_bandwidth_share(m: dict, key: str, record: dict) -> str:
