@@ -21,7 +21,7 @@ from pathlib import Path
 
 from matrix import registry
 from matrix.metrics import metric
-from sentinel_core.names import (BENCH, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED,
+from sentinel_core.names import (BENCH, BFLOAT16, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED,
                                  short_dtype)
 
 from .common import add_option, parse, run_reporting_errors
@@ -131,18 +131,12 @@ def row_line(record: dict) -> str:
 
 
 def header(args, results: Path) -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from .env import package_version
 
-    def installed(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    dtype = f", CUDA rows in {args.dtype or 'bfloat16'}" if "cuda" in args.devices else ""
+    dtype = f", CUDA rows in {args.dtype or BFLOAT16}" if "cuda" in args.devices else ""  # the matrix's default
     return (f"sentinel check {args.model}: weights {args.weights or 'default'}, devices {args.devices} (CPU rows in "
-            f"float32{dtype}); transformers {installed('transformers')}, torch {installed('torch')}; records to "
-            f"{results}")
+            f"float32{dtype}); transformers {package_version('transformers')}, torch {package_version('torch')}; "
+            f"records to {results}")
 
 
 def key_numbers(check: str, metrics: dict) -> str:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from sentinel_core.errors import CheckpointError, SentinelError
-from .common import add_option, parse, run_reporting_errors
+from .common import DISTRIBUTION, add_option, parse, run_reporting_errors
 
 HELP = "generate text with the gated decoder (the default command)"
 
@@ -231,7 +231,7 @@ def resolve_model(name: str) -> str:
 
         missing = missing_modules()
         if missing:
-            raise SentinelError(f"reading a GGUF needs {', '.join(missing)}: pip install 'sentinel-hf[gguf]'")
+            raise SentinelError(f"reading a GGUF needs {', '.join(missing)}: pip install '{DISTRIBUTION}[gguf]'")
         if not gguf_folder(path).exists():
             print(f"converting {path.name} to an fp32 folder once (later runs reuse it) ...", file=sys.stderr,
                   flush=True)
