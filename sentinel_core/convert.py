@@ -107,7 +107,8 @@ def build_decoder(cls, hf_model, consume: bool, **init_kwargs):
         missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
         raise CheckpointError(f"{spec.family} converter is incomplete: no rule for {missing}, unknown targets {extra}")
     model.load_state_dict(weights, strict=False, assign=True)
-    model.gates = nn.Parameter(torch.ones(spec.num_layers, spec.num_heads, device=device, dtype=dtype))
+    model.gates = nn.Parameter(torch.ones(spec.num_layers, spec.num_heads, device=device, dtype=dtype),
+                               requires_grad=False)
     model.tie_weights()
     model.init_buffers(device)
     return model.eval()

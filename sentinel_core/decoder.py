@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers.activations import ACT2FN
 
-from .errors import CheckpointError
+from .errors import CheckpointError, InputError
 from .inputs import check_gates, check_ids, check_mask, check_values
 from .spec import DecoderSpec
 
@@ -181,6 +181,16 @@ class StaticKVCache:
 class CausalLMOutput:
     logits: torch.Tensor
     past_key_values: KVCache | StaticKVCache | None = None
+    loss: torch.Tensor | None = None  # with labels: HF's causal LM loss
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """HF's ForCausalLMLoss: position t predicts labels[t + 1], in fp32, labels of -100 ignored, the mean over the rest."""
+    if not isinstance(labels, torch.Tensor) or labels.shape != logits.shape[:2]:
+        raise InputError(f"labels must be a tensor of the ids' shape {tuple(logits.shape[:2])} (labels=input_ids, "
+                         f"with -100 where no loss is wanted)")
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                           labels[:, 1:].to(logits.device).reshape(-1), ignore_index=-100)
 
 
 @dataclass
@@ -426,7 +436,7 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         if spec.final_norm:
             self.final_norm = make_norm(spec)
         self.lm_head = nn.Linear(spec.embed_dim, spec.vocab_size, bias=spec.lm_head_bias)
-        self.gates = nn.Parameter(torch.ones(spec.num_layers, spec.num_heads))
+        self.gates = nn.Parameter(torch.ones(spec.num_layers, spec.num_heads), requires_grad=False)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """A pruned model's state dict prunes this model the same way first (its `head_ids` say which heads
@@ -438,7 +448,13 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
                 saved = state_dict.get(f"layers.{i}.attn.head_ids")
                 if saved is None:
                     continue
-                current, kept = set(layer.attn.head_ids.tolist()), set(saved.tolist())
+                saved_ids = saved.tolist() if saved.dim() == 1 and not saved.is_floating_point() else None
+                if saved_ids is None or saved_ids != sorted(set(saved_ids)) or not saved_ids or not all(
+                        0 <= h < self.spec.num_heads for h in saved_ids):
+                    raise CheckpointError(f"layer {i}: the state dict's head_ids {saved.tolist()} are not distinct, "
+                                          f"increasing ids of this model's {self.spec.num_heads} heads: the "
+                                          f"checkpoint is damaged; re-save it")
+                current, kept = set(layer.attn.head_ids.tolist()), set(saved_ids)
                 if kept - current:
                     raise CheckpointError(f"layer {i}: the state dict keeps heads {sorted(kept - current)} that this "
                                           f"model has already pruned: load it into a freshly loaded model")
@@ -446,6 +462,12 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
                     undo.append((layer.attn, layer.attn.pruning_state()))
                     with torch.no_grad():
                         layer.attn.prune(current - kept)
+                saved_kv = state_dict.get(f"layers.{i}.attn.kv_of_head")
+                if saved_kv is not None and saved_kv.tolist() != layer.attn.kv_of_head.tolist():
+                    # Pruning decides which KV head each kept query head reads; another map is not this model.
+                    raise CheckpointError(f"layer {i}: the state dict's kv_of_head {saved_kv.tolist()} is not the "
+                                          f"{layer.attn.kv_of_head.tolist()} its head_ids give: the checkpoint is "
+                                          f"damaged; re-save it")
             expected = {name: tuple(value.shape) for name, value in self.state_dict().items()}
             wrong = [f"{name} {tuple(value.shape)} (expected {expected[name]})"
                      for name, value in state_dict.items() if name in expected and tuple(value.shape) != expected[name]]
@@ -508,8 +530,10 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         return cos.to(dtype)[:, :, None], (sin * sign).to(dtype)[:, :, None]  # [B, T, 1, rotary_dim]
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None,
-                use_cache=False, logits_to_keep: int = 0, unit_gates: bool | None = None) -> CausalLMOutput:
-        """attention_mask covers past and new tokens ([B, S]; for a StaticKVCache, [B, max_len]).
+                use_cache=False, logits_to_keep: int = 0, unit_gates: bool | None = None,
+                labels=None) -> CausalLMOutput:
+        """attention_mask covers past and new tokens ([B, S]; for a StaticKVCache, [B, max_len]). labels (usually
+        input_ids, -100 where no loss is wanted) add HF's causal LM loss.
 
         unit_gates None (a caller's forward) checks the ids' and gates' values first (one host sync);
         generate checks them once per call and passes True (every gate is 1: nothing is multiplied) or False.
@@ -522,6 +546,9 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         past = cache.seen() if cache is not None else 0
         static = isinstance(cache, StaticKVCache)
         check_mask(attention_mask, input_ids, cache.max_len if static else past + T)
+        if s.positions == "learned" and past + T > s.max_positions:  # no row of the position table is left
+            raise InputError(f"{past + T} tokens (cached ones included) but this model learned {s.max_positions} "
+                             f"positions: keep inputs to {s.max_positions} tokens")
         if unit_gates is None:
             check_values(input_ids, self.embed.num_embeddings, self.gates, self.kept_heads())
             unit_gates = False
@@ -573,7 +600,8 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         logits = self.lm_head(x)
         if s.final_logit_softcap is not None:  # HF's order: divide, tanh, multiply
             logits = torch.tanh(logits / s.final_logit_softcap) * s.final_logit_softcap
-        return CausalLMOutput(logits=logits, past_key_values=cache)
+        loss = None if labels is None else causal_lm_loss(logits, labels)
+        return CausalLMOutput(logits=logits, past_key_values=cache, loss=loss)
 
     def kept_heads(self) -> torch.Tensor:
         """[layers, heads] bool: False where prune_heads removed the head."""

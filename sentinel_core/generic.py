@@ -24,7 +24,8 @@ from transformers.pytorch_utils import Conv1D
 from .decoder import CausalLMOutput, KeepsFp32Buffers
 from .errors import UnsupportedModelError
 from .families import FAMILIES
-from .generation import generation_tokens
+from .generation import generate_settings
+from .pretrained import PretrainedLike, save_options
 from .inputs import check_gates, check_ids, check_mask, check_values, warn_if_right_padded
 
 # What HF calls an attention's output projection, across architectures.
@@ -113,7 +114,7 @@ def check_wrappable(config, trust_remote_code: bool = False) -> WrapperSpec:
     return output_projections(model)[1]
 
 
-class GenericGatedLM(KeepsFp32Buffers, nn.Module):
+class GenericGatedLM(PretrainedLike, KeepsFp32Buffers, nn.Module):
     """An HF causal LM with a gate on every attention head; same interface as AdaptiveCausalLM."""
 
     adaptive_path = GENERIC_WRAPPER
@@ -123,12 +124,14 @@ class GenericGatedLM(KeepsFp32Buffers, nn.Module):
         projections, self.spec = output_projections(hf_model)
         self.hf = hf_model.eval()
         param = next(hf_model.parameters())
-        # A Parameter, as in the native decoder: parameters = HF's + one per head.
+        # A Parameter, as in the native decoder: parameters = HF's + one per head. No gradient unless asked for
+        # (gates.requires_grad_()), so `model.gates[l, h] = 0` needs no torch.no_grad().
         self.gates = nn.Parameter(torch.ones(self.spec.num_layers, self.spec.num_heads, device=param.device,
-                                             dtype=param.dtype))
+                                             dtype=param.dtype), requires_grad=False)
         self._projections = projections
         self._hooks = self._add_gate_hooks()
         self._hf_args = set(inspect.signature(hf_model.forward).parameters)
+        self.eval()  # as HF's from_pretrained leaves a model
         # Whether every gate is 1, as read at the start of the forward or generate call under way (None
         # outside one). Read per call, never cached across calls: a write through `gates.data` bumps no
         # version counter, so nothing short of reading the values would notice it.
@@ -200,17 +203,19 @@ class GenericGatedLM(KeepsFp32Buffers, nn.Module):
         out = self.hf(input_ids, **kw)
         logits = out.logits[:, -logits_to_keep:] if logits_to_keep else out.logits
         cache = next((out[k] for k in ("cache", "past_key_values") if k in out), None)
-        return CausalLMOutput(logits=logits, past_key_values=cache)
+        return CausalLMOutput(logits=logits, past_key_values=cache, loss=getattr(out, "loss", None))
 
     def prune_heads(self, heads) -> None:
         raise UnsupportedModelError(
             f"prune_heads needs a native converter; {self.spec.family} runs through the generic gated wrapper: "
             f"set those heads' gates to 0 instead (model.gates[layer, head] = 0)")
 
+    @property
     def pruned_heads(self) -> dict[int, list[int]]:
         return {}
 
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, **hf_options) -> None:
+        save_options(**hf_options)
         # Refused rather than half done: HF's own save_pretrained would drop the gates without a word.
         raise UnsupportedModelError(
             f"save_pretrained needs a native converter; {self.spec.family} runs through the generic gated wrapper, "
@@ -219,31 +224,37 @@ class GenericGatedLM(KeepsFp32Buffers, nn.Module):
             f"back (model.gates.data.copy_(torch.load(path)))")
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
-                 top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
+    def generate(self, input_ids, attention_mask=None, generation_config=None, *, max_new_tokens=None,
+                 max_length=None, do_sample=None, temperature=None, top_k=None, top_p=None,
+                 repetition_penalty=None, eos_token_id=None, pad_token_id=None, min_new_tokens=None,
                  use_cache=True, streamer=None, generator: torch.Generator | None = None,
                  static_cache: bool = False, cuda_graph: bool = False, compiled: bool = False,
-                 min_new_tokens: int = 0) -> torch.Tensor:
+                 return_dict_in_generate: bool = False, **unsupported):
         """AdaptiveCausalLM.generate's arguments and meaning, run by HF generate on the gated HF model.
 
-        eos_token_id None takes the checkpoint's, [] means none; every knob is passed explicitly so the
-        checkpoint's generation_config cannot add sampling settings the native path would not use.
+        The settings are resolved as the native path resolves them (`generation.generate_settings`) and
+        every one is passed explicitly, so the checkpoint's generation_config cannot add settings the native
+        path would not use.
         """
         if cuda_graph or compiled:
             raise ValueError("cuda_graph=True and compiled=True need a native converter; the generic gated wrapper "
                              "decodes with HF generate")
-        eos, pad_token_id = generation_tokens(self, max_new_tokens, eos_token_id, pad_token_id)
         unit_gates = self.check_call(input_ids, attention_mask)  # one host sync: ids, mask and gates
+        settings = generate_settings(self, input_ids.shape[1], generation_config=generation_config,
+                                     max_length=max_length, unsupported=unsupported, max_new_tokens=max_new_tokens,
+                                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     repetition_penalty=repetition_penalty, eos_token_id=eos_token_id,
+                                     pad_token_id=pad_token_id, min_new_tokens=min_new_tokens)
         warn_if_right_padded(attention_mask)
-        # A fresh GenerationConfig: the checkpoint's extras (no_repeat_ngram_size, ...) are not part of
-        # the native path's generate either; eos and pad defaults were taken from it above.
         kw = dict(generation_config=GenerationConfig(),
                   attention_mask=torch.ones_like(input_ids) if attention_mask is None else attention_mask,
-                  max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=do_sample, num_beams=1,
-                  repetition_penalty=repetition_penalty, eos_token_id=eos or None,  # HF: explicit None = no eos
-                  pad_token_id=pad_token_id, use_cache=use_cache, streamer=streamer, return_dict_in_generate=False)
-        if do_sample:
-            kw.update(temperature=temperature, top_k=top_k, top_p=top_p)
+                  max_new_tokens=settings.max_new_tokens, min_new_tokens=settings.min_new_tokens,
+                  do_sample=settings.do_sample, num_beams=1, repetition_penalty=settings.repetition_penalty,
+                  eos_token_id=settings.eos or None,  # HF: explicit None = no eos
+                  pad_token_id=settings.pad_token_id, use_cache=use_cache, streamer=streamer,
+                  return_dict_in_generate=return_dict_in_generate)
+        if settings.do_sample:
+            kw.update(temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p)
         if static_cache:
             kw["cache_implementation"] = "static"
         # Gates all at 1 (read once per call): HF's generate runs with no hooks at all, exactly HF's speed.
@@ -252,7 +263,7 @@ class GenericGatedLM(KeepsFp32Buffers, nn.Module):
                 hook.remove()
         self._unit_gates = unit_gates
         try:
-            with _global_rng_from(generator if do_sample else None):
+            with _global_rng_from(generator if settings.do_sample else None):
                 return self.hf.generate(input_ids, **kw)
         finally:
             self._unit_gates = None

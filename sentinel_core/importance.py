@@ -16,7 +16,7 @@ L is the mean next-token cross-entropy over real tokens (a position counts when 
 predicts are unmasked). While scoring, every kept head's gate is 1 (whatever it was) and pruned heads' gates
 stay 0; the gates are put back exactly afterwards, no parameter is left with a .grad, and the model is left
 in eval mode. Heads already removed by `prune_heads` score 0 under every method: pass
-`already_pruned=model.pruned_heads()` to `importance_prune_plan` so they are neither chosen nor counted.
+`already_pruned=model.pruned_heads` to `importance_prune_plan` so they are neither chosen nor counted.
 GQA needs nothing here: scores are per query head, and `prune_heads` removes a KV head only once its whole
 group is gone.
 """
@@ -51,6 +51,12 @@ def head_importance(model, input_ids, attention_mask=None, method: str = "gradie
                              f"[batch, length] (tokenizer(text, return_tensors='pt').input_ids)")
         check_ids(input_ids, model.device)
         check_mask(attention_mask, input_ids, input_ids.shape[1])
+        if input_ids.shape[1] < 2:  # the loss predicts each token from the one before: one token predicts nothing
+            raise InputError(f"head_importance(method={method!r}) got rows of {input_ids.shape[1]} token: the loss "
+                             f"needs at least 2 tokens per row (tokenise a longer text)")
+        if attention_mask is not None and not bool((attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()).any()):
+            raise InputError(f"head_importance(method={method!r}): the attention_mask leaves no two real tokens in a "
+                             f"row, so there is nothing to predict: pass the tokenizer's mask for a longer text")
     if method == "gradient":
         scores = gradient_importance(model, input_ids, attention_mask)
     elif method == "ablation":
@@ -60,7 +66,7 @@ def head_importance(model, input_ids, attention_mask=None, method: str = "gradie
     elif method == "random":
         scores = random_importance(model, seed=seed)
     else:
-        raise ValueError(f"unknown importance method {method!r}; use one of {', '.join(METHODS)}")
+        raise InputError(f"unknown importance method {method!r}; use one of {', '.join(METHODS)}")
     return normalize_per_layer(scores) if normalize else scores
 
 
@@ -86,7 +92,7 @@ def lm_loss(model, input_ids, attention_mask=None, reduce_rows: bool = True) -> 
 def _kept(model) -> torch.Tensor:
     """[layers, heads] bool on the CPU: False where prune_heads removed the head."""
     kept = torch.ones(model.num_layers, model.num_heads, dtype=torch.bool)
-    for layer, heads in model.pruned_heads().items():
+    for layer, heads in model.pruned_heads.items():
         kept[layer, heads] = False
     return kept
 
@@ -142,7 +148,8 @@ def gradient_importance(model, input_ids, attention_mask=None) -> torch.Tensor:
             total += grad.abs().to(total.dtype)
             rows += 1
     if rows == 0:
-        raise ValueError("gradient importance needs at least one row with two real tokens")
+        raise InputError("gradient importance needs at least one row with two real (unmasked) tokens in a row: "
+                         "pass a text, or fix the attention_mask")
     return (total / rows).masked_fill(~kept, 0).cpu()
 
 
@@ -216,7 +223,7 @@ def importance_prune_plan(scores: torch.Tensor, fraction: float | None = None, c
     Give `fraction` (of all heads, or of each layer's with per_layer) or `count` (heads in all, or per layer).
     Global ranking takes the lowest scores across layers, skipping a head whose layer is already down to
     `min_heads_per_layer`; per-layer ranking takes the same number from every layer. Ties go to the lower
-    (layer, head). `already_pruned` (model.pruned_heads()) are neither chosen nor counted as kept. With
+    (layer, head). `already_pruned` (model.pruned_heads) are neither chosen nor counted as kept. With
     min_heads_per_layer=0 a layer may be emptied: prune_heads refuses that, gate such a layer to 0 instead.
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2:

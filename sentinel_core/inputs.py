@@ -30,11 +30,16 @@ def check_ids(input_ids, device: torch.device) -> None:
         raise InputError(f"input_ids is {kind}, not a tensor: {_IDS_FIX} (padding=True for several texts)")
     if input_ids.dtype.is_floating_point or input_ids.dtype.is_complex or input_ids.dtype == torch.bool:
         raise InputError(f"input_ids has dtype {input_ids.dtype}: token ids are integers; {_IDS_FIX}")
+    if input_ids.dtype not in (torch.int64, torch.int32):  # what an embedding takes; smaller ints wrap silently
+        raise InputError(f"input_ids has dtype {input_ids.dtype}: token ids are torch.long (input_ids.long())")
     if input_ids.dim() != 2:
         fix = " (add the batch dimension: input_ids[None])" if input_ids.dim() == 1 else ""
         raise InputError(f"input_ids has shape {tuple(input_ids.shape)}: expected [batch, length]{fix}")
     if input_ids.numel() == 0:
         raise InputError(f"input_ids has shape {tuple(input_ids.shape)}: give at least one token in every row")
+    if torch.device(device).type == "meta":
+        raise DeviceError("the model is on the meta device, where tensors hold no values: load it again "
+                          "(load_adaptive_model) and move it with model.to('cpu' or 'cuda')")
     if input_ids.device != device:
         raise DeviceError(f"input_ids are on {input_ids.device} but the model is on {device}: "
                           f"input_ids.to(model.device)")

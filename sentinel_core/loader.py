@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import errors as hub_errors
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from .convert import build_decoder
-from .errors import CheckpointError, DeviceError, DtypeError, GatedModelError, ModelNotFoundError, RemoteCodeError, SentinelError
+from .errors import (CheckpointError, DeviceError, DtypeError, GatedModelError, ModelNotFoundError, RemoteCodeError,
+                     SentinelError, UnsupportedModelError)
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
@@ -27,8 +28,17 @@ from .saving import MANIFEST, is_saved_model, load_saved, saved_spec
 DTYPES = {alias: getattr(torch, dtype) for alias, dtype in DTYPE_ALIASES.items()}  # "bf16" and "bfloat16" alike
 
 
-def resolve_dtype(dtype) -> torch.dtype | None:
-    if dtype is None:
+def _one_dtype(dtype, torch_dtype):
+    """transformers 5 calls it dtype, 4.x torch_dtype: either is taken, both only when they agree."""
+    if torch_dtype is None or dtype is None or dtype == torch_dtype:
+        return torch_dtype if dtype is None else dtype
+    raise DtypeError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree: pass dtype alone (torch_dtype is "
+                     f"its older name)")
+
+
+def resolve_dtype(dtype) -> torch.dtype | str | None:
+    """A torch dtype from a dtype or its name; None (the loader's default) and "auto" (the checkpoint's own) as given."""
+    if dtype is None or dtype == "auto":
         return dtype
     if isinstance(dtype, torch.dtype):
         if not dtype.is_floating_point or dtype.itemsize == 1:  # int8, bool, the fp8 formats: no model runs in them
@@ -133,8 +143,13 @@ def _hub_error_to_sentinel(exc: BaseException, model_name: str) -> SentinelError
     if "trust_remote_code" in str(exc):
         return RemoteCodeError(
             f"{model_name} runs its own Python code (its config names custom classes): read that code, then pass "
-            f"--trust_remote_code (API: load_baseline_model(name, trust_remote_code=True), then "
-            f"load_adaptive_model(name, baseline_model=that model)); Sentinel never enables it by itself")
+            f"--trust_remote_code (API: load_adaptive_model(name, trust_remote_code=True)); Sentinel never enables it "
+            f"by itself")
+    unsupported_gguf = re.search(r"GGUF model with architecture (\S+) is not supported", str(exc))
+    if unsupported_gguf:
+        return UnsupportedModelError(f"{model_name} is a GGUF of architecture {unsupported_gguf.group(1)}, which this "
+                                     f"transformers cannot read from GGUF: use the model's Hugging Face checkpoint "
+                                     f"(safetensors) instead")
     for cause in chain:
         if isinstance(cause, hub_errors.StrictDataclassError):
             # transformers 5 checks config.json's fields against their declared types; the last line of the
@@ -173,9 +188,17 @@ def load_config(model_name: str, **hf_kwargs):
     kwargs = dict(hf_kwargs)
     name = _split_gguf(model_name, kwargs)
     kwargs.setdefault("trust_remote_code", False)
+    kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "trust_remote_code", "revision", "token")}
     with hub_errors_explained(model_name):
-        return AutoConfig.from_pretrained(name, **{k: v for k, v in kwargs.items()
-                                                   if k in ("gguf_file", "trust_remote_code", "revision", "token")})
+        try:
+            return AutoConfig.from_pretrained(name, **kwargs)
+        except ZeroDivisionError as exc:
+            # Some config classes divide by their head counts in __init__, before anything else reads them.
+            raw, _ = PretrainedConfig.get_config_dict(name, **kwargs)
+            zeros = sorted(k for k, v in raw.items() if re.search(r"head|layer", k) and v == 0)
+            raise CheckpointError(f"{model_name}: config.json gives {', '.join(f'{k}=0' for k in zeros) or 'a count of 0'}"
+                                  f"; head and layer counts must be positive integers: correct config.json, or "
+                                  f"re-download the checkpoint") from exc
 
 
 @dataclass(frozen=True)
@@ -189,9 +212,11 @@ class ResolvedCheckpoint:
     config: object
     spec: object
     saved: bool = False  # a folder written by save_pretrained (it has a sentinel.json)
+    revision: str | None = None  # the hub revision it was read at (None: the default branch)
+    trust_remote_code: bool = False
 
 
-def resolve_checkpoint(model_name, trust_remote_code: bool = False) -> ResolvedCheckpoint:
+def resolve_checkpoint(model_name, trust_remote_code: bool = False, revision: str | None = None) -> ResolvedCheckpoint:
     """What `model_name` would load as: an unsupported family or config flag, a model_type with no attention heads
     to gate, or a damaged saved folder fails here, before any weights are read."""
     if isinstance(model_name, ResolvedCheckpoint):
@@ -200,10 +225,37 @@ def resolve_checkpoint(model_name, trust_remote_code: bool = False) -> ResolvedC
     if is_saved_model(name):
         with hub_errors_explained(name):
             return ResolvedCheckpoint(name, load_config(name), saved_spec(name), saved=True)
-    config = load_config(name, trust_remote_code=trust_remote_code)
+    config = load_config(name, trust_remote_code=trust_remote_code, revision=revision)
+    _check_head_counts(config, name)
     if config.model_type in FAMILIES:
-        return ResolvedCheckpoint(name, config, FAMILIES[config.model_type].to_spec(config))
-    return ResolvedCheckpoint(name, config, check_wrappable(config, trust_remote_code=trust_remote_code))
+        try:
+            spec = FAMILIES[config.model_type].to_spec(config)
+        except (TypeError, ValueError, ZeroDivisionError) as exc:
+            raise CheckpointError(f"{name}: config.json describes no valid {config.model_type} model ({exc}): correct "
+                                  f"config.json, or re-download the checkpoint") from exc
+    else:
+        spec = check_wrappable(config, trust_remote_code=trust_remote_code)
+    return ResolvedCheckpoint(name, config, spec, revision=revision, trust_remote_code=trust_remote_code)
+
+
+def _check_head_counts(config, name: str) -> None:
+    """Layer and head counts that no attention can be built from, refused before transformers divides by them."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    counts = {key: getattr(text, key, None) for key in ("num_hidden_layers", "num_attention_heads", "hidden_size")}
+    counts.update({key: getattr(text, key) for key in ("num_key_value_heads", "num_kv_heads")
+                   if getattr(text, key, None) is not None})
+    for key, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise CheckpointError(f"{name}: config.json gives {key}={value!r}; it must be a positive integer: correct "
+                                  f"config.json, or re-download the checkpoint")
+    heads, hidden = counts.get("num_attention_heads"), counts.get("hidden_size")
+    for key in ("num_key_value_heads", "num_kv_heads"):
+        if key in counts and heads and heads % counts[key]:
+            raise CheckpointError(f"{name}: config.json gives {heads} attention heads in groups of {key}="
+                                  f"{counts[key]}, which does not divide them: correct config.json")
+    if heads and hidden and getattr(text, "head_dim", None) is None and hidden % heads:
+        raise CheckpointError(f"{name}: config.json gives hidden_size={hidden}, not divisible by its {heads} "
+                              f"attention heads (and no head_dim): correct config.json")
 
 
 def preflight(model_name, trust_remote_code: bool = False):
@@ -241,6 +293,8 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     kwargs = dict(hf_kwargs)
     if isinstance(model_name, ResolvedCheckpoint):
         kwargs.setdefault("config", copy.deepcopy(model_name.config))  # from_pretrained writes into the config it gets
+        kwargs.update({k: v for k, v in (("revision", model_name.revision),
+                                         ("trust_remote_code", model_name.trust_remote_code)) if v})
         model_name = model_name.name
     if is_saved_model(model_name):
         raise CheckpointError(f"{model_name} holds an adaptive model saved by Sentinel ({MANIFEST}), not a Hugging "
@@ -249,7 +303,7 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     kwargs.setdefault("trust_remote_code", False)
     # A mis-shaped tensor then shows up in the loading info, named with both shapes, and is refused below.
     kwargs.setdefault("ignore_mismatched_sizes", True)
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(_one_dtype(dtype, kwargs.pop("torch_dtype", None)))
     if dtype is None and "gguf_file" in kwargs:
         dtype = torch.float32  # GGUF weights are dequantised; fp32 keeps them exactly
     if dtype is not None:
@@ -271,22 +325,28 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     return model.to(device).eval()
 
 
-def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=None) -> AdaptiveCausalLM | GenericGatedLM:
+def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=None, *, torch_dtype=None,
+                        revision: str | None = None, trust_remote_code: bool = False
+                        ) -> AdaptiveCausalLM | GenericGatedLM:
     """The gated decoder for `model_name`; built from `baseline_model` alone when one is given.
 
     A model_type with no native converter gets the generic gated wrapper around the HF model itself
     (`adaptive_path` says which one was built). A folder written by `AdaptiveCausalLM.save_pretrained`
     (it has a sentinel.json) loads back as it was saved, pruned heads and gates included. `model_name` may be a
-    ResolvedCheckpoint (resolve_checkpoint): its config and spec are used, not read again.
+    ResolvedCheckpoint (resolve_checkpoint): its config and spec are used, not read again. `dtype` as in HF:
+    a torch dtype, its name, or "auto" (the checkpoint's own); `torch_dtype` is its older name. `revision` picks
+    a hub branch, tag or commit; `trust_remote_code=True` runs a checkpoint's own Python (read it first).
     """
     check_device(device)
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(_one_dtype(dtype, torch_dtype))
     resolved = model_name if isinstance(model_name, ResolvedCheckpoint) else None
     name = resolved.name if resolved else model_name
     if baseline_model is None and (resolved.saved if resolved else is_saved_model(name)):
         with hub_errors_explained(name):  # a corrupt config.json: the same one-line error as a checkpoint's
-            return load_saved(AdaptiveCausalLM, name, device=device, dtype=dtype)
+            return load_saved(AdaptiveCausalLM, name, device=device, dtype=None if dtype == "auto" else dtype)
     if baseline_model is not None:
+        if dtype == "auto":
+            dtype = None  # the baseline's own dtype is the checkpoint's, as loaded
         if baseline_model.config.model_type not in FAMILIES:
             # A copy: the caller's HF model stays free of our hooks, as it stays intact for a converter.
             model = GenericGatedLM(copy.deepcopy(baseline_model))
@@ -295,7 +355,7 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
                               generation_config=getattr(baseline_model, "generation_config", None))
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     # A config the converter refuses, or one with no attention heads to gate, fails here, before any weights are read.
-    resolved = resolve_checkpoint(model_name)
+    resolved = resolve_checkpoint(model_name, trust_remote_code=trust_remote_code, revision=revision)
     if resolved.config.model_type not in FAMILIES:
         return GenericGatedLM(load_baseline_model(resolved, device=device, dtype=dtype))
     baseline = load_baseline_model(resolved, device=device, dtype=dtype)

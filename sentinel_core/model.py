@@ -5,6 +5,7 @@ from __future__ import annotations
 from .names import NATIVE
 
 import torch
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     MinNewTokensLengthLogitsProcessor,
@@ -15,14 +16,15 @@ from transformers.generation.logits_process import (
 )
 
 from .decoder import GatedDecoder, KVCache, StaticKVCache
-from .errors import DeviceError, PruneError
-from .generation import generation_tokens, position_ids
+from .errors import DeviceError, InputError, PruneError
+from .generation import GenerateSettings, generate_settings, position_ids
 from .inputs import prune_plan, warn_if_right_padded
+from .pretrained import PretrainedLike, save_options
 from .saving import save_pretrained
 from .spec import DecoderSpec
 
 
-class AdaptiveCausalLM(GatedDecoder):
+class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
     adaptive_path = NATIVE  # built by a converter in families/; the other path is generic.GenericGatedLM
 
     def __init__(self, spec: DecoderSpec, config=None, generation_config=None):
@@ -61,9 +63,10 @@ class AdaptiveCausalLM(GatedDecoder):
             self.layers[layer].attn.prune(doomed)
             self.gates[layer, sorted(doomed)] = 0
 
-    def save_pretrained(self, folder) -> None:
+    def save_pretrained(self, folder, **hf_options) -> None:
         """Write this model, pruned and gated as it is, to `folder`; `load_adaptive_model(folder)` gives it back
         bit for bit (weights as safetensors, the HF config and a sentinel.json manifest: see saving.py)."""
+        save_options(**hf_options)
         save_pretrained(self, folder)
 
     def compiled_forward(self):
@@ -72,36 +75,52 @@ class AdaptiveCausalLM(GatedDecoder):
             self._compiled_forward = torch.compile(self.forward, dynamic=False)
         return self._compiled_forward
 
+    @property
     def pruned_heads(self) -> dict[int, list[int]]:
+        """{layer: [original head ids removed]}, as HF's attention modules keep it; layers with every head absent."""
         all_heads = set(range(self.num_heads))
         return {i: sorted(all_heads - set(layer.attn.head_ids.tolist()))
                 for i, layer in enumerate(self.layers) if layer.attn.num_heads != self.num_heads}
 
 
-    def _logits_processors(self, do_sample, temperature, top_k, top_p, repetition_penalty) -> LogitsProcessorList:
+    @staticmethod
+    def _logits_processors(settings: GenerateSettings) -> LogitsProcessorList:
         # transformers' own processors, so sampling means exactly what it means in HF generate.
         processors = LogitsProcessorList()
-        if repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
-        if do_sample:
-            if temperature != 1.0:
-                processors.append(TemperatureLogitsWarper(temperature))
-            if top_k:
-                processors.append(TopKLogitsWarper(top_k))
-            if top_p < 1.0:
-                processors.append(TopPLogitsWarper(top_p))
+        if settings.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty))
+        if settings.do_sample:
+            if settings.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(settings.temperature))
+            if settings.top_k:
+                processors.append(TopKLogitsWarper(settings.top_k))
+            if settings.top_p < 1.0:
+                processors.append(TopPLogitsWarper(settings.top_p))
         return processors
 
+    def _check_room(self, prompt_length: int, max_new_tokens: int) -> None:
+        """Learned positions end at the table's last row: a longer sequence has no position to take."""
+        room = self.spec.max_positions
+        if self.spec.positions == "learned" and prompt_length + max_new_tokens > room > 0:
+            raise InputError(f"a {prompt_length}-token prompt plus max_new_tokens={max_new_tokens} is longer than "
+                             f"the {room} positions this model learned: pass max_new_tokens={room - prompt_length} "
+                             f"or less" if room > prompt_length else
+                             f"the prompt has {prompt_length} tokens but this model learned {room} positions: shorten "
+                             f"it")
+
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, max_new_tokens=20, do_sample=False, temperature=1.0,
-                 top_k=0, top_p=1.0, repetition_penalty=1.0, eos_token_id=None, pad_token_id=None,
+    def generate(self, input_ids, attention_mask=None, generation_config=None, *, max_new_tokens=None,
+                 max_length=None, do_sample=None, temperature=None, top_k=None, top_p=None,
+                 repetition_penalty=None, eos_token_id=None, pad_token_id=None, min_new_tokens=None,
                  use_cache=True, streamer=None, generator: torch.Generator | None = None,
                  static_cache: bool = False, cuda_graph: bool = False, compiled: bool = False,
-                 min_new_tokens: int = 0) -> torch.Tensor:
-        """Ids [B, T + new], prompt included. Positions follow HF generate: cumsum(mask) - 1.
+                 return_dict_in_generate: bool = False, **unsupported):
+        """Ids [B, T + new], prompt included (or HF's GenerateDecoderOnlyOutput with return_dict_in_generate).
+        Positions follow HF generate: cumsum(mask) - 1.
 
-        eos_token_id None takes the checkpoint's (generation_config, then config), as HF does; [] means
-        no eos at all. min_new_tokens forbids eos before that many new tokens (HF's processor).
+        Greedy, 20 new tokens, unless told otherwise: by the arguments, or by a `generation_config` passed in
+        (`generation.generate_settings` says which wins). eos_token_id None takes the checkpoint's, as HF
+        does; [] means no eos at all. min_new_tokens forbids eos before that many new tokens (HF's processor).
 
         `static_cache` preallocates the KV cache; `cuda_graph` (CUDA only) also captures one decode
         step in a CUDA graph and replays it: same tokens as eager, far less launch overhead.
@@ -109,16 +128,23 @@ class AdaptiveCausalLM(GatedDecoder):
         still, but they round differently, so in half precision tokens can part from eager's (the
         benchmark records how often). Each new batch size or length compiles again.
         """
-        eos, pad_token_id = generation_tokens(self, max_new_tokens, eos_token_id, pad_token_id)
         unit_gates = self.check_call(input_ids, attention_mask)
+        settings = generate_settings(self, input_ids.shape[1], generation_config=generation_config,
+                                     max_length=max_length, unsupported=unsupported, max_new_tokens=max_new_tokens,
+                                     do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     repetition_penalty=repetition_penalty, eos_token_id=eos_token_id,
+                                     pad_token_id=pad_token_id, min_new_tokens=min_new_tokens)
+        max_new_tokens, eos, pad_token_id = settings.max_new_tokens, settings.eos, settings.pad_token_id
+        self._check_room(input_ids.shape[1], max_new_tokens)
         warn_if_right_padded(attention_mask)
         if (cuda_graph or compiled) and input_ids.device.type != "cuda":
             raise DeviceError("cuda_graph=True and compiled=True need the model and inputs on a CUDA device: "
                               "model.to('cuda'), or leave them off")
         B = input_ids.shape[0]
-        processors = self._logits_processors(do_sample, temperature, top_k, top_p, repetition_penalty)
-        if min_new_tokens and eos:
-            processors.insert(0, MinNewTokensLengthLogitsProcessor(input_ids.shape[1], min_new_tokens, eos,
+        do_sample = settings.do_sample
+        processors = self._logits_processors(settings)
+        if settings.min_new_tokens and eos:
+            processors.insert(0, MinNewTokensLengthLogitsProcessor(input_ids.shape[1], settings.min_new_tokens, eos,
                                                                    device=input_ids.device))
         eos_t = torch.tensor(eos, device=input_ids.device)
         unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
@@ -147,7 +173,7 @@ class AdaptiveCausalLM(GatedDecoder):
                 logits = decoding.step(next_ids)
         if streamer is not None:
             streamer.end()
-        return ids
+        return GenerateDecoderOnlyOutput(sequences=ids) if return_dict_in_generate else ids
 
 
 class _Decoding:

@@ -48,6 +48,8 @@ def _version() -> str:
 def save_pretrained(model, folder) -> None:
     """Write `model` (an AdaptiveCausalLM, pruned and gated or not) to `folder`; see the module docstring."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file: save the model into a new or empty folder")
     if not is_saved_model(folder) and any((folder / name).exists() for name in HF_WEIGHTS):
         raise CheckpointError(f"{folder} holds a Hugging Face checkpoint: save the adaptive model into a new or "
                               f"empty folder, so the two are never mixed")
@@ -66,7 +68,7 @@ def save_pretrained(model, folder) -> None:
         files.append("generation_config.json")
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "sentinel_version": _version(),
                 "model_type": model.spec.family, "dtype": str(model.dtype).removeprefix("torch."),
-                "pruned_heads": {str(k): v for k, v in model.pruned_heads().items()},
+                "pruned_heads": {str(k): v for k, v in model.pruned_heads.items()},
                 "files": files, "spec": dataclasses.asdict(model.spec)}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -168,8 +170,8 @@ def load_saved(cls, folder, device="cpu", dtype: torch.dtype | None = None):
         raise CheckpointError(f"{folder / WEIGHTS} does not fit its spec (missing: {sorted(missing)[:3]}, "
                               f"unexpected: {sorted(result.unexpected_keys)[:3]}): {_fix(folder)}")
     model.tie_weights()
-    pruned = {str(k): v for k, v in model.pruned_heads().items()}  # as JSON spells it
+    pruned = {str(k): v for k, v in model.pruned_heads.items()}  # as JSON spells it
     if pruned != manifest["pruned_heads"]:
-        raise CheckpointError(f"{folder}: the weights' pruned heads {model.pruned_heads()} are not the manifest's "
+        raise CheckpointError(f"{folder}: the weights' pruned heads {model.pruned_heads} are not the manifest's "
                               f"{manifest['pruned_heads']}: {_fix(folder)}")
     return model.eval()

@@ -8,6 +8,8 @@ family it is running.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 
 
@@ -94,6 +96,11 @@ class DecoderSpec:
     hf_separate_gate_up: bool = False
 
     def __post_init__(self):
+        _check_field_types(self)
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                     "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"spec.{name}={getattr(self, name)}; it must be at least 1")
         if self.sliding_layers and len(self.sliding_layers) != self.num_layers:
             raise ValueError(f"sliding_layers has {len(self.sliding_layers)} entries for {self.num_layers} layers")
         if self.rotary_local_inv_freq and len(self.rotary_local_inv_freq) != len(self.rotary_inv_freq):
@@ -122,3 +129,29 @@ class DecoderSpec:
     @property
     def scale(self) -> float:
         return self.head_dim**-0.5 if self.attn_scale is None else self.attn_scale
+
+
+def _is(value, kind) -> bool:
+    """Whether `value` fits the annotation `kind` (str, bool, int, float, X | None, tuple[X, ...])."""
+    origin = typing.get_origin(kind)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_is(item, typing.get_args(kind)[0]) for item in value)
+    if origin is not None:  # X | None
+        return any(_is(value, option) for option in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if kind is float:  # an int is a float here (a config's eps of 1); a bool is not
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _check_field_types(spec: DecoderSpec) -> None:
+    # A spec read from a hand-edited manifest ("max_positions": "x") would otherwise fail deep inside the
+    # decoder, or compare wrongly and run.
+    hints = typing.get_type_hints(DecoderSpec)
+    for field in dataclasses.fields(DecoderSpec):
+        value = getattr(spec, field.name)
+        if not _is(value, hints[field.name]):
+            raise TypeError(f"spec.{field.name}={value!r} is a {type(value).__name__}; expected {hints[field.name]}")

@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from transformers import GPTBigCodeConfig
+from transformers import GenerationConfig, GPTBigCodeConfig
 
 from sentinel_core import GateError, InputError, PruneError, SentinelError, load_adaptive_model
 from sentinel_core.errors import DeviceError
@@ -86,8 +86,29 @@ CASES = {
     "mask of another batch": (lambda m: m.generate(IDS, attention_mask=torch.ones(2, 4, dtype=torch.long),
                                                    max_new_tokens=1), InputError, "need (1, 4)"),
     "mask as a list": (lambda m: m(IDS, attention_mask=[[1, 1, 1, 1]]), InputError, "not a tensor"),
+    "int16 ids": (lambda m: m(IDS.to(torch.int16)), InputError, "input_ids.long()"),
+    "uint8 ids": (lambda m: m(IDS.to(torch.uint8)), InputError, "input_ids.long()"),
     # devices
     "ids on another device": (lambda m: m(IDS.to("meta")), DeviceError, "input_ids.to(model.device)"),
+    # generate's settings: each refused by name, never rounded, clamped or ignored
+    **{f"generate {name}={value!r}": (lambda m, kw={name: value}: m.generate(IDS, **kw), InputError, fix)
+       for name, value, fix in [
+           ("max_new_tokens", -3, "max_new_tokens=-3"), ("max_new_tokens", 2.5, "an integer"),
+           ("max_new_tokens", "3", "an integer"), ("max_new_tokens", True, "an integer"),
+           ("max_length", 4, "leaves no room"), ("max_length", 0, "max_length=0"),
+           ("top_k", -1, "top_k=-1"), ("min_new_tokens", -1, "min_new_tokens=-1"),
+           ("repetition_penalty", 0, "must be > 0"), ("repetition_penalty", float("nan"), "finite number"),
+           ("top_p", 2, "(0, 1]"), ("top_p", 0, "(0, 1]"), ("do_sample", "yes", "True or False"),
+           ("num_beams", 4, "does not take"), ("output_scores", True, "does not take"),
+       ]},
+    "generate temperature 0 when sampling": (lambda m: m.generate(IDS, do_sample=True, temperature=0.0),
+                                             InputError, "do_sample=False"),
+    "generate max_length and max_new_tokens": (lambda m: m.generate(IDS, max_length=9, max_new_tokens=2),
+                                               InputError, "give one"),
+    "generate with a dict as generation_config": (lambda m: m.generate(IDS, generation_config={"max_new_tokens": 2}),
+                                                  InputError, "transformers.GenerationConfig"),
+    "generate with a beam-search generation_config": (
+        lambda m: m.generate(IDS, generation_config=GenerationConfig(num_beams=3)), InputError, "num_beams=3"),
 }
 
 
@@ -169,7 +190,7 @@ def test_int_like_prune_plans_are_taken(synthetic_folders):
     import numpy as np
     model = load_adaptive_model(synthetic_folders("gpt2"))
     model.prune_heads({np.int64(0): [torch.tensor(1)], 1: torch.tensor([0, 2])})
-    assert model.pruned_heads() == {0: [1], 1: [0, 2]}
+    assert model.pruned_heads == {0: [1], 1: [0, 2]}
 
 
 def test_a_pruned_heads_gate_reopened_is_refused(synthetic_folders):

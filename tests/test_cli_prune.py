@@ -45,7 +45,7 @@ def test_prunes_saves_and_reports_perplexity(checkpoint, text_file, tmp_path, ca
     assert code == 0, err
     model = load_adaptive_model(str(out_dir))
     total = model.gates.numel()
-    removed = sum(len(h) for h in model.pruned_heads().values())
+    removed = sum(len(h) for h in model.pruned_heads.values())
     assert removed == round(0.25 * total)
     assert f"removed {removed} of {total} heads ({method} order)" in out
     if method == "ablation":
@@ -88,7 +88,7 @@ def test_random_order_is_seeded(checkpoint, text_file, tmp_path, capsys):
         code, _, err = run(capsys, checkpoint, "--count", "3", "--method", "random", "--seed", seed,
                            "--text", text_file, "--out", tmp_path / str(i), *SPLITS)
         assert code == 0, err
-        plans.append(load_adaptive_model(str(tmp_path / str(i))).pruned_heads())
+        plans.append(load_adaptive_model(str(tmp_path / str(i))).pruned_heads)
     assert plans[0] == plans[1] != plans[2]
 
 

@@ -93,7 +93,7 @@ def test_prune_heads_equals_zero_gates_with_fewer_parameters(pair, left_padded_b
     pruned.prune_heads(OFF)
     n_after = sum(p.numel() for p in pruned.parameters())
     assert n_after < n_before, name
-    assert pruned.pruned_heads() == {0: [1], 1: [0, 2]}
+    assert pruned.pruned_heads == {0: [1], 1: [0, 2]}
     assert torch.equal(pruned.gates[0, 1], torch.tensor(0.0))
     a = gated(ids, attention_mask=mask).logits.log_softmax(-1)
     b = pruned(ids, attention_mask=mask).logits.log_softmax(-1)
@@ -142,10 +142,10 @@ def test_prune_is_checked_whole_before_anything_changes(synthetic_folders):
         model.prune_heads({0: [1], 7: [0]})
     with pytest.raises(ValueError, match="layer 1 would have no heads left"):
         model.prune_heads({0: [1], 1: [0, 1, 2, 3]})
-    assert model.layers[0].attn.qkv.weight.shape == shape and model.pruned_heads() == {}
+    assert model.layers[0].attn.qkv.weight.shape == shape and model.pruned_heads == {}
     assert torch.equal(model.gates, torch.ones_like(model.gates))
     model.prune_heads({0: torch.tensor([1, 2])})  # tensor ids compare by value
-    assert model.pruned_heads() == {0: [1, 2]}
+    assert model.pruned_heads == {0: [1, 2]}
 
 
 @torch.no_grad()
@@ -157,7 +157,7 @@ def test_pruned_state_dict_round_trip(name, synthetic_folders, left_padded_batch
     pruned.prune_heads({0: [1], 1: [0, 2]})
     fresh = load_adaptive_model(folder)
     fresh.load_state_dict(pruned.state_dict())  # prunes itself the same way first
-    assert fresh.pruned_heads() == pruned.pruned_heads()
+    assert fresh.pruned_heads == pruned.pruned_heads
     assert torch.equal(fresh(ids, attention_mask=mask).logits, pruned(ids, attention_mask=mask).logits)
     other = load_adaptive_model(folder)
     other.prune_heads({0: [2]})
@@ -177,6 +177,6 @@ def test_a_state_dict_that_does_not_fit_changes_nothing(synthetic_folders):
     before = {k: v.clone() for k, v in fresh.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"nothing was loaded: layers\.1\.attn\.out\.weight \(64, 31\)"):
         fresh.load_state_dict(state)
-    assert fresh.pruned_heads() == {}
+    assert fresh.pruned_heads == {}
     after = fresh.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)

@@ -149,11 +149,16 @@ def test_a_gate_written_in_place_takes_effect_on_the_next_forward(pair, left_pad
         reopened = logits(adaptive, ids, mask)
     assert (closed - at_one)[mask.bool()].abs().max().item() > 1e-3
     assert torch.equal(reopened, at_one)
-    # With gradients on, gates at 1 are multiplied, so they still receive a gradient.
-    adaptive.zero_grad(set_to_none=True)
-    logits(adaptive, ids, mask)[mask.bool()].logsumexp(-1).sum().backward()
-    assert adaptive.gates.grad is not None and adaptive.gates.grad.abs().min().item() > 0
-    adaptive.zero_grad(set_to_none=True)
+    # Gates take no gradient unless asked (so writes need no torch.no_grad()); asked, gates at 1 are multiplied.
+    assert not adaptive.gates.requires_grad
+    adaptive.gates.requires_grad_(True)
+    try:
+        adaptive.zero_grad(set_to_none=True)
+        logits(adaptive, ids, mask)[mask.bool()].logsumexp(-1).sum().backward()
+        assert adaptive.gates.grad is not None and adaptive.gates.grad.abs().min().item() > 0
+    finally:
+        adaptive.gates.requires_grad_(False)
+        adaptive.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()
@@ -186,7 +191,7 @@ def test_prune_heads_asks_for_gates_instead(pair):
     _, adaptive = pair
     with pytest.raises(UnsupportedModelError, match="native converter.*gates to 0"):
         adaptive.prune_heads({0: [1]})
-    assert adaptive.pruned_heads() == {}
+    assert adaptive.pruned_heads == {}
     with pytest.raises(ValueError, match="cuda_graph"):
         adaptive.generate(torch.tensor([[5, 6, 7]]), cuda_graph=True)
 

@@ -249,14 +249,14 @@ def test_a_plan_from_importance_prunes_the_model(folder, batch):
     plan = importance_prune_plan(scores, fraction=0.5)
     assert sum(map(len, plan.values())) == 4
     model.prune_heads(plan)
-    assert model.pruned_heads() == plan
+    assert model.pruned_heads == plan
     after = head_importance(model, ids, attention_mask=mask, method="gradient")
     pruned = torch.zeros_like(after, dtype=torch.bool)
     for layer, heads in plan.items():
         pruned[layer, heads] = True
     assert (after[pruned] == 0).all() and (after[~pruned] > 0).all()
     # a second round counts only the heads still there, and never empties a layer
-    more = importance_prune_plan(after, count=2, already_pruned=model.pruned_heads())
+    more = importance_prune_plan(after, count=2, already_pruned=model.pruned_heads)
     model.prune_heads(more)
     assert all(layer.attn.num_heads >= 1 for layer in model.layers)
     assert torch.isfinite(model(ids, attention_mask=mask).logits).all()

@@ -36,7 +36,7 @@ def test_a_saved_folder_resolves_to_its_saved_spec(folder, tmp_path):
     model.save_pretrained(tmp_path / "saved")
     checkpoint = resolve_checkpoint(tmp_path / "saved")
     assert checkpoint.saved and checkpoint.spec == model.spec
-    assert load_adaptive_model(checkpoint).pruned_heads() == {0: [1]}
+    assert load_adaptive_model(checkpoint).pruned_heads == {0: [1]}
 
 
 def test_an_old_saved_folder_takes_hf_separate_from_the_rules(folder, tmp_path):
