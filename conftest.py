@@ -1,4 +1,4 @@
 """The compatibility matrix's command-line options, for every pytest run from the repository root
-(matrix/plugin.py; `sentinel check` loads the same plugin with -p)."""
+(sentinel_matrix/plugin.py; `sentinel check` loads the same plugin with -p)."""
 
-pytest_plugins = ["matrix.plugin"]
+pytest_plugins = ["sentinel_matrix.plugin"]

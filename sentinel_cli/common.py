@@ -43,7 +43,7 @@ DISTRIBUTION = "sentinel-hf"  # the name pip knows it by ("sentinel" on PyPI is 
 
 def version() -> str:
     """The installed release and the commit it was built from: a checkout's HEAD (or the commit stamped beside a
-    copy without .git, matrix/records.py); an install from a wheel names no commit it cannot know."""
+    copy without .git, sentinel_matrix/records.py); an install from a wheel names no commit it cannot know."""
     from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as package_version
 
@@ -51,7 +51,7 @@ def version() -> str:
         release = package_version(DISTRIBUTION)
     except PackageNotFoundError:
         release = "unknown (not installed)"
-    from matrix.records import git_sha
+    from sentinel_matrix.records import git_sha
 
     sha = git_sha()
     return f"{release} (commit {sha[:12] if sha else 'unknown: not run from a checkout'})"

@@ -47,7 +47,7 @@ def cuda_lines() -> list[tuple[str, str]]:
 def environment() -> list[tuple[str, str]]:
     from huggingface_hub import constants
 
-    from matrix.sources import cache_dir
+    from sentinel_matrix.sources import cache_dir
 
     sentinel_cache = cache_dir()
     return [

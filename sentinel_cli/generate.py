@@ -227,7 +227,7 @@ def resolve_model(name: str) -> str:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SentinelError(f"no GGUF file at {path}: check the path")
-        from matrix.sources import gguf_checkpoint, gguf_folder, missing_modules
+        from sentinel_matrix.sources import gguf_checkpoint, gguf_folder, missing_modules
 
         missing = missing_modules()
         if missing:
@@ -244,8 +244,8 @@ def resolve_model(name: str) -> str:
                                   f"reads") from exc
     if path.exists():
         return name
-    from matrix.catalog import load_catalog
-    from matrix.sources import PACKAGED, packaged_checkpoint, packaged_gguf_path
+    from sentinel_matrix.catalog import load_catalog
+    from sentinel_matrix.sources import PACKAGED, packaged_checkpoint, packaged_gguf_path
 
     entry = next((e for e in load_catalog() if name in (e.id, e.slug)), None)
     if entry is None:

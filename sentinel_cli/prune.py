@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_text(path: str | None) -> str:
     if path is None:
-        from matrix.sources import wikipedia_text
+        from sentinel_matrix.sources import wikipedia_text
 
         return wikipedia_text()
     try:

@@ -1,12 +1,12 @@
-"""`sentinel report [ARGS ...]`: `python -m reports [ARGS ...]` (SUPPORTED_MODELS.md, report.html, diff)."""
+"""`sentinel report [ARGS ...]`: `python -m sentinel_reports [ARGS ...]` (SUPPORTED_MODELS.md, report.html, diff)."""
 
 from __future__ import annotations
 
-HELP = "render SUPPORTED_MODELS.md / an HTML report from result records, or diff two runs (python -m reports)"
+HELP = "render SUPPORTED_MODELS.md / an HTML report from result records, or diff two runs (python -m sentinel_reports)"
 
 
 def main(argv=None) -> int:
-    from reports.__main__ import main as reports_main
+    from sentinel_reports.__main__ import main as reports_main
 
     try:
         return reports_main(list(argv or []))

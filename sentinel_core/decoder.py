@@ -12,6 +12,7 @@ import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import psutil
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -144,6 +145,13 @@ class KVCache:
         """Nothing to do: the length is the tensors' own."""
 
 
+def free_memory(device: torch.device) -> int:
+    """Bytes that can still be allocated on `device` (CUDA: the driver's free memory; CPU: the OS's available)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
+
+
 class StaticKVCache:
     """Preallocated keys and values, [batch, kv_heads, max_len, head_dim] per layer.
 
@@ -155,6 +163,12 @@ class StaticKVCache:
     def __init__(self, model, batch: int, max_len: int):
         device, dtype = model.embed.weight.device, model.embed.weight.dtype
         shape = lambda attn: (batch, attn.num_kv_heads, max_len, attn.head_dim)  # noqa: E731
+        need = 2 * sum(math.prod(shape(layer.attn)) for layer in model.layers) * dtype.itemsize
+        free = free_memory(device)
+        if need > free:  # refused before allocating: an allocator failure half way is no message
+            raise InputError(f"a static KV cache of {max_len} positions for {batch} rows needs {need / 2**30:.1f} GiB "
+                             f"but {device} has {free / 2**30:.1f} GiB free: pass a smaller max_new_tokens, or "
+                             f"static_cache=False")
         self.keys = [torch.zeros(shape(layer.attn), device=device, dtype=dtype) for layer in model.layers]
         self.values = [torch.zeros(shape(layer.attn), device=device, dtype=dtype) for layer in model.layers]
         self.pos = torch.zeros((), dtype=torch.long, device=device)

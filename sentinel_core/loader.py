@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import pickle
 import re
@@ -322,7 +323,30 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
         detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, sorted(v)[:3]))}" for k, v in problems.items())
         raise CheckpointError(f"{model_name} loads incompletely ({detail}): the checkpoint is corrupt or from another "
                               f"architecture; re-download or re-save it")
+    _refuse_integer_weights(model_name, model)
     return model.to(device).eval()
+
+
+_INTEGER_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"}
+
+
+def _refuse_integer_weights(model_name, model) -> None:
+    """A float parameter stored as integers or bools in a local folder's safetensors: transformers casts it without
+    a word, turning a damaged file into a model that loads. Quantized checkpoints store integers on purpose."""
+    folder = Path(str(model_name))
+    if not folder.is_dir() or getattr(model.config, "quantization_config", None):
+        return
+    parameters = [name for name, p in model.named_parameters() if p.is_floating_point()]
+    for file in sorted(folder.glob("*.safetensors")):
+        with open(file, "rb") as handle:
+            header = json.loads(handle.read(struct.unpack("<Q", handle.read(8))[0]))
+        for key, entry in sorted(header.items()):
+            if not isinstance(entry, dict) or entry.get("dtype") not in _INTEGER_DTYPES:
+                continue
+            if any(name.endswith(key) or key.endswith(name) for name in parameters):
+                raise CheckpointError(f"{model_name}: {file.name} stores the weight {key} as {entry['dtype']}, not as "
+                                      f"a float: the checkpoint is damaged (or quantized without a "
+                                      f"quantization_config); re-download or re-save it")
 
 
 def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=None, *, torch_dtype=None,

@@ -14,19 +14,26 @@ DTYPE_SHORT = {FLOAT32: "fp32", BFLOAT16: "bf16", FLOAT16: "fp16"}
 DTYPE_ALIASES = {**{dtype: dtype for dtype in DTYPE_SHORT}, **{short: dtype for dtype, short in DTYPE_SHORT.items()}}
 HALF_PRECISION = (BFLOAT16, FLOAT16)
 
+# What users call a family, by its models' names, for the model_type that holds them (lower case).
+FAMILY_ALIASES = {"pythia": "gpt_neox", "neox": "gpt_neox", "gpt-neox": "gpt_neox", "llama2": "llama",
+                  "llama-2": "llama", "llama3": "llama", "llama-3": "llama", "tinyllama": "llama", "smollm": "llama",
+                  "smollm2": "llama", "open_llama": "llama", "distilgpt2": "gpt2", "gpt-2": "gpt2", "gpt-neo": "gpt_neo",
+                  "gpt-j": "gptj", "qwen": "qwen2", "qwen2.5": "qwen2", "phi-2": "phi", "phi-3": "phi3",
+                  "gemma-3": "gemma3_text", "falcon-rw": "falcon", "bloomz": "bloom"}
+
 CPU, CUDA = "cpu", "cuda"
 DEVICES = (CPU, CUDA)
 
-# Where a row's weights come from (matrix/sources/); the first two are trained weights.
+# Where a row's weights come from (sentinel_matrix/sources/); the first two are trained weights.
 HUB, PACKAGE, SYNTHETIC = "hub", "package", "synthetic"
 WEIGHT_SOURCES = (HUB, PACKAGE, SYNTHETIC)
 REAL_WEIGHTS = (HUB, PACKAGE)
 
-# The matrix's built-in checks (matrix/registry.py says what each runs; a plugin may add its own).
+# The matrix's built-in checks (sentinel_matrix/registry.py says what each runs; a plugin may add its own).
 LOAD, INFER, QUALITY, MUTATION, PRUNE, BENCH = "load", "infer", "quality", "mutation", "prune", "bench"
 
 # A row's outcome, as its record says it. `error`: the machine stopped it (disk, memory, permissions:
-# matrix/faults.py), which says nothing about the model either way.
+# sentinel_matrix/faults.py), which says nothing about the model either way.
 PASSED, FAILED, SKIPPED, INCONCLUSIVE, ERROR = "passed", "failed", "skipped", "inconclusive", "error"
 OUTCOMES = (PASSED, FAILED, SKIPPED, INCONCLUSIVE, ERROR)
 

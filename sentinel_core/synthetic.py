@@ -66,7 +66,7 @@ def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 # What a usable reference distribution looks like (a trained LM on text has a median next-token entropy
-# of a few nats). A quality row whose HF reference falls outside these is inconclusive (matrix/grading.py).
+# of a few nats). A quality row whose HF reference falls outside these is inconclusive (sentinel_matrix/grading.py).
 ENTROPY_RANGE = (1.0, 6.0)  # median entropy of HF's next-token distribution, nats
 TOP1_PROB_MAX = 0.9  # median probability of HF's top token: above this the distribution is one-hot
 INPUT_TOKEN_ARGMAX_MAX = 0.5  # share of positions whose argmax is the input token: above, it is an echo

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from matrix import adhoc, options, sources
+from sentinel_matrix import adhoc, options, sources
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -40,6 +40,8 @@ class FakeConfig:
 @pytest.mark.parametrize("option, value, suggestion", [
     ("--families", "lama", "llama"), ("--checks", "load,qualty", "quality"), ("--devices", "gpu", "cuda"),
     ("--weights", "synth", "synthetic"), ("--checks", "load,infr", "infer"),
+    ("--families", "pythia", "gpt_neox"), ("--families", "llama2", "llama"), ("--families", "GPT2", "gpt2"),
+    ("--families", "Pythia", "gpt_neox"), ("--families", "gemma-3", "gemma3_text"), ("--checks", "LOAD", "load"),
 ])
 def test_an_unknown_name_is_a_usage_error_naming_the_valid_ones(option, value, suggestion):
     with pytest.raises(pytest.UsageError, match=f"did you mean '{suggestion}'.*valid names: .*{suggestion}"):
@@ -151,3 +153,11 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_a_row_failure_naming_the_fix(
     save_tokenizer(folder, vocab_size=512)  # the model has 384 rows
     with pytest.raises(adhoc.AdhocError, match=r"tokenizer has 51\d tokens and the model's vocabulary 384: save the tokenizer"):
         adhoc.provision(adhoc.resolve(str(folder)))
+
+
+def test_every_family_alias_names_a_family_with_a_converter():
+    from sentinel_core.families import FAMILIES
+    from sentinel_core.names import FAMILY_ALIASES
+
+    assert set(FAMILY_ALIASES.values()) <= set(FAMILIES), set(FAMILY_ALIASES.values()) - set(FAMILIES)
+    assert all(alias == alias.lower() and alias not in FAMILIES for alias in FAMILY_ALIASES)

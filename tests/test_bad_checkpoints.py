@@ -129,3 +129,14 @@ def test_saving_onto_a_file_is_refused(synthetic_folders, tmp_path):
     with pytest.raises(CheckpointError, match="is a file"):
         load_adaptive_model(synthetic_folders("gpt2")).save_pretrained(target)
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool])
+def test_a_float_weight_stored_as_integers_is_refused(synthetic_folders, tmp_path, dtype):
+    folder = copied(synthetic_folders, tmp_path, "llama-gqa")
+    weights = load_file(folder / "model.safetensors")
+    name = next(k for k in weights if k.endswith("q_proj.weight"))
+    weights[name] = weights[name].to(dtype)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=f"stores the weight {name} as"):
+        load_adaptive_model(str(folder))

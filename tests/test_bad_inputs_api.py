@@ -209,3 +209,9 @@ def test_cuda_graph_on_cpu_is_an_error(synthetic_folders):
     model = load_adaptive_model(synthetic_folders("gpt2"))
     with pytest.raises(DeviceError, match="CUDA device"):
         model.generate(IDS, max_new_tokens=1, cuda_graph=True)
+
+
+def test_a_static_cache_larger_than_memory_is_refused_before_allocating(synthetic_folders):
+    model = load_adaptive_model(synthetic_folders("llama-gqa"))
+    with pytest.raises(InputError, match="static KV cache of .* GiB free: pass a smaller max_new_tokens"):
+        model.generate(IDS, max_new_tokens=10**9, static_cache=True)

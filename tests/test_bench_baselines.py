@@ -1,13 +1,13 @@
 """The bench's baselines and limit: HF eager, SDPA (or why not) and static cache + torch.compile (or why not)
 timed in the same repeats as the adaptive model, ratios against the fastest of each side, the device's read
 bandwidth and the decode ceiling it sets; the report reads old and new records (names:
-matrix/bench_metrics.py)."""
+sentinel_matrix/bench_metrics.py)."""
 
 import pytest
 import torch
 
-from matrix.checks import bench
-from matrix.bench_metrics import (BEST_KEYS, BEST_RATIOS, IQR, RATIO, RATIO_HI, RATIO_LO, ROUNDS, best_key,
+from sentinel_matrix.checks import bench
+from sentinel_matrix.bench_metrics import (BEST_KEYS, BEST_RATIOS, IQR, RATIO, RATIO_HI, RATIO_LO, ROUNDS, best_key,
                                   limit_tokens_per_s)
 
 DECODE_KEYS = ("decode_tokens_per_s", "decode_b8_tokens_per_s")
@@ -63,8 +63,8 @@ def test_every_baseline_is_timed_or_says_why_not(variant, synthetic_folders, sma
     assert m["decode_share_of_limit"] == pytest.approx(m["decode_tokens_per_s"] / limit, rel=1e-2, abs=1e-4)
     assert m["baseline_decode_share_of_limit"] == pytest.approx(hf_best / limit, rel=1e-2, abs=1e-4)
     # every metric is of a kind the reporter reads back (a text or list key it does not know refuses the file)
-    from matrix.metrics import kind
-    from matrix.records import kind_error
+    from sentinel_matrix.metrics import kind
+    from sentinel_matrix.records import kind_error
 
     assert {k: v for k, v in m.items() if kind_error(v, kind(k))} == {}
 
@@ -173,7 +173,7 @@ def test_weights_read_per_token_of_an_hf_model(synthetic_folders):
 def test_report_renders_old_and_new_bench_records():
     from test_reports import rec
 
-    from reports.render import Table, build_context, render_markdown
+    from sentinel_reports.render import Table, build_context, render_markdown
 
     base = dict(decode_tokens_per_s=900.0, baseline_decode_tokens_per_s=600.0, prefill_ms=5.0, baseline_prefill_ms=6.0,
                 decode_b8_tokens_per_s=5000.0, baseline_decode_b8_tokens_per_s=4000.0, peak_mem_mb=100.0,
@@ -201,7 +201,7 @@ def test_report_renders_old_and_new_bench_records():
     o = rows["gpt2-medium"]
     assert o[4:6] == ["—", "—"] and o[7:] == ["—"] * 5 and o[6] == "900 (eager)"
     assert rows["bigscience/bloom-560m"][4] == "600 / no SDPA / not run"
-    from reports.html import render_html
+    from sentinel_reports.html import render_html
 
     page = render_markdown([old, new, nosdpa])
     section = page.split("## Benchmarks")[1]  # the Markdown page keeps the fastest-path table ...
@@ -218,7 +218,7 @@ def test_graph_share_uses_the_limit_the_record_measured():
     nominal bandwidth."""
     from test_reports import rec
 
-    from reports.render import with_bandwidth_share
+    from sentinel_reports.render import with_bandwidth_share
 
     measured = rec(check="bench", device="cuda", graph_decode_tokens_per_s=1500.0, weights_read_per_token_mb=1000.0,
                    limit_decode_tokens_per_s=3000.0)

@@ -1,10 +1,10 @@
 """The bench's spreads: every timed key with its IQR and rounds, every adaptive/HF ratio with its range
-over interleaved repeats (names: matrix/bench_metrics.py)."""
+over interleaved repeats (names: sentinel_matrix/bench_metrics.py)."""
 
 import itertools
 
-from matrix.checks import bench
-from matrix.bench_metrics import IQR, RATIO, RATIO_HI, RATIO_LO, RATIOS, ROUNDS
+from sentinel_matrix.checks import bench
+from sentinel_matrix.bench_metrics import IQR, RATIO, RATIO_HI, RATIO_LO, RATIOS, ROUNDS
 
 
 class FakeSide:
@@ -43,3 +43,15 @@ def test_every_ratio_is_between_keys_a_side_times():
     for num, den in RATIOS.values():
         assert {num.removeprefix("baseline_"), den.removeprefix("baseline_")} <= timed
         assert num.startswith("baseline_") != den.startswith("baseline_")  # adaptive against HF
+
+
+def test_one_quantile_definition_reads_medians_quartiles_and_p90():
+    import statistics
+
+    from sentinel_matrix.timing import percentile, spread
+
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    assert percentile(values, 50) == statistics.median(values)
+    assert percentile(values, 90) == statistics.quantiles(values, n=10, method="inclusive")[8]
+    assert spread("t_ms", values)["t_ms_iqr"] == percentile(values, 75) - percentile(values, 25)
+    assert percentile([7.0], 90) == 7.0

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from matrix import grading
-from matrix.checks import CheckInconclusive, check_quality, load_pair
+from sentinel_matrix import grading
+from sentinel_matrix.checks import CheckInconclusive, check_quality, load_pair
 from sentinel_core.synthetic import (ENTROPY_RANGE, INPUT_TOKEN_ARGMAX_MAX, TOP1_PROB_MAX, calibrate_,
                                      degenerate_reason, make_synthetic_checkpoint, randomise_, reference_stats)
 from variants import variants

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from matrix.catalog import count_parameters, family_architectures, generic_wrapper_families, load_catalog
+from sentinel_matrix.catalog import count_parameters, family_architectures, generic_wrapper_families, load_catalog
 from sentinel_core.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ def test_weights_devices_checks_and_models_options():
 
 
 def test_mutation_rows_beyond_the_tiny_geometries_are_slow():
-    from matrix.conftest import Row
+    from sentinel_matrix.conftest import Row
 
     entries = {e.id: e for e in load_catalog()}
     assert not Row(entries["tiny/llama"], "synthetic", "mutation", "cpu").slow

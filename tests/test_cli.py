@@ -257,7 +257,7 @@ def test_env_prints_versions_and_never_the_token(capsys, monkeypatch):
 
 def test_report_delegates_to_python_m_reports(capsys):
     code, out, _ = run(capsys, "report", "--help")
-    assert code == 0 and "python -m reports" in out and "--html" in out
+    assert code == 0 and "python -m sentinel_reports" in out and "--html" in out
 
 
 def test_check_runs_the_models_rows_end_to_end(tmp_path, capsys):
@@ -324,7 +324,7 @@ def test_check_failed_row_is_exit_1_with_its_reason(tmp_path, capsys, monkeypatc
 
 
 def test_cache_lists_entries_by_model_and_cleans_only_what_is_named(tmp_path, monkeypatch, capsys):
-    from matrix.catalog import load_catalog
+    from sentinel_matrix.catalog import load_catalog
     from sentinel_core.synthetic import config_fingerprint
 
     monkeypatch.setenv("SENTINEL_CACHE", str(tmp_path))
@@ -393,7 +393,7 @@ def test_check_answers_from_a_populated_hf_cache_offline(tmp_path, capsys, monke
 
 
 def test_check_answers_from_a_gguf_file(tmp_path, capsys):
-    from matrix.sources import PACKAGED, SMOLLM2_HUB_ID, packaged_gguf_path
+    from sentinel_matrix.sources import PACKAGED, SMOLLM2_HUB_ID, packaged_gguf_path
 
     gguf = packaged_gguf_path(PACKAGED[SMOLLM2_HUB_ID])
     if not gguf:
@@ -406,7 +406,7 @@ def test_check_answers_from_a_gguf_file(tmp_path, capsys):
 
 def test_generate_takes_the_ids_check_takes(capsys, monkeypatch):
     """A catalog id whose weights ship in a package generates from them, offline; a tiny test id says why not."""
-    from matrix.sources import PACKAGED, packaged_gguf_path
+    from sentinel_matrix.sources import PACKAGED, packaged_gguf_path
 
     code, out, err = run(capsys, "generate", "--model-name", "tiny/llama", "--prompt", "x")
     assert code == 2 and "test model of random weights with no tokenizer" in err and "sentinel check tiny/llama" in err
@@ -419,7 +419,7 @@ def test_generate_takes_the_ids_check_takes(capsys, monkeypatch):
 
 
 def test_a_gguf_without_the_gguf_package_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
-    import matrix.sources as sources
+    import sentinel_matrix.sources as sources
 
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
     monkeypatch.setattr(sources, "missing_modules", lambda: ["gguf"])

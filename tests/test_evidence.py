@@ -1,4 +1,4 @@
-"""Evidence keyed per row (matrix/evidence.py): a record names the files its row ran and read and its catalog entry,
+"""Evidence keyed per row (sentinel_matrix/evidence.py): a record names the files its row ran and read and its catalog entry,
 and goes stale when one of those changes, and only then."""
 
 import json
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from matrix import evidence
-from matrix.catalog import entry_hashes
-from reports.render import render_markdown
+from sentinel_matrix import evidence
+from sentinel_matrix.catalog import entry_hashes
+from sentinel_reports.render import render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("tiny/gemma3", "tiny/gemma", "tiny/mistral", "tiny/llama", "tiny/codegen")
@@ -62,7 +62,7 @@ def test_the_fingerprint_names_the_files_the_row_ran(rows):
     for check in ("load", "infer"):  # the infer row reuses the model its load row built: the loading code counts too
         code = by_row[f"tiny/gemma3/{check}"]["depends"]["code"]
         assert {"sentinel_core/families/gemma3.py", "sentinel_core/decoder.py", "sentinel_core/convert.py",
-                "matrix/checks/pair.py"} <= set(code), sorted(code)
+                "sentinel_matrix/checks/pair.py"} <= set(code), sorted(code)
         assert not {"sentinel_core/families/llama.py", "sentinel_core/generic.py"} & set(code), sorted(code)
         assert all(re.fullmatch(r"[0-9a-f]{16}", h) for h in code.values())
         # Gemma's converter reuses Llama's rules: its rows name both files.
@@ -102,7 +102,7 @@ def test_editing_a_catalog_entry_stales_its_rows(rows, tree):
 def test_editing_the_command_line_stales_no_row(rows, tree):
     for path in (tree / "sentinel_cli").glob("*.py"):
         path.write_text(path.read_text() + "\n# an edit\n")
-    edit(tree / "reports/render.py", '"""', '"""An edit. ')
+    edit(tree / "sentinel_reports/render.py", '"""', '"""An edit. ')
     assert stale(rows, tree) == {}
 
 
@@ -115,7 +115,7 @@ def test_a_cell_names_the_transformers_release_of_its_evidence(rows):
     import torch
     import transformers
 
-    from reports.render import build_context
+    from sentinel_reports.render import build_context
 
     families = build_context(rows)["families"]  # the per-check cells (report.html's per-family tables)
     row = next(row for f in families for row in f["table"].rows if row[0] == "tiny/gemma3")
@@ -123,26 +123,26 @@ def test_a_cell_names_the_transformers_release_of_its_evidence(rows):
 
 
 def test_data_files_read_count_and_timed_loops_are_not_traced():
-    from matrix import grading
-    from matrix.sources import wikipedia_text
+    from sentinel_matrix import grading
+    from sentinel_matrix.sources import wikipedia_text
 
     with evidence.TRACER.scope() as (code, data):
         wikipedia_text()
         with evidence.TRACER.paused():  # timed repeats of code that already ran traced
             grading.mutation_bar(1e-5)
-    assert "matrix/data/enwiki_sample.txt" in data and "matrix/sources/texts.py" in code
-    assert "matrix/grading.py" not in code
+    assert "sentinel_matrix/data/enwiki_sample.txt" in data and "sentinel_matrix/sources/texts.py" in code
+    assert "sentinel_matrix/grading.py" not in code
     assert evidence.CATALOG not in data  # the catalog counts by entry, not as a whole
     with evidence.TRACER.scope() as (code, data):
         grading.mutation_bar(1e-5)
-    assert "matrix/grading.py" in code
+    assert "sentinel_matrix/grading.py" in code
 
 
 def test_cached_work_counts_in_every_row_that_reuses_it():
     cache = {}
 
     def compute():
-        from matrix import grading
+        from sentinel_matrix import grading
 
         return grading.mutation_bar(1e-5)
 
@@ -152,7 +152,7 @@ def test_cached_work_counts_in_every_row_that_reuses_it():
         evidence.memo(cache, "bar", compute)
     with evidence.TRACER.scope() as second:
         evidence.memo(cache, "bar", compute)  # not computed again: its files still count
-    assert "matrix/grading.py" in first[0] and "matrix/grading.py" in second[0]
+    assert "sentinel_matrix/grading.py" in first[0] and "sentinel_matrix/grading.py" in second[0]
 
 
 def test_a_record_from_before_rows_were_keyed_is_stale():

@@ -1,11 +1,11 @@
-"""Which exceptions are the machine's fault (matrix/faults.py): a row they stop is an `error`, never a verdict."""
+"""Which exceptions are the machine's fault (sentinel_matrix/faults.py): a row they stop is an `error`, never a verdict."""
 
 import errno
 
 import pytest
 import torch
 
-from matrix.faults import environment_fault
+from sentinel_matrix.faults import environment_fault
 from sentinel_core.errors import CheckpointError, DiskSpaceError, InputError, ModelNotFoundError
 
 

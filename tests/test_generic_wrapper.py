@@ -274,7 +274,7 @@ def test_wrapper_gates_equal_native_gates_on_every_native_family(name, synthetic
 @torch.no_grad()
 def test_matrix_load_check_fails_when_the_gates_reach_no_head(folder):
     """At gates = 1 a wrapper row matches HF by construction; the load check's gate test is what can fail."""
-    from matrix.checks import CheckFailed, ModelPair, check_load
+    from sentinel_matrix.checks import CheckFailed, ModelPair, check_load
 
     hf = load_baseline_model(folder, attn_implementation="eager")
     wrapped = load_adaptive_model(folder, baseline_model=hf)

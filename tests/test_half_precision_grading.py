@@ -6,10 +6,10 @@ small to show in any single token's maximum."""
 import pytest
 import torch
 
-from matrix import grading
-from matrix.checks import CheckFailed, check_quality, load_pair
-from matrix.mutants import MUTANTS
-from matrix.sources import SMOLLM2_PACKAGE, smollm2_checkpoint, smollm2_gguf_path, wikipedia_text
+from sentinel_matrix import grading
+from sentinel_matrix.checks import CheckFailed, check_quality, load_pair
+from sentinel_matrix.mutants import MUTANTS
+from sentinel_matrix.sources import SMOLLM2_PACKAGE, smollm2_checkpoint, smollm2_gguf_path, wikipedia_text
 
 
 def synthetic_half_precision(ours_rounding=0.02, bias=0.0, seed=0, positions=512):
@@ -116,7 +116,7 @@ def test_on_real_weights_the_statistic_fails_a_swapped_head_and_passes_hfs_own_o
 # The first question of a half-precision row: is it HF's function? Its own weights, computed in fp32. ------------
 
 def test_widening_is_exact_and_gives_the_model_back_bit_for_bit(synthetic_folders):
-    from matrix.checks.reference import widened_to_fp32
+    from sentinel_matrix.checks.reference import widened_to_fp32
 
     pair = load_pair(synthetic_folders("llama-gqa"), "cpu", "bfloat16")
     model = pair.adaptive
@@ -157,7 +157,7 @@ def test_rotary_frequencies_stored_in_bf16_fail_the_rule(synthetic_folders):
 
 @pytest.mark.parametrize("name", ["llama-gqa", "gpt2"])
 def test_every_catchable_mutant_is_caught_in_bf16_and_the_statistics_share_is_recorded(synthetic_folders, name):
-    from matrix.checks import check_mutation
+    from sentinel_matrix.checks import check_mutation
 
     metrics = check_mutation(load_pair(synthetic_folders(name), "cpu", "bfloat16"))
     score = metrics["mutation_score"]

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("sentinel_core", "matrix", "reports", "sentinel_cli")
+PACKAGES = ("sentinel_core", "sentinel_matrix", "sentinel_reports", "sentinel_cli")
 # Which packages each may import (besides itself): the arrows of ARCHITECTURE.md.
-ALLOWED = {"sentinel_core": set(), "matrix": {"sentinel_core"}, "reports": {"matrix", "sentinel_core"},
-           "sentinel_cli": {"sentinel_core", "matrix", "reports"}}
+ALLOWED = {"sentinel_core": set(), "sentinel_matrix": {"sentinel_core"},
+           "sentinel_reports": {"sentinel_matrix", "sentinel_core"},
+           "sentinel_cli": {"sentinel_core", "sentinel_matrix", "sentinel_reports"}}
 
 
 def module_name(path: Path) -> str:

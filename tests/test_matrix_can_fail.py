@@ -76,8 +76,8 @@ def test_out_of_memory_is_not_a_verdict_and_the_run_goes_on(tmp_path):
 def test_a_machine_fault_is_recorded_as_an_error_and_the_page_keeps_the_earlier_pass(tmp_path):
     """SENTINEL_CACHE is a file: no checkpoint can be made. The rows say the machine stopped them; the page's cell
     keeps the earlier pass and lists the run apart."""
-    from reports.load import merge
-    from reports.render import render_markdown
+    from sentinel_reports.load import merge
+    from sentinel_reports.render import render_markdown
 
     blocked = tmp_path / "cache-file"
     blocked.write_text("not a folder")

@@ -4,9 +4,9 @@ catches every catchable mutant (fp32 effect past the fp32 bar) with the matrix's
 import pytest
 import torch
 
-from matrix import grading
-from matrix.checks import CheckFailed, _logprobs, check_mutation, input_batch, load_pair
-from matrix.mutants import MUTANTS
+from sentinel_matrix import grading
+from sentinel_matrix.checks import CheckFailed, _logprobs, check_mutation, input_batch, load_pair
+from sentinel_matrix.mutants import MUTANTS
 
 NATIVE = ["llama-gqa", "bloom-post-ln-residual-6-heads", "gpt2", "mistral-sliding-window", "gemma-multi-query-wide-heads"]
 

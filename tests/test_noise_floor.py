@@ -5,8 +5,8 @@ check scores bugs against the same bar."""
 import pytest
 import torch
 
-from matrix import grading
-from matrix.checks import CheckFailed, attention_paths_diff, check_infer, check_quality, generate_positions, \
+from sentinel_matrix import grading
+from sentinel_matrix.checks import CheckFailed, attention_paths_diff, check_infer, check_quality, generate_positions, \
     hf_position_kwargs, input_batch, load_pair, _logprobs
 
 

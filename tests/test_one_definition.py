@@ -1,4 +1,4 @@
-"""Adding a check is one definition: a `Check` registered in matrix/registry.py (here from a plugin, as a
+"""Adding a check is one definition: a `Check` registered in sentinel_matrix/registry.py (here from a plugin, as a
 user's own check would be) is a valid --checks name, gets its rows and records, takes part in the status
 rules and becomes a column of the report, with no other file touched."""
 
@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from matrix import registry
-from reports import status as rules
-from reports.render import render_markdown
+from sentinel_matrix import registry
+from sentinel_reports import status as rules
+from sentinel_reports.render import render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 
 PLUGIN = '''
-from matrix import registry
+from sentinel_matrix import registry
 
 def _made_up(row, request):
     return {"made_up_score": 0.5}
@@ -39,7 +39,7 @@ def test_a_made_up_check_needs_one_definition(tmp_path, monkeypatch):
     # The report process knows the same definition: the check is a column and decides the status.
     monkeypatch.setattr(registry, "CHECKS", [*registry.CHECKS, registry.Check(
         "made_up", "Made up", "a check invented by a test", lambda row, request: {}, default=False)])
-    from reports.html import render_html
+    from sentinel_reports.html import render_html
 
     assert "<th>Made up (cpu fp32)" in render_html(records)  # a column of the per-check tables
     others = [r for r in records if r["check"] != "made_up"]

@@ -6,10 +6,10 @@ throughput measured on models really pruned."""
 import pytest
 import torch
 
-from matrix import grading
-from matrix.checks import prune
-from matrix.checks import ModelPair
-from matrix.checks.prune import prunable_fraction
+from sentinel_matrix import grading
+from sentinel_matrix.checks import prune
+from sentinel_matrix.checks import ModelPair
+from sentinel_matrix.checks.prune import prunable_fraction
 from sentinel_core import load_adaptive_model
 from tests.tokenizer_fixture import TEXT, make_tokenizer
 
@@ -60,8 +60,8 @@ def test_random_is_the_mean_of_its_seeds_with_their_range(result):
 
 
 def test_every_metric_is_of_a_kind_the_reporter_reads(result):
-    from matrix.metrics import kind
-    from matrix.records import kind_error
+    from sentinel_matrix.metrics import kind
+    from sentinel_matrix.records import kind_error
 
     _, _, m = result
     assert {k: v for k, v in m.items() if kind_error(v, kind(k))} == {}

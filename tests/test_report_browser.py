@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from reports.__main__ import main as reports_main
+from sentinel_reports.__main__ import main as reports_main
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -18,7 +18,7 @@ FIELDS = {"torch": "2.13.0", "transformers": "5.24.0", "device_name": "x86_64", 
 
 
 def records():
-    from matrix import evidence
+    from sentinel_matrix import evidence
 
     decoder = evidence.content_hash((evidence.ROOT / "sentinel_core/decoder.py").read_bytes())
     env = {**FIELDS, "depends": {"code": {"sentinel_core/decoder.py": decoder}, "data": {}, "catalog_entry": None}}
@@ -100,7 +100,7 @@ def test_plots_are_drawn_with_axes_and_stay_inside_the_page(page):
 
 def test_statuses_read_as_words_without_an_emoji_font(page):
     """Debian's chromium as installed here has no emoji font: a status must still read, as a word beside its mark."""
-    from reports.status import LABEL
+    from sentinel_reports.status import LABEL
 
     tab, _ = page
     cells = tab.evaluate("""() => [...document.querySelectorAll('h2')].find(h => h.textContent === 'Support overview')

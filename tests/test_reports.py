@@ -5,13 +5,13 @@ import re
 
 import pytest
 
-from matrix import evidence
-from reports import status as rules
-from reports.__main__ import main as reports_main
-from reports.diff import compare
-from reports.load import RecordError, load_results, merge, read_records
-from reports.html import render_html
-from reports.render import cell, known_issues, mutation_summary, mutation_table, render_markdown
+from sentinel_matrix import evidence
+from sentinel_reports import status as rules
+from sentinel_reports.__main__ import main as reports_main
+from sentinel_reports.diff import compare
+from sentinel_reports.load import RecordError, load_results, merge, read_records
+from sentinel_reports.html import render_html
+from sentinel_reports.render import cell, known_issues, mutation_summary, mutation_table, render_markdown
 
 OTHER_CODE = "0123456789abcdef"  # a file hash no tree has
 DECODER_NOW = evidence.content_hash((evidence.ROOT / "sentinel_core/decoder.py").read_bytes())
@@ -329,7 +329,7 @@ def test_outputs_go_into_new_folders_or_fail_in_one_line_before_writing(tmp_path
 
 
 def test_diff_counts_a_lost_number_and_fails_on_regression_when_asked(tmp_path, capsys):
-    from reports.diff import main as diff_main
+    from sentinel_reports.diff import main as diff_main
 
     old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
     old.write_text(json.dumps(rec(max_logprob_diff=1e-5, ppl=20.0)) + "\n")
@@ -456,7 +456,7 @@ def test_a_users_own_run_shows_in_what_they_render_and_check_keeps_to_the_commit
 
 def test_a_pipe_in_a_cell_never_splits_it():
     """phi3's architecture text says q|k|v: every row of every Markdown table keeps its header's cell count."""
-    from reports.render import Table
+    from sentinel_reports.render import Table
 
     table = Table(["Family", "Architecture"], [["phi3", "fused q|k|v and gate|up"], ["x", "two\nlines"]]).markdown()
     lines = table.splitlines()
@@ -516,7 +516,7 @@ def test_head_pruning_table_and_plot(tmp_path):
 
 def test_the_html_report_escapes_what_checkpoints_name():
     """A model_type, model id, reason or sample text from a checkpoint anyone can write never becomes markup."""
-    from reports.html import render_html
+    from sentinel_reports.html import render_html
 
     script = "<script>alert(1)</script>"
     records = [rec(model=f"evil/{script}", family=f"x{script}", weights="hub", check=c, reason=f"r{script}",

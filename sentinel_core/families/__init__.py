@@ -4,7 +4,7 @@ A family says how an HF config becomes a DecoderSpec (`to_spec`) and how HF para
 onto the decoder's canonical names (`rules`). Adding a family is adding a file here and naming it in
 `FAMILY_MODULES`. A family's file is imported the first time its model_type is asked for (as llama.cpp's
 model map does), so running one family never runs another's code: a matrix row's evidence names only the
-family files it used (matrix/evidence.py).
+family files it used (sentinel_matrix/evidence.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-import matrix.checks as checks
+import sentinel_matrix.checks as checks
 
 _original = checks.load_pair
 

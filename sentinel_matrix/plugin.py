@@ -1,0 +1,14 @@
+"""The matrix's pytest options as a plugin module. A checkout registers it from the root conftest.py
+(`pytest_plugins`), so `pytest matrix/ ...` and a plain `pytest` both know the options; `sentinel check`
+passes `-p sentinel_matrix.plugin`, since an installed wheel has no root conftest. Names and valid values live in
+sentinel_matrix/options.py."""
+
+from sentinel_matrix.options import add_options, validate
+
+
+def pytest_addoption(parser):
+    add_options(parser)
+
+
+def pytest_configure(config):
+    validate(config)  # a bad name is a usage error before anything is collected
