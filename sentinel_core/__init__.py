@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 # public name -> the submodule that defines it
 _EXPORTS = {
-    "AdaptiveCausalLM": "model", "CausalLMOutput": "decoder", "GatedDecoder": "decoder", "KVCache": "decoder",
+    "AdaptiveCausalLM": "model", "AdaptiveSeq2SeqLM": "seq2seq", "Seq2SeqSpec": "spec", "CausalLMOutput": "decoder", "GatedDecoder": "decoder", "KVCache": "decoder",
     **{name: "errors" for name in ("SentinelError", "CheckpointError", "DeviceError", "DiskSpaceError", "DtypeError", "GateError",
                                    "GatedModelError", "InputError", "ModelNotFoundError", "PruneError",
                                    "RemoteCodeError", "UnsupportedConfigError", "UnsupportedModelError")},
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from .importance import head_importance, importance_prune_plan
     from .loader import ResolvedCheckpoint, load_adaptive_model, load_baseline_model, resolve_checkpoint
     from .model import AdaptiveCausalLM
-    from .spec import DecoderSpec
+    from .seq2seq import AdaptiveSeq2SeqLM
+    from .spec import DecoderSpec, Seq2SeqSpec
 
 
 def __getattr__(name: str):

@@ -112,3 +112,29 @@ def build_decoder(cls, hf_model, consume: bool, **init_kwargs):
     model.tie_weights()
     model.init_buffers(device)
     return model.eval()
+
+
+def build_seq2seq(cls, hf_model, consume: bool, **init_kwargs):
+    """Build `cls` (AdaptiveSeq2SeqLM) from an HF encoder-decoder, as build_decoder does a causal model."""
+    spec = dataclasses.replace(get_family(hf_model.config.model_type).to_spec(hf_model.config),
+                               tie_embeddings=hf_ties_embeddings(hf_model))
+    some_param = next(hf_model.parameters())
+    device, dtype = some_param.device, some_param.dtype
+    weights = convert_weights(hf_model, spec, consume)
+    if spec.final_logits_bias:  # a buffer in HF's model, so no rule reads it
+        weights["final_logits_bias"] = hf_model.final_logits_bias.detach().clone()
+    with torch.device("meta"):
+        model = cls(spec, **init_kwargs)
+    expected = {name for name, _ in model.named_parameters() if not name.startswith("gates.")}
+    expected |= {"final_logits_bias"} if spec.final_logits_bias else set()
+    if spec.tie_embeddings:
+        expected.discard("lm_head.weight")
+    if expected != set(weights):
+        missing, extra = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        raise CheckpointError(f"{spec.family} converter is incomplete: no rule for {missing}, unknown targets {extra}")
+    model.load_state_dict(weights, strict=False, assign=True)
+    for kind, gates in model.gates.items():
+        model.gates[kind] = nn.Parameter(torch.ones(gates.shape, device=device, dtype=dtype), requires_grad=False)
+    model.tie_weights()
+    model.init_buffers(device)
+    return model.eval()

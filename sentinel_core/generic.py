@@ -104,6 +104,10 @@ def check_wrappable(config, trust_remote_code: bool = False) -> WrapperSpec:
     """The wrapper's spec for `config`, from the model built on the meta device: fails before any weights are read."""
     from transformers import AutoModelForCausalLM
 
+    if getattr(config, "is_encoder_decoder", False):  # its causal class would be the decoder alone
+        raise UnsupportedModelError(
+            f"model_type {config.model_type!r} is an encoder-decoder without a converter; native families: "
+            f"{_native()}")
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)

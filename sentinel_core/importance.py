@@ -37,14 +37,19 @@ METHODS = IMPORTANCE_METHODS
 
 
 def head_importance(model, input_ids, attention_mask=None, method: str = "gradient", seed: int = 0,
-                    normalize: bool = False, progress=None) -> torch.Tensor:
+                    normalize: bool = False, progress=None, labels=None) -> torch.Tensor | dict[str, torch.Tensor]:
     """Importance of every head, [num_layers, num_heads] on the CPU; higher = more important.
 
     input_ids [B, T] (a text tokenised by the caller, one window per row) and attention_mask are needed by
     `gradient` and `ablation` only; `seed` by `random` only. `normalize`: per-layer L2 normalisation (any method).
-    The model is left in eval mode (dropout off), whichever method runs.
+    The model is left in eval mode (dropout off), whichever method runs. An encoder-decoder scores its three
+    kinds of attention: {"encoder" | "decoder" | "cross": [layers, heads]}, the loss being that of `labels` (the
+    target ids) given input_ids (the source).
     """
     model.eval()
+    if getattr(getattr(model, "spec", None), "architecture", None) == "seq2seq":
+        scores = seq2seq_importance(model, input_ids, attention_mask, labels, method, seed)
+        return {kind: normalize_per_layer(s) for kind, s in scores.items()} if normalize else scores
     if method in ("gradient", "ablation"):
         if input_ids is None:
             raise InputError(f"head_importance(method={method!r}) scores heads on a text: pass input_ids "
@@ -213,6 +218,68 @@ def random_importance(model, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     scores = torch.rand(model.num_layers, model.num_heads, generator=g, dtype=_score_dtype(model))
     return scores.masked_fill(~_kept(model), 0)
+
+
+def seq2seq_importance(model, input_ids, attention_mask, labels, method: str, seed: int) -> dict[str, torch.Tensor]:
+    """head_importance's four methods over an encoder-decoder's three gate tensors (each kept head's gate at 1,
+    pruned ones at 0 while scoring; every gate put back exactly afterwards)."""
+    if method not in METHODS:
+        raise InputError(f"unknown importance method {method!r}; use one of {', '.join(METHODS)}")
+    kinds = list(model.gates)
+    kept = {kind: model.gates[kind].new_zeros(model.gates[kind].shape, dtype=torch.bool) for kind in kinds}
+    for kind in kinds:
+        for layer, attention in enumerate(model.attentions(kind)):
+            kept[kind][layer, attention.head_ids] = True
+    dtype = torch.promote_types(model.dtype, torch.float32)
+    if method == "random":
+        g = torch.Generator().manual_seed(seed)
+        return {kind: torch.rand(kept[kind].shape, generator=g, dtype=dtype).masked_fill(~kept[kind].cpu(), 0)
+                for kind in kinds}
+    if method == "magnitude":
+        scores = {}
+        for kind in kinds:
+            scores[kind] = torch.zeros(kept[kind].shape, dtype=dtype)
+            for layer, attention in enumerate(model.attentions(kind)):
+                weight = attention.o.weight.unflatten(1, (attention.num_heads, model.spec.head_dim))
+                scores[kind][layer, attention.head_ids.cpu()] = weight.double().norm(dim=(0, 2)).cpu().to(dtype)
+        return scores
+    if input_ids is None or labels is None:
+        raise InputError(f"head_importance(method={method!r}) on an encoder-decoder scores heads on a source and "
+                         f"its target: pass input_ids (the source) and labels (the target ids)")
+    saved = {kind: model.gates[kind].detach().clone() for kind in kinds}
+    try:
+        with torch.no_grad():
+            for kind in kinds:
+                model.gates[kind].copy_(kept[kind].to(model.gates[kind].dtype))
+
+        def loss():
+            return model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+
+        if method == "gradient":  # Michel 2019: the mean over rows of |dL/d gate|
+            for kind in kinds:
+                model.gates[kind].requires_grad_(True)
+            total = {kind: torch.zeros(kept[kind].shape, dtype=dtype) for kind in kinds}
+            for row in range(input_ids.shape[0]):
+                mask = None if attention_mask is None else attention_mask[row:row + 1]
+                value = model(input_ids=input_ids[row:row + 1], attention_mask=mask, labels=labels[row:row + 1]).loss
+                grads = torch.autograd.grad(value, [model.gates[kind] for kind in kinds])
+                for kind, grad in zip(kinds, grads):
+                    total[kind] += grad.abs().cpu().to(dtype)
+            return {kind: (total[kind] / input_ids.shape[0]).masked_fill(~kept[kind].cpu(), 0) for kind in kinds}
+        scores = {kind: torch.zeros(kept[kind].shape, dtype=dtype) for kind in kinds}
+        with torch.no_grad():  # ablation: the loss increase with that head alone gated to 0
+            base = loss()
+            for kind in kinds:
+                for layer, head in kept[kind].nonzero().tolist():
+                    model.gates[kind][layer, head] = 0
+                    scores[kind][layer, head] = (loss() - base).item()
+                    model.gates[kind][layer, head] = 1
+        return scores
+    finally:
+        with torch.no_grad():
+            for kind in kinds:
+                model.gates[kind].requires_grad_(False)
+                model.gates[kind].copy_(saved[kind])
 
 
 def importance_prune_plan(scores: torch.Tensor, fraction: float | None = None, count: int | None = None,

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import errors as hub_errors
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig
 
-from .convert import build_decoder
+from .convert import build_decoder, build_seq2seq
 from .errors import (CheckpointError, DeviceError, DtypeError, GatedModelError, ModelNotFoundError, RemoteCodeError,
                      SentinelError, UnsupportedModelError)
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
+from .seq2seq import AdaptiveSeq2SeqLM
+from .spec import Seq2SeqSpec
 from .names import DTYPE_ALIASES
 from .saving import MANIFEST, is_saved_model, load_saved, saved_spec
 
@@ -310,7 +312,12 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     if dtype is not None:
         kwargs["dtype"] = dtype
     with hub_errors_explained(model_name):
-        model, info = AutoModelForCausalLM.from_pretrained(name, output_loading_info=True, **kwargs)
+        if "gguf_file" not in kwargs and "config" not in kwargs:  # read once: it says which Auto class loads it
+            kwargs["config"] = load_config(model_name, **kwargs)
+        # transformers reads only decoder-only models from GGUF
+        seq2seq = getattr(kwargs.get("config"), "is_encoder_decoder", False) and "gguf_file" not in kwargs
+        auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+        model, info = auto.from_pretrained(name, output_loading_info=True, **kwargs)
     if info.get("mismatched_keys"):
         key, found, expected = sorted(info["mismatched_keys"], key=lambda m: m[0])[0]
         more = len(info["mismatched_keys"]) - 1
@@ -367,7 +374,8 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
     name = resolved.name if resolved else model_name
     if baseline_model is None and (resolved.saved if resolved else is_saved_model(name)):
         with hub_errors_explained(name):  # a corrupt config.json: the same one-line error as a checkpoint's
-            return load_saved(AdaptiveCausalLM, name, device=device, dtype=None if dtype == "auto" else dtype)
+            cls = AdaptiveSeq2SeqLM if isinstance(saved_spec(name), Seq2SeqSpec) else AdaptiveCausalLM
+            return load_saved(cls, name, device=device, dtype=None if dtype == "auto" else dtype)
     if baseline_model is not None:
         if dtype == "auto":
             dtype = None  # the baseline's own dtype is the checkpoint's, as loaded
@@ -375,15 +383,21 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
             # A copy: the caller's HF model stays free of our hooks, as it stays intact for a converter.
             model = GenericGatedLM(copy.deepcopy(baseline_model))
             return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-        model = build_decoder(AdaptiveCausalLM, baseline_model, consume=False, config=baseline_model.config,
-                              generation_config=getattr(baseline_model, "generation_config", None))
+        model = _build(baseline_model, consume=False)
         return model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
     # A config the converter refuses, or one with no attention heads to gate, fails here, before any weights are read.
     resolved = resolve_checkpoint(model_name, trust_remote_code=trust_remote_code, revision=revision)
     if resolved.config.model_type not in FAMILIES:
         return GenericGatedLM(load_baseline_model(resolved, device=device, dtype=dtype))
     baseline = load_baseline_model(resolved, device=device, dtype=dtype)
-    model = build_decoder(AdaptiveCausalLM, baseline, consume=True, config=baseline.config,
-                          generation_config=getattr(baseline, "generation_config", None))
+    model = _build(baseline, consume=True)
     del baseline
     return model
+
+
+def _build(baseline, consume: bool):
+    """The native model of an HF model: the gated decoder, or the gated encoder-decoder for a seq2seq family."""
+    kwargs = dict(config=baseline.config, generation_config=getattr(baseline, "generation_config", None))
+    if baseline.config.is_encoder_decoder:
+        return build_seq2seq(AdaptiveSeq2SeqLM, baseline, consume=consume, **kwargs)
+    return build_decoder(AdaptiveCausalLM, baseline, consume=consume, **kwargs)

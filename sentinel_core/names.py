@@ -14,6 +14,9 @@ DTYPE_SHORT = {FLOAT32: "fp32", BFLOAT16: "bf16", FLOAT16: "fp16"}
 DTYPE_ALIASES = {**{dtype: dtype for dtype in DTYPE_SHORT}, **{short: dtype for dtype, short in DTYPE_SHORT.items()}}
 HALF_PRECISION = (BFLOAT16, FLOAT16)
 
+# Families rebuilt as the gated encoder-decoder (seq2seq.py) rather than the gated decoder.
+ENCODER_DECODER_FAMILIES = ("t5", "bart", "mbart", "marian")
+
 # What users call a family, by its models' names, for the model_type that holds them (lower case).
 FAMILY_ALIASES = {"pythia": "gpt_neox", "neox": "gpt_neox", "gpt-neox": "gpt_neox", "llama2": "llama",
                   "llama-2": "llama", "llama3": "llama", "llama-3": "llama", "tinyllama": "llama", "smollm": "llama",

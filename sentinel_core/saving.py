@@ -1,7 +1,8 @@
-"""Pruned checkpoints: an AdaptiveCausalLM saved as a folder and loaded back bit for bit.
+"""Pruned checkpoints: an AdaptiveCausalLM or AdaptiveSeq2SeqLM saved as a folder and loaded back bit for bit.
 
 The folder:
-  sentinel.json            the manifest: format version, model_type, the DecoderSpec, pruned heads, files
+  sentinel.json            the manifest: format version, model_type, the spec (DecoderSpec, or Seq2SeqSpec with
+                           "architecture": "seq2seq"), pruned heads, files
   sentinel.safetensors     the canonical state dict: gates and each layer's head_ids / kv_of_head included,
                            which is all it takes to rebuild the pruned shapes
   config.json              the HF config (generation defaults, tokenizer-side ids); generation_config.json too
@@ -23,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
-from .spec import DecoderSpec
+from .spec import DecoderSpec, Seq2SeqSpec
 
 MANIFEST = "sentinel.json"
 WEIGHTS = "sentinel.safetensors"
@@ -68,7 +69,7 @@ def save_pretrained(model, folder) -> None:
         files.append("generation_config.json")
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "sentinel_version": _version(),
                 "model_type": model.spec.family, "dtype": str(model.dtype).removeprefix("torch."),
-                "pruned_heads": {str(k): v for k, v in model.pruned_heads.items()},
+                "pruned_heads": _json_keys(model.pruned_heads),
                 "files": files, "spec": dataclasses.asdict(model.spec)}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -98,26 +99,33 @@ def read_manifest(folder: Path) -> dict:
     return manifest
 
 
-def _spec(manifest: dict, folder: Path) -> DecoderSpec:
+def _json_keys(value):
+    """pruned_heads as JSON spells it: every key a string, at any depth ({kind: {layer: heads}} too)."""
+    return {str(k): _json_keys(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _spec(manifest: dict, folder: Path) -> DecoderSpec | Seq2SeqSpec:
     saved = dict(manifest["spec"])
-    if not {"hf_separate_qkv", "hf_separate_gate_up"} <= set(saved) and saved.get("family"):
+    spec_class = Seq2SeqSpec if saved.pop("architecture", None) == "seq2seq" else DecoderSpec
+    if spec_class is DecoderSpec and not {"hf_separate_qkv", "hf_separate_gate_up"} <= set(saved) and \
+            saved.get("family"):
         # Saved before the spec said which fused matrices HF multiplies apart: the family's rules say it.
         from .convert import hf_separate_from_rules
 
         saved = {**hf_separate_from_rules(saved["family"], DecoderSpec(**{k: tuple(v) if isinstance(v, list) else v
                                                                         for k, v in saved.items()})), **saved}
-    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(DecoderSpec)})
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(spec_class) if f.init})
     if unknown:  # a field this decoder does not implement: running without it would compute something else
         raise CheckpointError(f"{folder}: the saved spec has fields this sentinel ({_version()}) does not know "
                               f"({', '.join(unknown)}): upgrade sentinel to load it")
     try:
         # JSON has no tuples: the spec's tuple fields (rotary frequencies, sliding layers) come back as lists.
-        return DecoderSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+        return spec_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
     except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{folder / MANIFEST}: the saved spec is invalid ({exc}): {_fix(folder)}") from exc
 
 
-def saved_spec(folder) -> DecoderSpec:
+def saved_spec(folder) -> DecoderSpec | Seq2SeqSpec:
     """The spec a saved folder loads with (pruned heads included), read from its manifest alone."""
     folder = Path(folder)
     return _spec(read_manifest(folder), folder)
@@ -127,6 +135,9 @@ def saved_spec(folder) -> DecoderSpec:
 # must not load as a model that silently differs from its own config.
 ARCHITECTURE_FIELDS = ("family", "vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                        "intermediate_size", "norm", "norm_eps", "positions", "mlp", "activation")
+SEQ2SEQ_ARCHITECTURE_FIELDS = ("family", "vocab_size", "hidden_size", "head_dim", "encoder_layers", "decoder_layers",
+                               "encoder_heads", "decoder_heads", "encoder_ffn", "decoder_ffn", "norm", "norm_eps",
+                               "pre_norm", "positions", "activation", "gated_mlp")
 
 
 def _agrees_with_config(spec: DecoderSpec, config, folder: Path) -> None:
@@ -136,8 +147,12 @@ def _agrees_with_config(spec: DecoderSpec, config, folder: Path) -> None:
         raise CheckpointError(f"{folder}: config.json names model_type {config.model_type!r}, but {MANIFEST} a "
                               f"{spec.family} decoder: {_fix(folder)}")
     expected = FAMILIES[config.model_type].to_spec(config)
+    fields = SEQ2SEQ_ARCHITECTURE_FIELDS if isinstance(spec, Seq2SeqSpec) else ARCHITECTURE_FIELDS
+    if type(expected) is not type(spec):
+        raise CheckpointError(f"{folder}: config.json names model_type {config.model_type!r}, but {MANIFEST} a "
+                              f"{spec.family} model: {_fix(folder)}")
     wrong = [f"{name} {getattr(spec, name)!r} where config.json gives {getattr(expected, name)!r}"
-             for name in ARCHITECTURE_FIELDS if getattr(spec, name) != getattr(expected, name)]
+             for name in fields if getattr(spec, name) != getattr(expected, name)]
     if wrong:
         raise CheckpointError(f"{folder}: {MANIFEST} disagrees with config.json ({'; '.join(wrong[:3])}): {_fix(folder)}")
 
@@ -170,8 +185,7 @@ def load_saved(cls, folder, device="cpu", dtype: torch.dtype | None = None):
         raise CheckpointError(f"{folder / WEIGHTS} does not fit its spec (missing: {sorted(missing)[:3]}, "
                               f"unexpected: {sorted(result.unexpected_keys)[:3]}): {_fix(folder)}")
     model.tie_weights()
-    pruned = {str(k): v for k, v in model.pruned_heads.items()}  # as JSON spells it
-    if pruned != manifest["pruned_heads"]:
+    if _json_keys(model.pruned_heads) != manifest["pruned_heads"]:
         raise CheckpointError(f"{folder}: the weights' pruned heads {model.pruned_heads} are not the manifest's "
                               f"{manifest['pruned_heads']}: {_fix(folder)}")
     return model.eval()

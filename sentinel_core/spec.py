@@ -1,7 +1,8 @@
 """The architecture as data.
 
 A `DecoderSpec` says everything the gated decoder needs to know about a model: which norm, which
-positions, which MLP, which residual layout, which biases. Family converters
+positions, which MLP, which residual layout, which biases; a `Seq2SeqSpec` the same for the gated
+encoder-decoder (seq2seq.py). Family converters
 (`sentinel_core/families/`) turn a Hugging Face config into a spec; the decoder never asks which
 family it is running.
 """
@@ -147,11 +148,61 @@ def _is(value, kind) -> bool:
     return isinstance(value, kind)
 
 
-def _check_field_types(spec: DecoderSpec) -> None:
+KINDS = ("encoder", "decoder", "cross")  # an encoder-decoder's three attentions, as gates and plans name them
+
+
+@dataclass(frozen=True)
+class Seq2SeqSpec:
+    family: str
+    vocab_size: int
+    hidden_size: int
+    head_dim: int
+    encoder_layers: int
+    decoder_layers: int
+    encoder_heads: int
+    decoder_heads: int  # decoder self-attention and cross-attention alike
+    encoder_ffn: int
+    decoder_ffn: int
+    norm: str  # "rms" (T5: no mean, no bias, variance in fp32) or "layernorm"
+    norm_eps: float
+    pre_norm: bool  # T5, mBART; BART and Marian normalise after each residual add
+    activation: str
+    gated_mlp: bool  # T5 v1.1 / flan-T5: act(wi_0 x) * wi_1 x
+    bias: bool  # attention and MLP biases (the BART family)
+    positions: str  # "relative" (T5's buckets) or "table" (BART's learned rows, Marian's fixed sinusoids)
+    max_positions: int = 0
+    position_offset: int = 0  # BART's learned table starts 2 rows in
+    relative_buckets: int = 0
+    relative_max_distance: int = 0
+    score_scale: float = 1.0  # T5 scales no scores; the BART family by head_dim ** -0.5
+    embed_scale: float = 1.0  # sqrt(D) where scale_embedding is set
+    embedding_norm: bool = False  # BART and mBART's layernorm_embedding, per stack
+    final_norm: bool = False  # T5 and mBART: one norm after each stack
+    tie_embeddings: bool = True
+    logits_scale: float = 1.0  # T5 with a tied head: D ** -0.5 before the head
+    final_logits_bias: bool = False
+    decoder_start_token_id: int = 0
+    architecture: str = dataclasses.field(default="seq2seq", init=False)
+
+    def __post_init__(self):
+        _check_field_types(self)
+        for name in ("vocab_size", "hidden_size", "head_dim", "encoder_layers", "decoder_layers", "encoder_heads",
+                     "decoder_heads", "encoder_ffn", "decoder_ffn"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"spec.{name}={getattr(self, name)}; it must be at least 1")
+
+    def heads(self, kind: str) -> int:
+        return self.encoder_heads if kind == "encoder" else self.decoder_heads
+
+    def layers(self, kind: str) -> int:
+        return self.encoder_layers if kind == "encoder" else self.decoder_layers
+
+
+def _check_field_types(spec) -> None:
     # A spec read from a hand-edited manifest ("max_positions": "x") would otherwise fail deep inside the
     # decoder, or compare wrongly and run.
-    hints = typing.get_type_hints(DecoderSpec)
-    for field in dataclasses.fields(DecoderSpec):
+    hints = typing.get_type_hints(type(spec))
+    for field in dataclasses.fields(spec):
         value = getattr(spec, field.name)
         if not _is(value, hints[field.name]):
             raise TypeError(f"spec.{field.name}={value!r} is a {type(value).__name__}; expected {hints[field.name]}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from transformers.pytorch_utils import Conv1D
 
 from .errors import DiskSpaceError
@@ -62,6 +62,8 @@ def randomise_(model: nn.Module, seed: int = 0) -> nn.Module:
                 normal(p, 0.2, 1.0)
             else:  # biases
                 normal(p, 0.2)
+    if isinstance(getattr(model, "final_logits_bias", None), torch.Tensor):  # BART's: a buffer, saved like a weight
+        normal(model.final_logits_bias, 0.2)
     return model
 
 
@@ -77,8 +79,8 @@ CALIBRATION_FILE = "sentinel_calibration.json"
 RANDOMISATION = "calibrated-v3"  # v3: fp32 values off bf16's grid; part of the cache fingerprint: a new scheme never reuses old folders
 
 # Parameters (last name component) that write into the residual stream: attention output and MLP down
-# projections under the names transformers' decoders give them.
-RESIDUAL_WRITERS = ("o_proj", "out_proj", "c_proj", "dense", "fc2", "fc_out", "down_proj", "dense_4h_to_h", "wo", "w2")
+# projections under the names transformers' decoders (and T5's "o") give them.
+RESIDUAL_WRITERS = ("o", "o_proj", "out_proj", "c_proj", "dense", "fc2", "fc_out", "down_proj", "dense_4h_to_h", "wo", "w2")
 # Sandwich-norm blocks (Gemma 3: post_feedforward_layernorm present) normalise each sublayer's output before the
 # residual add, so scaling the projections changes nothing there: their post norms (1 + w) are what write.
 # (Llama's post_attention_layernorm is the MLP's input norm; it counts only next to a post_feedforward one.)
@@ -131,7 +133,8 @@ def _temperature_target(model) -> tuple[list[torch.Tensor], bool]:
         return [p for p in (head.weight, getattr(head, "bias", None)) if p is not None], False
     # The final norm sits outside the layer list (OPT registers it before the layers); a post-LN model
     # without one ends in its last layer's last norm.
-    outside_layers = [m for name, m in norms if not re.search(r"\.\d+\.", name)]
+    # An embedding norm (BART's layernorm_embedding) comes before the layers: never the head's input.
+    outside_layers = [m for name, m in norms if not re.search(r"\.\d+\.", name) and "embedding" not in name]
     norm = outside_layers[-1] if outside_layers else norms[-1][1]
     with torch.no_grad():  # Gemma-style norms scale by 1 + w: a zero weight does not zero the output
         saved = norm.weight.detach().clone()
@@ -157,7 +160,10 @@ def calibrate_(model: nn.Module, seed: int = 0) -> dict:
     """Residual gain, then logit temperature, as the module docstring says; returns what was set and measured."""
     model.eval()
     ids = _probe(model, seed)
-    logits = lambda: model(ids).logits.float()  # noqa: E731
+    if model.config.is_encoder_decoder:  # the probe is the source and the target alike
+        logits = lambda: model(input_ids=ids, decoder_input_ids=ids).logits.float()  # noqa: E731
+    else:
+        logits = lambda: model(ids).logits.float()  # noqa: E731
     writers = [p for name, p in model.named_parameters()
                if p.dim() == 2 and name.rsplit(".", 2)[-2] in RESIDUAL_WRITERS]
     unit_offset_writers = False
@@ -200,7 +206,8 @@ def make_synthetic_checkpoint(config, folder: str | Path, seed: int = 0, calibra
     calibrated (see calibrate_) unless `calibrate` is False, with what calibration measured in CALIBRATION_FILE."""
     folder = Path(folder)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    auto = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    model = auto.from_config(config, dtype=torch.float32)
     randomise_(model, seed)
     calibration = calibrate_(model, seed) if calibrate else None
     folder.mkdir(parents=True, exist_ok=True)

@@ -62,12 +62,22 @@ def test_model_without_attention_heads_is_refused_naming_the_families(tmp_path):
 
 
 def test_model_type_without_a_causal_lm_class_is_refused(tmp_path):
-    from transformers import T5Config
+    from transformers import DistilBertConfig
 
-    T5Config(vocab_size=64, d_model=32, num_layers=1, num_heads=2).save_pretrained(tmp_path)
+    DistilBertConfig(vocab_size=64, dim=32, n_layers=1, n_heads=2, hidden_dim=64).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError) as exc:
         load_adaptive_model(tmp_path)
-    assert "'t5'" in one_line(exc) and "no causal LM class" in one_line(exc)
+    assert "'distilbert'" in one_line(exc) and "no causal LM class" in one_line(exc)
+
+
+def test_an_encoder_decoder_without_a_converter_is_refused_not_cut_to_its_decoder(tmp_path):
+    from transformers import PegasusConfig  # transformers has PegasusForCausalLM: the decoder alone
+
+    PegasusConfig(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                  decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64).save_pretrained(tmp_path)
+    with pytest.raises(UnsupportedModelError) as exc:
+        load_adaptive_model(tmp_path)
+    assert "'pegasus' is an encoder-decoder without a converter" in one_line(exc) and "t5" in one_line(exc)
 
 
 def test_model_type_unknown_to_transformers_is_one_line(tmp_path):
@@ -172,6 +182,7 @@ def test_trust_remote_code_is_off_unless_asked(monkeypatch):
         seen.update(kwargs)
         raise OSError("stop here")
 
+    monkeypatch.setattr(loader.AutoConfig, "from_pretrained", fake)  # the config is read first: which Auto class
     monkeypatch.setattr(loader.AutoModelForCausalLM, "from_pretrained", fake)
     with pytest.raises(OSError):
         load_baseline_model("whatever-model")

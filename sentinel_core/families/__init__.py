@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from ..errors import UnsupportedConfigError, UnsupportedModelError
+from ..names import ENCODER_DECODER_FAMILIES
 from ..spec import DecoderSpec
 
 
@@ -51,7 +52,9 @@ def reference_attention(config) -> str:
 FAMILY_MODULES = {"bloom": "bloom", "falcon": "falcon", "gemma": "gemma", "gemma3_text": "gemma3", "gemma3": "gemma3",
                   "gpt2": "gpt2", "gpt_neo": "gpt_neo", "gpt_neox": "gpt_neox", "gptj": "gptj", "llama": "llama",
                   "mistral": "mistral", "opt": "opt", "phi": "phi", "phi3": "phi3", "qwen2": "qwen2",
-                  "stablelm": "stablelm"}
+                  "stablelm": "stablelm",
+                  # encoder-decoders (seq2seq.py): their to_spec gives a Seq2SeqSpec
+                  **{family: family for family in ENCODER_DECODER_FAMILIES}}
 
 
 class _Families(MutableMapping):
