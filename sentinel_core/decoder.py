@@ -560,7 +560,9 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         past = cache.seen() if cache is not None else 0
         static = isinstance(cache, StaticKVCache)
         check_mask(attention_mask, input_ids, cache.max_len if static else past + T)
-        if s.positions == "learned" and past + T > s.max_positions:  # no row of the position table is left
+        # No row of the position table is left. A static cache's length is a device tensor (read it and a captured
+        # step would sync): generate checks its room once instead (AdaptiveCausalLM._check_room).
+        if s.positions == "learned" and not static and past + T > s.max_positions:
             raise InputError(f"{past + T} tokens (cached ones included) but this model learned {s.max_positions} "
                              f"positions: keep inputs to {s.max_positions} tokens")
         if unit_gates is None:

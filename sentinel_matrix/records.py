@@ -110,18 +110,22 @@ def _stamped_commit(root: Path) -> str | None:
 
 @cache
 def git_sha(root: Path = ROOT) -> str | None:
-    """The commit of these sources: a checkout's HEAD, else the commit stamped beside a copy without .git."""
-    if _in_git_checkout(root):
-        return (_git(root, "rev-parse", "HEAD") or "").strip() or None
-    return _stamped_commit(root)
+    """The commit of these sources: the commit stamped beside them when the stamp describes these very sources
+    (a copy sent elsewhere may sit on another commit's .git), else a checkout's HEAD."""
+    stamped = _stamped_commit(root)
+    if stamped is not None or not _in_git_checkout(root):
+        return stamped
+    return (_git(root, "rev-parse", "HEAD") or "").strip() or None
 
 
 @cache
 def git_dirty(root: Path = ROOT) -> bool | None:
     """Uncommitted changes (untracked files included) to the code that measures; None without git. A stamped
     copy is clean by construction (stamp refuses a dirty checkout)."""
+    if _stamped_commit(root) is not None:
+        return False
     if not _in_git_checkout(root):
-        return False if _stamped_commit(root) is not None else None
+        return None
     status = _git(root, "status", "--porcelain", "--", *SOURCE_FOLDERS)
     return None if status is None else bool(status.strip())
 

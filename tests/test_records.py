@@ -40,8 +40,15 @@ def test_a_copy_names_the_commit_stamped_for_its_own_sources(tmp_path):
     sha = "e817ab4fead844915a6ebbb6c5230e91f1e7de71"
     (copy / records.COMMIT_FILE).write_text(f"{sha} {records.source_hash.__wrapped__(copy)}\n")
     assert records.git_sha.__wrapped__(copy) == sha and records.git_dirty.__wrapped__(copy) is False
-    # A stamp of other sources (the code changed after stamping) names nothing.
+    # The GPU machine's copy sits on the landed main's .git: the stamp, which describes these sources, wins.
+    subprocess.run(["git", "init", "-q", str(copy)], check=True)
+    subprocess.run(["git", "-C", str(copy), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "another commit"], check=True)
+    assert records.git_sha.__wrapped__(copy) == sha and records.git_dirty.__wrapped__(copy) is False
+    # A stamp of other sources (the code changed after stamping) names nothing; there, git's HEAD is the commit.
     (copy / records.COMMIT_FILE).write_text(f"{sha} 0123456789abcdef\n")
+    assert records.git_sha.__wrapped__(copy) not in (None, sha)
+    shutil.rmtree(copy / ".git")
     assert records.git_sha.__wrapped__(copy) is None
 
 
