@@ -4,6 +4,7 @@
     sentinel check tiny/llama --checks load,infer                  # a model's matrix rows, as a verdict table
     sentinel prune MODEL --fraction 0.3 --out DIR                  # remove the least important heads, save
     sentinel report [--check] [--html report.html]                 # python -m sentinel_reports
+    sentinel bisect MODEL --check quality [--good V] [--bad V]     # the transformers release a row flips at
     sentinel env                                                   # versions, devices, caches
     sentinel cache [list | clean [KIND ...] --yes]                 # Sentinel's cache, with sizes
 
@@ -23,7 +24,7 @@ import sys
 from .common import version
 from .generate import build_parser, sampling_settings  # noqa: F401  (the generate API, as before the split)
 
-COMMANDS = ("generate", "check", "prune", "report", "env", "cache")
+COMMANDS = ("generate", "check", "prune", "report", "bisect", "env", "cache")
 
 
 def command(name: str):

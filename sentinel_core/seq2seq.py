@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 
 from .decoder import activation
 from .errors import CheckpointError, GateError, InputError, PruneError
+from .generation import _count, _number
 from .inputs import check_ids, check_mask, prune_plan
 from .spec import KINDS, Seq2SeqSpec
 from .names import NATIVE
@@ -112,9 +114,9 @@ class MLP(nn.Module):
         self.act = activation(spec.activation)
 
     def forward(self, x):
-        if self.gate is None:
-            return self.down(self.act(self.up(x)))
-        return self.down(self.act(self.gate(x)) * self.up(x))  # T5's wi_0 is the activated half
+        h = self.act(self.up(x)) if self.gate is None else self.act(self.gate(x)) * self.up(x)  # T5: wi_0 activated
+        # HF keeps T5's wo in fp32 when loading in fp16 (_keep_in_fp32_modules) and feeds it in its own dtype
+        return self.down(h.to(self.down.weight.dtype))
 
 
 class Layer(nn.Module):
@@ -354,12 +356,27 @@ class AdaptiveSeq2SeqLM(PretrainedLike, nn.Module):
                 encoder_outputs=None, past_key_values=None, use_cache=False, labels=None) -> Seq2SeqOutput:
         """HF's call: logits [B, T, V] of decoder_input_ids given the source. With labels and no decoder ids, the
         decoder reads labels shifted right behind the start token, as HF's models do."""
+        if labels is not None:
+            if not isinstance(labels, torch.Tensor) or labels.dim() != 2 or labels.dtype.is_floating_point:
+                raise InputError("labels must be the target ids [batch, length] (-100 where no loss is wanted)")
+            if not bool((labels != -100).any(dim=1).all()):
+                raise InputError("a row of labels is all -100: it has no target token to score; drop the row")
         if decoder_input_ids is None:
             if labels is None:
                 raise InputError("pass decoder_input_ids (the target so far, starting with the decoder start token "
                                  f"{self.spec.decoder_start_token_id}), or labels")
             decoder_input_ids = self.shift_right(labels)
-        states = encoder_outputs if encoder_outputs is not None else self.encode(input_ids, attention_mask)
+        if encoder_outputs is not None:  # HF passes a BaseModelOutput or a tuple; a tensor is taken as it is
+            states = encoder_outputs if isinstance(encoder_outputs, torch.Tensor) else (
+                encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list)) else
+                getattr(encoder_outputs, "last_hidden_state", None))
+            if not isinstance(states, torch.Tensor) or states.dim() != 3 or states.shape[-1] != self.spec.hidden_size:
+                raise InputError(f"encoder_outputs must be the encoder's states [batch, length, "
+                                 f"{self.spec.hidden_size}] (model.encode(input_ids, attention_mask)), got "
+                                 f"{type(encoder_outputs).__name__}")
+            check_mask(attention_mask, states[..., 0], states.shape[1])
+        else:
+            states = self.encode(input_ids, attention_mask)
         cache = past_key_values if past_key_values is not None else (Seq2SeqCache() if use_cache else None)
         logits = self.logits(self.decode(decoder_input_ids, states, attention_mask, decoder_attention_mask, cache))
         loss = None
@@ -421,41 +438,45 @@ class AdaptiveSeq2SeqLM(PretrainedLike, nn.Module):
     # generation ----------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, generation_config=None, *, max_new_tokens=None,
-                 max_length=None, do_sample=None, temperature=None, top_k=None, top_p=None, eos_token_id=None,
-                 pad_token_id=None, decoder_start_token_id=None, generator: torch.Generator | None = None,
-                 use_cache: bool = True, return_dict_in_generate: bool = False, **unsupported):
-        """Target ids [B, 1 + new] (the decoder start token first), as HF's generate for an encoder-decoder:
-        the checkpoint's generation_config gives the start token, eos, pad, forced BOS/EOS, bad words,
-        no_repeat_ngram_size, min and max length; an argument or a passed `generation_config` overrides them;
-        eos_token_id=[] means no eos. Greedy unless do_sample; beam search is HF's (load_baseline_model)."""
-        config = self._generation_config(generation_config, unsupported, max_new_tokens=max_new_tokens,
-                                         max_length=max_length, do_sample=do_sample, temperature=temperature,
-                                         top_k=top_k, top_p=top_p, pad_token_id=pad_token_id,
-                                         decoder_start_token_id=decoder_start_token_id)
-        eos = [] if eos_token_id == [] else ([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id) \
-            if eos_token_id is not None else _as_list(config.eos_token_id)
-        config.eos_token_id = eos or None
+    def generate(self, input_ids, attention_mask=None, generation_config=None, *, generator: torch.Generator | None = None,
+                 use_cache: bool = True, return_dict_in_generate: bool = False, **settings):
+        """Target ids [B, 1 + new] (the decoder start token first), as HF's generate for an encoder-decoder.
+
+        Settings are resolved as HF 5 resolves them: a keyword argument (max_new_tokens, max_length, min_length,
+        do_sample, temperature, top_k, top_p, eos_token_id, pad_token_id, decoder_start_token_id,
+        forced_bos_token_id, forced_eos_token_id, bad_words_ids, no_repeat_ngram_size), else the passed
+        `generation_config`, else the checkpoint's generation_config, else HF's defaults (20 tokens in all, top_k 50
+        when sampling). eos_token_id=[] means no eos. Greedy unless do_sample; a setting this generate does not
+        implement (beam search, repetition penalty, ...) is refused by name: HF's model (load_baseline_model) has it.
+        Without an attention_mask the source is attended whole, as transformers 5 does (4.x masked its pad tokens:
+        INFERS_SOURCE_MASK follows the installed release).
+        """
+        config = self._generation_config(generation_config, settings)
+        eos = config["eos_token_id"]
+        if attention_mask is None and INFERS_SOURCE_MASK and config["pad_token_id"] is not None and \
+                config["pad_token_id"] not in eos and isinstance(input_ids, torch.Tensor) and \
+                bool((input_ids == config["pad_token_id"]).any()):
+            attention_mask = (input_ids != config["pad_token_id"]).long()
         states = self.encode(input_ids, attention_mask)
         B = input_ids.shape[0]
-        start = next(t for t in (config.decoder_start_token_id, config.bos_token_id,  # HF's order of fallbacks
-                                 self.spec.decoder_start_token_id) if t is not None)
-        ids = torch.full((B, 1), start, dtype=torch.long, device=input_ids.device)
-        processors = _processors(config, eos)
+        ids = torch.full((B, 1), config["decoder_start_token_id"], dtype=torch.long, device=input_ids.device)
+        processors = _processors(config, eos, ids.device)
         cache = Seq2SeqCache() if use_cache else None
         done = torch.zeros(B, dtype=torch.bool, device=ids.device)
-        pad = config.pad_token_id if config.pad_token_id is not None else (eos[0] if eos else 0)
-        while ids.shape[1] < config.max_length:
+        pad = config["pad_token_id"] if config["pad_token_id"] is not None else (eos[0] if eos else 0)
+        eos_ids = torch.tensor(eos, dtype=torch.long, device=ids.device)
+        while ids.shape[1] < config["max_length"]:
             step = ids[:, -1:] if cache is not None and cache.seen() else ids
             logits = self.logits(self.decode(step, states, attention_mask, None, cache))[:, -1].float()
             scores = processors(ids, logits)
-            if config.do_sample:
+            if config["do_sample"]:
                 token = torch.multinomial(F.softmax(scores, dim=-1), 1, generator=generator).squeeze(1)
             else:
                 token = scores.argmax(dim=-1)
-            token = torch.where(done, torch.full_like(token, pad), token)
+            token = torch.where(done, torch.full_like(token, pad), token)  # a finished row is padded, as in HF
             ids = torch.cat([ids, token[:, None]], dim=1)
-            done |= torch.isin(token, torch.tensor(eos, device=ids.device)) if eos else done
+            if eos:
+                done |= torch.isin(token, eos_ids)
             if bool(done.all()):
                 break
         if return_dict_in_generate:
@@ -464,50 +485,74 @@ class AdaptiveSeq2SeqLM(PretrainedLike, nn.Module):
             return GenerateEncoderDecoderOutput(sequences=ids)
         return ids
 
-    def _generation_config(self, passed, unsupported, **given):
-        import copy
-
-        from transformers import GenerationConfig
-
-        if unsupported:
-            name = sorted(unsupported)[0]
-            raise InputError(f"generate() got {name}=, which this model's generate does not take: use HF's model "
-                             f"(load_baseline_model) for it, or drop it")
-        base = passed if passed is not None else getattr(self, "generation_config", None) or GenerationConfig()
-        if not hasattr(base, "to_dict"):
-            raise InputError(f"generation_config is a {type(base).__name__}: pass a transformers.GenerationConfig")
-        config = copy.deepcopy(base)
-        if passed is not None and (config.num_beams or 1) > 1:
-            raise InputError(f"generation_config sets num_beams={config.num_beams}: beam search is HF's "
-                             f"(load_baseline_model); pass num_beams=1 for greedy or sampling")
-        if passed is None and (config.num_beams or 1) > 1:
-            warnings.warn(f"the checkpoint's generation_config asks for num_beams={config.num_beams}; this generate "
-                          f"decodes greedily (or samples): for beam search, use HF's model", stacklevel=3)
-        for name, value in given.items():
-            if value is not None:
-                setattr(config, name, value)
-        if max_length_given := given.get("max_length"):
-            if given.get("max_new_tokens") is not None:
-                raise InputError("generate() got both max_length and max_new_tokens: give one")
-            config.max_length = max_length_given
-        elif config.max_new_tokens is not None:
-            config.max_length = 1 + config.max_new_tokens  # the start token, then the new ones
-        for name in ("max_length", "top_k"):
-            value = getattr(config, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise InputError(f"{name}={value!r}: pass a non-negative integer")
-        if config.max_length < 2:
-            raise InputError(f"max_length={config.max_length} leaves no room after the decoder start token: raise it")
-        if config.do_sample and not (config.temperature or 0) > 0:
-            raise InputError(f"temperature={config.temperature} with do_sample=True: it must be > 0")
+    def _generation_config(self, passed, given: dict) -> dict:
+        """One generate call's settings: argument > passed config > checkpoint's config > HF's defaults."""
+        unknown = sorted(set(given) - set(GENERATE_DEFAULTS))
+        if unknown:
+            raise InputError(f"generate() got {unknown[0]}=, which this model's generate does not take: use HF's "
+                             f"model (load_baseline_model) for it, or drop it")
+        if passed is not None and not hasattr(passed, "to_dict"):
+            raise InputError(f"generation_config is a {type(passed).__name__}: pass a transformers.GenerationConfig")
+        layers = [getattr(self, "generation_config", None), passed]
+        for source, layer in zip(("the checkpoint's generation_config", "generation_config"), layers):
+            for name, inert in UNIMPLEMENTED_GENERATE.items():
+                value = getattr(layer, name, None) if layer is not None else None
+                if value is not None and value != inert and value != [] and value != {}:
+                    if layer is passed or name != "num_beams":
+                        raise InputError(f"{source} sets {name}={value!r}, which this model's generate does not "
+                                         f"implement: set it to {inert!r}, or use HF's model (load_baseline_model)")
+                    warnings.warn(f"the checkpoint's generation_config asks for num_beams={value}; this generate "
+                                  f"decodes greedily (or samples): for beam search, use HF's model", stacklevel=4)
+        config = dict(GENERATE_DEFAULTS)
+        for layer in layers:
+            if layer is not None:
+                config.update({k: getattr(layer, k) for k in GENERATE_DEFAULTS if getattr(layer, k, None) is not None})
+        # eos_token_id=[] is "no eos", not "unset"
+        config.update({k: v for k, v in given.items() if v is not None or (k == "eos_token_id" and v == [])})
+        if given.get("max_length") is not None and given.get("max_new_tokens") is not None:
+            raise InputError("generate() got both max_length and max_new_tokens: give one (max_new_tokens counts new "
+                             "tokens only, max_length the decoder start token too)")
+        if config["max_new_tokens"] is not None and given.get("max_length") is None:  # it wins over a max_length
+            config["max_length"] = 1 + _count("max_new_tokens", config["max_new_tokens"], least=1)
+        elif config["max_length"] is None:  # HF: 20 new tokens, within the learned positions
+            limit = getattr(self.config, "max_position_embeddings", None) or 21
+            config["max_length"] = min(1 + DEFAULT_NEW_TOKENS, limit)
+        config["max_length"] = _count("max_length", config["max_length"], least=2)
+        for name in ("top_k", "min_length", "no_repeat_ngram_size"):
+            config[name] = _count(name, config[name], least=0)
+        if not isinstance(config["do_sample"], bool):
+            raise InputError(f"do_sample={config['do_sample']!r}: pass True or False")
+        if config["do_sample"] and not _number("temperature", config["temperature"]) > 0:
+            raise InputError(f"temperature={config['temperature']} with do_sample=True: it must be > 0")
+        if not 0 < _number("top_p", config["top_p"]) <= 1:
+            raise InputError(f"top_p={config['top_p']}: it must be in (0, 1]")
+        config["eos_token_id"] = _as_list(config["eos_token_id"])
+        config["decoder_start_token_id"] = next(t for t in (config["decoder_start_token_id"], config["bos_token_id"],
+                                                            self.spec.decoder_start_token_id) if t is not None)
         return config
+
+
+# generate's settings and HF's defaults for them (transformers 5 leaves every GenerationConfig field None and fills
+# these in at generate time).
+DEFAULT_NEW_TOKENS = 20
+# transformers 4.x's generate masked an encoder-decoder's pad tokens when no attention_mask came; 5.x does not.
+INFERS_SOURCE_MASK = int(transformers.__version__.split(".")[0]) < 5
+GENERATE_DEFAULTS = dict(max_new_tokens=None, max_length=None, min_length=0, do_sample=False, temperature=1.0, top_k=50,
+                         top_p=1.0, eos_token_id=None, pad_token_id=None, bos_token_id=None, decoder_start_token_id=None,
+                         forced_bos_token_id=None, forced_eos_token_id=None, bad_words_ids=None,
+                         no_repeat_ngram_size=0)
+# GenerationConfig settings that change what generate computes and that this generate does not implement.
+UNIMPLEMENTED_GENERATE = {"num_beams": 1, "num_return_sequences": 1, "repetition_penalty": 1.0, "min_new_tokens": 0,
+                          "typical_p": 1.0, "min_p": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+                          "encoder_no_repeat_ngram_size": 0, "penalty_alpha": None, "length_penalty": 1.0,
+                          "diversity_penalty": 0.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
 
 
 def _as_list(value) -> list[int]:
     return [] if value is None else [value] if isinstance(value, int) else list(value)
 
 
-def _processors(config, eos: list[int]):
+def _processors(config: dict, eos: list[int], device):
     """transformers' own logits processors for the settings HF's generate applies to an encoder-decoder."""
     from transformers.generation.logits_process import (ForcedBOSTokenLogitsProcessor,
                                                         ForcedEOSTokenLogitsProcessor, LogitsProcessorList,
@@ -516,21 +561,22 @@ def _processors(config, eos: list[int]):
                                                         TopKLogitsWarper, TopPLogitsWarper)
 
     processors = LogitsProcessorList()
-    if config.no_repeat_ngram_size:
-        processors.append(NoRepeatNGramLogitsProcessor(config.no_repeat_ngram_size))
-    if config.bad_words_ids:
-        processors.append(NoBadWordsLogitsProcessor(config.bad_words_ids, eos or None))
-    if config.min_length and eos:
-        processors.append(MinLengthLogitsProcessor(config.min_length, eos))
-    if config.forced_bos_token_id is not None:
-        processors.append(ForcedBOSTokenLogitsProcessor(config.forced_bos_token_id))
-    if config.forced_eos_token_id is not None:
-        processors.append(ForcedEOSTokenLogitsProcessor(config.max_length, config.forced_eos_token_id))
-    if config.do_sample:
-        if config.temperature not in (None, 1.0):
-            processors.append(TemperatureLogitsWarper(config.temperature))
-        if config.top_k:
-            processors.append(TopKLogitsWarper(config.top_k))
-        if config.top_p is not None and config.top_p < 1.0:
-            processors.append(TopPLogitsWarper(config.top_p))
+    if config["no_repeat_ngram_size"]:
+        processors.append(NoRepeatNGramLogitsProcessor(config["no_repeat_ngram_size"]))
+    if config["bad_words_ids"]:
+        processors.append(NoBadWordsLogitsProcessor(config["bad_words_ids"], eos or None))
+    if config["min_length"] and eos:
+        processors.append(MinLengthLogitsProcessor(config["min_length"], eos, device=device))
+    if config["forced_bos_token_id"] is not None:
+        processors.append(ForcedBOSTokenLogitsProcessor(config["forced_bos_token_id"]))
+    if config["forced_eos_token_id"] is not None:
+        processors.append(ForcedEOSTokenLogitsProcessor(config["max_length"], config["forced_eos_token_id"],
+                                                        device=device))
+    if config["do_sample"]:
+        if config["temperature"] != 1.0:
+            processors.append(TemperatureLogitsWarper(config["temperature"]))
+        if config["top_k"]:
+            processors.append(TopKLogitsWarper(config["top_k"]))
+        if config["top_p"] < 1.0:
+            processors.append(TopPLogitsWarper(config["top_p"]))
     return processors

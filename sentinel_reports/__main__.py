@@ -64,8 +64,13 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = args.results or ([RESULTS_DIR] if RESULTS_DIR.exists() else [])
     read: list[tuple[Path, int]] = []
+    # The transformers-release runs (results/versions/): the version table's alone, never the main tables'.
+    releases_dir = RESULTS_DIR / "versions"
     try:
         records = load_results(paths, committed_only=args.check or args.committed, read=read)
+        # One file per release, merged apart: a row's newest record is kept per release, never across them.
+        release_records = [r for path in sorted(releases_dir.glob("*.jsonl")) for r in load_results([path], read=read)
+                           ] if not args.results and releases_dir.is_dir() else []
     except RecordError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               f"matrix first, name the results files, or pass --allow-empty", file=sys.stderr)
         return 2
     print("read " + ", ".join(f"{_shown(path)} ({count})" for path, count in read), file=sys.stderr)
-    page = render_markdown(records)
+    page = render_markdown(records, release_records)
     # --html alone writes that file and nothing else; the Markdown page is written when asked, or when nothing is
     markdown = args.output is not None or args.check or not args.html
     output = Path(args.output or DEFAULT_OUTPUT)
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html:
             from .html import render_html
 
-            write_whole(Path(args.html), render_html(records))
+            write_whole(Path(args.html), render_html(records, release_records))
             print(f"wrote {args.html}")
     except OSError as exc:
         print(f"error: cannot write {exc.filename or output} ({exc.strerror or exc}): free space or choose another "

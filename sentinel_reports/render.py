@@ -628,5 +628,50 @@ def best_path_table(records: list[dict]) -> Table | None:
                   "vs HF best (b8) ↑", "Read GB/s (fastest round)", "Decode limit tok/s (b1)", "Share of limit: adaptive / HF ↑"], rows)
 
 
-def render_markdown(records: list[dict]) -> str:
-    return _env().get_template("SUPPORTED_MODELS.md.j2").render(**build_context(records))
+def release_of(record: dict) -> str | None:
+    return (record.get("env") or {}).get("transformers")
+
+
+def version_matrix(records: list[dict]) -> dict | None:
+    """Family × transformers release over the CPU rows (the version runs' and the main job's): each cell the
+    family's status on that release's records, with the reasons of what failed or skipped there; per model the
+    lowest and highest release it passes on. None while fewer than two releases have records."""
+    from packaging.version import Version
+
+    from .load import recorded_at, record_key
+
+    newest: dict[tuple, dict] = {}  # per release and row, the newest record (the main job's and a version run's)
+    for r in records:
+        if r["device"] == "cpu" and release_of(r) and r["check"] in registry.status_names() and r["outcome"] != ERROR:
+            key = (release_of(r), *record_key(r))
+            if key not in newest or recorded_at(r) > recorded_at(newest[key]):
+                newest[key] = r
+    cpu = list(newest.values())
+    releases = sorted({release_of(r) for r in cpu}, key=Version)
+    if len(releases) < 2:
+        return None
+    rows = []
+    for family in sorted({r["family"] for r in cpu}):
+        cells = []
+        for release in releases:
+            here = [r for r in cpu if r["family"] == family and release_of(r) == release]
+            statuses = [rules.model_status([r for r in here if r["model"] == m]) for m in {r["model"] for r in here}]
+            reasons = sorted({f"{r['model']} {r['check']}: {r['outcome']} — {r['reason'] or 'no reason recorded'}"
+                              for r in here if r["outcome"] != PASSED and rules.is_current(r)})
+            cells.append({"status": rules.labelled(rules.family_status(statuses)) if here else rules.labelled(
+                rules.UNTESTED), "release": release, "anchor": f"release-{family}-{release}",
+                          "reasons": reasons})
+        rows.append({"family": family, "cells": cells})
+    verified = []
+    for model in sorted({r["model"] for r in cpu}):
+        good = [release for release in releases if rules.model_status(
+            [r for r in cpu if r["model"] == model and release_of(r) == release]) in (rules.PASS, rules.SYNTHETIC)]
+        verified.append([model, good[0] if good else "—", good[-1] if good else "—", f"{len(good)}/{len(releases)}"])
+    table = Table(["Family", *releases], [[row["family"], *[c["status"] for c in row["cells"]]] for row in rows])
+    return {"releases": releases, "rows": rows, "table": table,
+            "models": Table(["Model", "Lowest release passing", "Highest", "Releases passing"], verified)}
+
+
+def render_markdown(records: list[dict], release_records: list[dict] | None = None) -> str:
+    return _env().get_template("SUPPORTED_MODELS.md.j2").render(**build_context(records),
+                                                                 versions=version_matrix(records + (release_records or [])))

@@ -3,6 +3,7 @@ right-padded source batch, greedy tokens, the decoder cache, a zero gate in each
 with that head's columns of the output projection zeroed, pruning against the same gates at 0, and the loss."""
 
 import copy
+import re
 
 import pytest
 import torch
@@ -219,3 +220,60 @@ def test_the_matrix_refuses_an_encoder_decoder_before_any_row(tmp_path):
                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
     assert done.returncode == 4 and not results.exists(), done.stdout[-500:]
     assert "is an encoder-decoder" in done.stdout + done.stderr
+
+
+def test_generate_resolves_settings_as_hf_does(pair, batch):
+    """No length given (HF's 20 new tokens), a passed config filled in from the checkpoint's, a forced BOS token
+    argument, and a padded source without a mask (transformers 4 masks its pads, 5 attends them)."""
+    from transformers import GenerationConfig
+
+    hf, adaptive, _ = pair
+    source, mask, _ = batch
+    hf_cache = hf.config.model_type != "t5" or hf.config.num_decoder_layers == hf.config.num_layers
+    for kwargs in ({}, {"generation_config": GenerationConfig(max_new_tokens=5)}, {"forced_bos_token_id": 7,
+                                                                                   "max_new_tokens": 4}):
+        theirs = hf.generate(source, attention_mask=mask, num_beams=1, do_sample=False, use_cache=hf_cache, **kwargs)
+        assert torch.equal(adaptive.generate(source, attention_mask=mask, **kwargs), theirs), kwargs
+    pad = hf.generation_config.pad_token_id
+    eos = hf.generation_config.eos_token_id
+    if pad is not None and pad != eos:
+        padded = batch[0].masked_fill(batch[1] == 0, pad)
+        theirs = hf.generate(padded, max_new_tokens=4, num_beams=1, do_sample=False, use_cache=hf_cache)
+        assert torch.equal(adaptive.generate(padded, max_new_tokens=4), theirs)
+    sampled = adaptive.generate(source, attention_mask=mask, do_sample=True, max_new_tokens=3,
+                                generator=torch.Generator().manual_seed(0))
+    assert sampled.shape[0] == source.shape[0] and sampled.shape[1] <= 4
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    ({"num_beams": 4}, "num_beams=4"), ({"repetition_penalty": 1.3}, "repetition_penalty=1.3"),
+    ({"max_new_tokens": 0}, "max_new_tokens=0"), ({"max_length": 5, "max_new_tokens": 2}, "give one"),
+    ({"do_sample": True, "temperature": 0.0}, "must be > 0"), ({"top_p": 1.5}, "(0, 1]"),
+    ({"output_scores": True}, "does not take"),
+])
+def test_generate_refuses_what_it_does_not_implement(pair, kwargs, says):
+    from transformers import GenerationConfig
+
+    _, adaptive, _ = pair
+    source = torch.tensor([[5, 6, 7]])
+    with pytest.raises(InputError, match=re.escape(says)):
+        if set(kwargs) <= {"num_beams", "repetition_penalty"}:
+            adaptive.generate(source, generation_config=GenerationConfig(**kwargs))
+        else:
+            adaptive.generate(source, **kwargs)
+
+
+def test_encoder_outputs_as_hf_passes_them_and_labels_without_targets(pair, batch):
+    from transformers.modeling_outputs import BaseModelOutput
+
+    _, adaptive, _ = pair
+    source, mask, target = batch
+    states = adaptive.encode(source, mask)
+    with torch.no_grad():
+        direct = adaptive(encoder_outputs=states, attention_mask=mask, decoder_input_ids=target).logits
+        wrapped = adaptive(encoder_outputs=BaseModelOutput(last_hidden_state=states), attention_mask=mask,
+                           decoder_input_ids=target).logits
+        as_tuple = adaptive(encoder_outputs=(states,), attention_mask=mask, decoder_input_ids=target).logits
+    assert torch.equal(direct, wrapped) and torch.equal(direct, as_tuple)
+    with pytest.raises(InputError, match="all -100"):
+        adaptive(input_ids=source, attention_mask=mask, labels=torch.full_like(target, -100))
