@@ -647,7 +647,9 @@ def version_matrix(records: list[dict]) -> dict | None:
             if key not in newest or recorded_at(r) > recorded_at(newest[key]):
                 newest[key] = r
     cpu = list(newest.values())
-    releases = sorted({release_of(r) for r in cpu}, key=Version)
+    # a release whose every record is stale says nothing about today's code: no column
+    releases = sorted({release_of(r) for r in cpu if rules.is_current(r)}, key=Version)
+    cpu = [r for r in cpu if release_of(r) in releases]
     if len(releases) < 2:
         return None
     rows = []
