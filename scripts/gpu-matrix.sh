@@ -14,6 +14,9 @@
 #                    machine stays warm): real weights travel in parts (`python -m sentinel_matrix.sources split`)
 #   real [DTYPES]    join the parts (sha256 checked), then load/infer/quality/mutation rows of the packaged
 #                    real weights on CUDA in each dtype (default bfloat16,float32), and in float32 the prune rows
+#   seq2seq [DTYPES] the encoder-decoders: tests/test_cuda.py's encoder-decoder test, then in each dtype (default
+#                    "bfloat16 float32") every t5/bart/mbart/marian entry's load/infer/quality/mutation rows (--slow
+#                    included), then their bench rows (full depth), as time permits (SEQ2SEQ_S per dtype)
 #   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
 #                    tiny entry and the real geometries the verdicts are held to; then the rest of the
 #                    catalog's load/infer/quality rows, as time permits
@@ -94,4 +97,15 @@ if [[ $part == real ]]; then
 fi
 if [[ $part == quality-rows ]]; then  # re-grade named rows: bash scripts/gpu-matrix.sh OUT quality-rows MODELS
   run matrix/ --devices cuda --weights synthetic --checks quality --models "${3:?models}" --results "$out/h200-matrix.jsonl"
+fi
+if [[ $part == seq2seq ]]; then
+  run tests/test_cuda.py -k encoder_decoder
+  for dtype in ${3:-bfloat16 float32}; do
+    timeout "${SEQ2SEQ_S:-150}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic --slow \
+      --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation \
+      --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -6
+  done
+  timeout "${SEQ2SEQ_BENCH_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
+    --checks bench --models "${4:-t5-small,google/flan-t5-small,facebook/bart-base,Helsinki-NLP/opus-mt-en-de}" \
+    --results "$out/h200-bench.jsonl" 2>&1 | tail -4
 fi

@@ -117,21 +117,11 @@ def resolve(name: str) -> AdhocEntry:
         from sentinel_matrix import sources
 
         family, problem = _local_family(path)
-        _refuse_encoder_decoder(name, family)
         return AdhocEntry(id=str(path), family=family, size="", sources=("local",), config={}, location=str(path),
                           fingerprint=sources.fingerprint(path), problem=problem)
     family, revision = _hub_family(name)
-    _refuse_encoder_decoder(name, family)
     return AdhocEntry(id=name, family=family, size="", sources=("hub",), config={}, location=name,
                       fingerprint=revision)
-
-
-def _refuse_encoder_decoder(name: str, family: str) -> None:
-    from sentinel_core.names import ENCODER_DECODER_FAMILIES
-
-    if family in ENCODER_DECODER_FAMILIES:  # no row would mean anything: the checks call a causal LM
-        raise pytest.UsageError(f"--models: {name} is an encoder-decoder ({family}); the matrix has no "
-                                f"encoder-decoder rows yet: use the API (load_adaptive_model), which supports it")
 
 
 def provision(entry: AdhocEntry):

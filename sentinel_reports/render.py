@@ -13,8 +13,8 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from sentinel_matrix import grading, registry
-from sentinel_core.names import (ERROR, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED, REAL_WEIGHTS, SKIPPED,
-                                 short_dtype)
+from sentinel_core.names import (ENCODER_DECODER_FAMILIES, ERROR, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED,
+                                 REAL_WEIGHTS, SKIPPED, short_dtype)
 from sentinel_matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from sentinel_matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
@@ -234,9 +234,19 @@ def build_context(records: list[dict]) -> dict:
 
 def hf_class(model_type: str) -> str:
     """The causal-LM class transformers maps a model_type to (LlamaForCausalLM, ...)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                         MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES)
 
+    if model_type in ENCODER_DECODER_FAMILIES:
+        return MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES.get(model_type, model_type)
     return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, model_type)
+
+
+def gated_attention(model_type: str) -> str:
+    """Which attention a family's gates sit on."""
+    if model_type in ENCODER_DECODER_FAMILIES:
+        return "encoder self, decoder self, cross"
+    return "self (hooks on HF's modules)" if model_type in generic_wrapper_families() else "self"
 
 
 def _first(names, n: int = 3) -> str:
@@ -260,11 +270,12 @@ def architecture_overview(by_model: dict[str, list[dict]], families: list[dict],
                 last = max([last, *(r["time"][:10] for r in group if rules.is_current(r) and r["outcome"] == PASSED)])
             marks.append(rules.family_status(statuses))
         path = "generic wrapper" if f["name"] in wrapped else NATIVE
-        rows.append([hf_class(f["name"]), f["name"], path, "gates only" if f["name"] in wrapped else "yes",
+        rows.append([hf_class(f["name"]), f["name"], path, gated_attention(f["name"]),
+                     "gates only" if f["name"] in wrapped else "yes",
                      *map(rules.labelled, marks),
                      "; ".join(f"{m} ({', '.join(where)})" for m, where in real.items()) or "—", last or "—",
                      _first(m for m in f["models"] if not m.startswith("tiny/"))])
-    return Table(["Architecture", "model_type", "Path", "prune_heads",
+    return Table(["Architecture", "model_type", "Path", "Gated attention", "prune_heads",
                   *(f"{device} {short_dtype(dtype)}" for device, dtype in devices),
                   "Verified on real weights", "Last verified", "Catalog models"], rows)
 

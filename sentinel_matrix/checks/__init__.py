@@ -12,3 +12,13 @@ from .mutation import check_mutation  # noqa: F401
 from .pair import CheckFailed, CheckInconclusive, ModelPair, load_pair  # noqa: F401
 from .quality import check_quality, rank_check, sample_output  # noqa: F401
 from .reference import Reference, adaptive_logprobs, attention_paths_diff, hf_reference  # noqa: F401
+
+# One name per check, for either architecture (kinds.py): an encoder-decoder pair gets seq2seq.py's.
+from . import seq2seq as _seq2seq  # noqa: E402
+from . import seq2seq_bench  # noqa: E402, F401  (registers the encoder-decoder's bench with bench.py)
+from .kinds import by_architecture, is_encoder_decoder  # noqa: E402, F401
+
+check_load = by_architecture(check_load, _seq2seq.check_load)
+check_infer = by_architecture(check_infer, _seq2seq.check_infer)
+check_quality = by_architecture(check_quality, _seq2seq.check_quality)
+check_mutation = by_architecture(check_mutation, _seq2seq.check_mutation)

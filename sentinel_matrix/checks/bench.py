@@ -251,9 +251,16 @@ def prune_half(model) -> dict[int, list[int]]:
     return heads
 
 
+ENCODER_DECODER_BENCH: dict = {}  # "run": the encoder-decoder's bench (seq2seq_bench.py registers it on import)
+
+
 def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = False) -> dict:
     """One bench record. `compiled` (--bench-compiled): on CUDA also the adaptive model's compiled step; on
-    CPU the HF compiled baseline, which CUDA always times."""
+    CPU the HF compiled baseline, which CUDA always times. An encoder-decoder's: seq2seq_bench.py."""
+    from sentinel_core.loader import load_config
+
+    if getattr(load_config(str(folder)), "is_encoder_decoder", False):
+        return ENCODER_DECODER_BENCH["run"](folder, device, dtype, benchmark, compiled)
     rounds = 3 if device == "cuda" else 2
     hf, hf_s, _ = timed_load(
         lambda: load_baseline_model(folder, device=device, dtype=dtype, attn_implementation="eager"), device)

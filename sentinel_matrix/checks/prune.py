@@ -25,6 +25,7 @@ from sentinel_core.importance import (calibration_and_heldout, gated_plan, head_
 
 from .. import grading
 from ..timing import spread, time_runs
+from .kinds import is_encoder_decoder
 from .pair import CheckFailed, ModelPair
 
 FRACTIONS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # 0.05: small models lose more per head than the paper's
@@ -53,6 +54,10 @@ CPU_MAX_PARAMS = 300_000_000
 
 
 def too_slow_here(model, device: str) -> str | None:
+    """Why this row is not run here (None: it runs)."""
+    if is_encoder_decoder(model):
+        return ("pruning curves are perplexity on text, which an encoder-decoder has no source for: its pruning is "
+                "held to its gates at 0 in the quality row")
     params = sum(p.numel() for p in model.parameters())
     if device == "cpu" and params > CPU_MAX_PARAMS:
         return (f"pruning curves of a {params / 1e6:.0f}M-parameter model take too long on a CPU (ablation is one "
