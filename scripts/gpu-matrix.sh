@@ -100,12 +100,17 @@ if [[ $part == quality-rows ]]; then  # re-grade named rows: bash scripts/gpu-ma
 fi
 if [[ $part == seq2seq ]]; then
   run tests/test_cuda.py -k encoder_decoder
-  for dtype in ${3:-bfloat16 float32}; do
-    timeout "${SEQ2SEQ_S:-150}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic --slow \
+  for dtype in ${3:-bfloat16 float32}; do  # the default rows first (tiny and small geometries, mutation on the tiny)
+    timeout "${SEQ2SEQ_S:-150}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
       --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation \
-      --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -6
+      --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -4
   done
   timeout "${SEQ2SEQ_BENCH_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
     --checks bench --models "${4:-t5-small,google/flan-t5-small,facebook/bart-base,Helsinki-NLP/opus-mt-en-de}" \
     --results "$out/h200-bench.jsonl" 2>&1 | tail -4
+  for dtype in ${3:-bfloat16 float32}; do  # then the large geometries, as time permits
+    timeout "${SEQ2SEQ_SLOW_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
+      --slow -m slow --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation \
+      --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -4
+  done
 fi
