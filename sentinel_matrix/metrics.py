@@ -54,6 +54,12 @@ def _prunable(fractions) -> str:
     return "prunable " + ", ".join(f"{method} {fraction:.0%}" for method, fraction in fractions.items())
 
 
+def _per_kind(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{kind} {v:.2g}" for kind, v in value.items())
+    return f"{value:.2g}"
+
+
 def _table(*metrics: Metric) -> dict[str, Metric]:
     return {m.key: m for m in metrics}
 
@@ -89,7 +95,12 @@ METRICS = _table(
     Metric("peak_mem_mb", unit="MiB", better=LOWER, diff_absolute=16.0, fmt="{:.0f} MiB"),
     Metric("baseline_peak_mem_mb", unit="MiB", diff_absolute=16.0, fmt="{:.0f} MiB"),
     Metric("params_hf", fmt="{:,}"), Metric("params_adaptive", fmt="{:,}"), Metric("gates", fmt="{}"),
-    Metric("first_and_last_layer_gate_effect", unit="nats", fmt="{:.2g}"),
+    # a number; an encoder-decoder's is one per kind of attention
+    Metric("first_and_last_layer_gate_effect", NUMBER + OBJECT + NULL, unit="nats", fmt=_per_kind),
+    *_obj("gates_by_kind", "zero_gate_vs_hf_zeroed", "pruned_heads", "pruned_heads_per_kind",
+          "baseline_padded_vs_alone_beyond_resolution_by_path"),
+    *_text("padding_side", "source_padding", "prefill", "graph_unavailable"),
+    Metric("pruned_vs_gated_max_diff_fp64", unit="nats", better=LOWER, diff_absolute=1e-9, fmt="{:.1e}"),
     # infer
     *_logprob("padded_vs_alone_max_diff", "cache_vs_full_max_diff", "hf_call_cache_vs_full_max_diff",
               "padded_vs_alone_beyond_resolution", "cache_vs_full_beyond_resolution",
