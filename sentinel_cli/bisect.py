@@ -137,4 +137,19 @@ def main(argv=None) -> int:
         old, new = before.get("metrics", {}).get(key), after.get("metrics", {}).get(key)
         if old != new and not isinstance(old, (dict, list)) and not isinstance(new, (dict, list)):
             print(f"  {key}: {old} -> {new}")
+    for line in hf_side_changes(before, after):
+        print(line)
     return 0
+
+
+def hf_side_changes(before: dict, after: dict) -> list[str]:
+    """Lines naming what moved on HF's side between two records of a row (metrics.hf_side_quantities), or saying
+    that nothing did: a flip with HF's own numbers moving is HF's change."""
+    from sentinel_matrix.metrics import hf_side_moved, hf_side_quantities
+
+    old, new = hf_side_quantities(before.get("metrics", {})), hf_side_quantities(after.get("metrics", {}))
+    moved = [label for label in sorted(set(old) & set(new)) if hf_side_moved(label, old[label], new[label])]
+    if not moved:
+        measured = ", ".join(sorted(set(old) & set(new))) or "none measured in both records"
+        return [f"  HF's side: nothing the row measures of HF alone moved ({measured})"]
+    return [f"  HF's side moved: {label} {old[label]:.3g} -> {new[label]:.3g}" for label in moved]

@@ -31,6 +31,7 @@ class Metric:
     better: str = ""  # HIGHER, LOWER or ""
     diff_absolute: float | None = None  # moved past this absolute change (None: DIFF_RELATIVE of the old value)
     diff_ignored: bool = False  # describes a measurement (a spread, a sample text): never a change on its own
+    hf_side: str = ""  # what it measures of HF alone (its eager vs SDPA, its padding, ...): a change of HF, not ours
     fmt: str | Callable = "{:.3g}"
 
     def format(self, value) -> str:
@@ -97,30 +98,38 @@ METRICS = _table(
     Metric("params_hf", fmt="{:,}"), Metric("params_adaptive", fmt="{:,}"), Metric("gates", fmt="{}"),
     # a number; an encoder-decoder's is one per kind of attention
     Metric("first_and_last_layer_gate_effect", NUMBER + OBJECT + NULL, unit="nats", fmt=_per_kind),
-    *_obj("gates_by_kind", "zero_gate_vs_hf_zeroed", "pruned_heads", "pruned_heads_per_kind",
-          "baseline_padded_vs_alone_beyond_resolution_by_path"),
+    *_obj("gates_by_kind", "zero_gate_vs_hf_zeroed", "pruned_heads", "pruned_heads_per_kind"),
+    Metric("baseline_padded_vs_alone_beyond_resolution_by_path", OBJECT, diff_ignored=True, fmt="{}",
+           hf_side="HF's own padding effect, per cache path"),
     *_text("padding_side", "source_padding", "prefill", "graph_unavailable"),
     Metric("pruned_vs_gated_max_diff_fp64", unit="nats", better=LOWER, diff_absolute=1e-9, fmt="{:.1e}"),
     # infer
     *_logprob("padded_vs_alone_max_diff", "cache_vs_full_max_diff", "hf_call_cache_vs_full_max_diff",
               "padded_vs_alone_beyond_resolution", "cache_vs_full_beyond_resolution",
-              "baseline_padded_vs_alone_beyond_resolution", "hf_call_cache_vs_full_beyond_resolution"),
+              "hf_call_cache_vs_full_beyond_resolution"),
+    Metric("baseline_padded_vs_alone_beyond_resolution", unit="nats", diff_absolute=1e-4, fmt="{:.1e}",
+           hf_side="HF's own padding effect"),
     Metric("greedy_cache_agreement", better=HIGHER, diff_absolute=0.01, fmt="{:.0%}"),
     # quality
-    *_logprob("max_logprob_diff", "max_logprob_diff_top32", "hf_call_max_logprob_diff", "baseline_attention_paths_diff",
-              "adaptive_error_vs_fp32_top32", "baseline_error_vs_fp32_top32", "error_beyond_baseline_rounding_top32",
+    Metric("baseline_attention_paths_diff", unit="nats", diff_absolute=1e-4, fmt="{:.1e}", hf_side="HF eager vs SDPA"),
+    Metric("baseline_error_vs_fp32_top32", unit="nats", diff_absolute=1e-4, fmt="{:.1e}",
+           hf_side="HF's half-precision error to its fp32"),
+    *_logprob("max_logprob_diff", "max_logprob_diff_top32", "hf_call_max_logprob_diff",
+              "adaptive_error_vs_fp32_top32", "error_beyond_baseline_rounding_top32",
               "widened_max_logprob_diff", "widened_attention_paths_diff"),
     Metric("kl", unit="nats", better=LOWER, diff_absolute=1e-5, fmt="{:.1e}"),
-    Metric("kl_vs_fp32", unit="nats", better=LOWER, fmt="{:.1e}"), Metric("baseline_kl_vs_fp32", unit="nats", fmt="{:.1e}"),
+    Metric("kl_vs_fp32", unit="nats", better=LOWER, fmt="{:.1e}"),
+    Metric("baseline_kl_vs_fp32", unit="nats", fmt="{:.1e}", hf_side="HF's half-precision KL to its fp32"),
     Metric("kl_ratio", better=LOWER, fmt="{:.2f}×"), Metric("error_ratio", better=LOWER, fmt="{:.2f}×"),
     Metric("rounding_excess", better=LOWER, fmt="{:.2f}×"), Metric("rounding_excess_q99", better=LOWER, fmt="{:.2f}×"),
     Metric("top1_agreement", better=HIGHER, diff_absolute=0.01, fmt="{:.1%}"),
     Metric("greedy_agreement", better=HIGHER, diff_absolute=0.01, fmt="{:.0%}"),
     Metric("first_greedy_divergence", diff_ignored=True, fmt="{}"),
-    Metric("ppl", better=LOWER, fmt="{:.2f}"), Metric("baseline_ppl", fmt="{:.2f}"),
+    Metric("ppl", better=LOWER, fmt="{:.2f}"), Metric("baseline_ppl", fmt="{:.2f}", hf_side="HF's perplexity"),
     Metric("ppl_ratio", better=LOWER, diff_absolute=1e-4, fmt="{:.6f}"), Metric("ppl_tokens", fmt="{}"),
     *_flag("greedy_identical", "rank_check", "above_noise", "catchable", "caught"),
-    *_obj("half_precision", "reference_stats"),
+    *_obj("half_precision"),
+    Metric("reference_stats", OBJECT, diff_ignored=True, fmt="{}", hf_side="HF's fp32 next-token distribution"),
     # mutation
     *_obj("mutants"), Metric("mutation_score", OBJECT, diff_ignored=True, fmt=_mutation_score), Metric("bar", unit="nats", fmt="{:.1e}"), Metric("noise", unit="nats", fmt="{:.1e}"),
     # prune
@@ -154,3 +163,26 @@ def metric(key: str) -> Metric:
 
 def kind(key: str):
     return metric(key).kind
+
+
+def hf_side_quantities(metrics: dict) -> dict[str, float]:
+    """What a record measured of HF alone, as numbers: label -> value (a quantity kept as an object, such as HF's
+    fp32 distribution statistics, gives one number per field). A change between two releases here is HF's."""
+    out = {}
+    for key, value in metrics.items():
+        label = metric(key).hf_side
+        if not label:
+            continue
+        if isinstance(value, dict):
+            out.update({f"{label}: {field}": v for field, v in value.items() if isinstance(v, (int, float))})
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[label] = value
+    return out
+
+
+def hf_side_moved(label: str, old: float, new: float) -> bool:
+    """Past the threshold of the metric the label names (a field of an object: DIFF_RELATIVE of its old value)."""
+    key = next((k for k, m in METRICS.items() if m.hf_side and m.hf_side == label), None)
+    if key is not None and METRICS[key].diff_absolute is not None:
+        return abs(new - old) > METRICS[key].diff_absolute
+    return abs(new - old) > DIFF_RELATIVE * max(abs(old), 1e-12)

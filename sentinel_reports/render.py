@@ -15,6 +15,7 @@ from tabulate import tabulate
 from sentinel_matrix import grading, registry
 from sentinel_core.names import (ENCODER_DECODER_FAMILIES, ERROR, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED,
                                  REAL_WEIGHTS, SKIPPED, short_dtype)
+from sentinel_matrix.metrics import hf_side_moved, hf_side_quantities
 from sentinel_matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from sentinel_matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
@@ -682,7 +683,30 @@ def version_matrix(records: list[dict]) -> dict | None:
         verified.append([model, good[0] if good else "—", good[-1] if good else "—", f"{len(good)}/{len(releases)}"])
     table = Table(["Family", *releases], [[row["family"], *[c["status"] for c in row["cells"]]] for row in rows])
     return {"releases": releases, "rows": rows, "table": table,
-            "models": Table(["Model", "Lowest release passing", "Highest", "Releases passing"], verified)}
+            "models": Table(["Model", "Lowest release passing", "Highest", "Releases passing"], verified),
+            "hf_moved": hf_moved_table(cpu, releases)}
+
+
+def hf_moved_table(records: list[dict], releases: list[str]) -> Table:
+    """Where HF itself changed between consecutive releases a row ran on: a quantity the row measured of HF alone
+    (metrics.hf_side_quantities: its eager vs SDPA, its padding effect, its fp32 distribution, ...) that moved past
+    its threshold. A verdict that flips with such a change is HF's change showing, not ours."""
+    by_row: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for r in records:
+        if rules.is_current(r):
+            by_row[(r["model"], r["weights"], r["check"], r["dtype"])][release_of(r)] = r
+    rows = []
+    for (model, weights, check, dtype), per_release in sorted(by_row.items()):
+        ran = [release for release in releases if release in per_release]
+        for old_release, new_release in zip(ran, ran[1:]):
+            old = hf_side_quantities(per_release[old_release]["metrics"])
+            new = hf_side_quantities(per_release[new_release]["metrics"])
+            for label in sorted(set(old) & set(new)):
+                if hf_side_moved(label, old[label], new[label]):
+                    outcomes = f"{per_release[old_release]['outcome']} → {per_release[new_release]['outcome']}"
+                    rows.append([model, check, label, f"{old_release} → {new_release}",
+                                 f"{old[label]:.3g} → {new[label]:.3g}", outcomes])
+    return Table(["Model", "Check", "HF-side quantity", "Releases", "Value", "Row outcome"], rows)
 
 
 def render_markdown(records: list[dict], release_records: list[dict] | None = None) -> str:

@@ -73,3 +73,21 @@ def test_a_release_that_cannot_install_is_skipped_by_the_command(monkeypatch, ca
     monkeypatch.setattr(bisect, "run_row", run_row)
     assert bisect.main(["tiny/llama", "--check", "quality", "--releases", ",".join(RELEASES)]) == 0
     assert "first bad release: transformers 5.6.0" in capsys.readouterr().out
+
+
+def test_the_command_says_what_moved_on_hfs_side(monkeypatch, capsys):
+    def run_row(release, args, workdir):
+        good = RELEASES.index(release) < RELEASES.index("5.6.0")
+        return {"outcome": "passed" if good else "failed", "reason": "",
+                "metrics": {"baseline_padded_vs_alone_beyond_resolution": 1e-6 if good else 4e-3,
+                            "baseline_attention_paths_diff": 1e-6}}
+    monkeypatch.setattr(bisect, "run_row", run_row)
+    assert bisect.main(["tiny/llama", "--check", "infer", "--releases", ",".join(RELEASES)]) == 0
+    out = capsys.readouterr().out
+    assert "HF's side moved: HF's own padding effect 1e-06 -> 0.004" in out and "eager vs SDPA" not in out
+
+
+def test_a_flip_with_hfs_numbers_unchanged_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(bisect, "run_row", fake_rows("5.6.0"))
+    bisect.main(["tiny/llama", "--check", "quality", "--releases", ",".join(RELEASES)])
+    assert "HF's side: nothing the row measures of HF alone moved" in capsys.readouterr().out

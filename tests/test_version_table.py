@@ -42,3 +42,27 @@ def test_each_release_keeps_its_own_records(tmp_path, monkeypatch):
     assert "fail" in cells[0] and "partial" in cells[1] and "partial" in cells[2], gpt2  # load alone: partial
     html = (tmp_path / "r.html").read_text()
     assert 'href="#release-gpt2-4.57.6"' in html and "tiny/gpt2 load: failed — logits differ" in html
+
+
+def test_a_change_on_hfs_side_is_named_with_its_releases(tmp_path, monkeypatch):
+    """HF's eager vs SDPA distance jumps between two releases while the row flips: the page names that quantity and
+    the releases; an HF-side number that stays put is not listed."""
+    import sentinel_reports.__main__ as entry
+
+    def quality(release, outcome, paths_diff):
+        r = record("tiny/falcon", release, outcome, check="quality")
+        r["metrics"] = {"baseline_attention_paths_diff": paths_diff, "reference_stats": {"median_entropy": 3.0}}
+        return r
+
+    results = tmp_path / "results"
+    (results / "versions").mkdir(parents=True)
+    (results / "main.jsonl").write_text(json.dumps(quality("5.25.0", "failed", 3e-3)) + "\n")
+    for release, diff in (("5.10.4", 1e-6), ("5.17.0", 2e-6)):
+        (results / "versions" / f"transformers-{release}.jsonl").write_text(json.dumps(quality(release, "passed", diff)) + "\n")
+    monkeypatch.setattr(entry, "RESULTS_DIR", results)
+    page = tmp_path / "page.md"
+    assert reports_main(["--output", str(page), "--html", str(tmp_path / "r.html"), "--allow-empty"]) == 0
+    moved = [line for line in page.read_text().splitlines() if "HF eager vs SDPA" in line]
+    assert len(moved) == 1 and "5.17.0 → 5.25.0" in moved[0] and "passed → failed" in moved[0], moved
+    assert "median_entropy" not in page.read_text().split("## Transformers releases", 1)[1].split("##", 1)[0]
+    assert "HF eager vs SDPA" in (tmp_path / "r.html").read_text()
