@@ -17,6 +17,8 @@
 #   seq2seq [DTYPES] the encoder-decoders: tests/test_cuda.py's encoder-decoder test, then in each dtype (default
 #                    "bfloat16 float32") every t5/bart/mbart/marian entry's load/infer/quality/mutation rows (--slow
 #                    included), then their bench rows (full depth), as time permits (SEQ2SEQ_S per dtype)
+#   split MODEL [GIB] scripts/split-parity.py: MODEL at full depth (synthetic bf16) split across GPU 0 (GIB of it,
+#                    default 22) and the CPU, against HF split the same way, with both sides' speed
 #   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
 #                    tiny entry and the real geometries the verdicts are held to; then the rest of the
 #                    catalog's load/infer/quality rows, as time permits
@@ -30,6 +32,7 @@ run() { python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | grep -v "Warning\|w
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
 # The machine has no network: dependencies it may lack travel as wheels in gpu_assets/.
 python3 -c "import psutil, cpuinfo" 2>/dev/null || python3 -m pip install -q --no-deps gpu_assets/psutil-*.whl gpu_assets/py_cpuinfo-*.whl
+python3 -c "import accelerate" 2>/dev/null || python3 -m pip install -q --no-deps gpu_assets/accelerate-*.whl
 # Records name the code that measured them (sentinel_matrix/records.py): a copy without .git needs SENTINEL_COMMIT
 # (the commit's sha, shipped beside the tree); the source hash is read from the files either way.
 [[ -e .git || -s SENTINEL_COMMIT ]] || echo "warning: no .git and no SENTINEL_COMMIT: records will have git_sha null" >&2
@@ -113,4 +116,8 @@ if [[ $part == seq2seq ]]; then
       --slow -m slow --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation \
       --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -4
   done
+fi
+if [[ $part == split ]]; then
+  PYTHONPATH=. python3 scripts/split-parity.py "${3:?model}" "$out/split.jsonl" --gpu-gib "${4:-22}" 2>&1 \
+    | grep -v "Warn\|warn\|Loading weights\|Writing model" | tail -40
 fi

@@ -553,8 +553,8 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         generate checks them once per call and passes True (every gate is 1: nothing is multiplied) or False.
         """
         s = self.spec
-        check_ids(input_ids, self.embed.weight.device)
-        check_gates(self.gates, s.num_layers, s.num_heads, self.embed.weight.device)
+        check_ids(input_ids, self.input_device)
+        check_gates(self.gates, s.num_layers, s.num_heads, self.input_device)
         B, T = input_ids.shape
         cache = past_key_values if past_key_values is not None else (KVCache(s.num_layers) if use_cache else None)
         past = cache.seen() if cache is not None else 0
@@ -619,6 +619,15 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return CausalLMOutput(logits=logits, past_key_values=cache, loss=loss)
 
+    @property
+    def input_device(self) -> torch.device:
+        """Where input ids go: the embedding's device, or, placed across devices (placement.py), the device the
+        embedding runs on (an offloaded embedding's weight is on the meta device between forwards)."""
+        hook = getattr(self.embed, "_hf_hook", None)
+        if getattr(hook, "execution_device", None) is not None:
+            return torch.device(hook.execution_device)
+        return self.embed.weight.device
+
     def kept_heads(self) -> torch.Tensor:
         """[layers, heads] bool: False where prune_heads removed the head."""
         kept = torch.zeros(self.spec.num_layers, self.spec.num_heads, dtype=torch.bool, device=self.gates.device)
@@ -630,9 +639,9 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         """generate's boundary: ids, mask and gates checked once per call (one host sync). Returns whether
         every gate of every head still present is 1 (a pruned head's 0 gate does not count), so the decode
         steps can skip the multiply."""
-        check_ids(input_ids, self.embed.weight.device)
+        check_ids(input_ids, self.input_device)
         check_mask(attention_mask, input_ids, input_ids.shape[1])
-        check_gates(self.gates, self.spec.num_layers, self.spec.num_heads, self.embed.weight.device)
+        check_gates(self.gates, self.spec.num_layers, self.spec.num_heads, self.input_device)
         return check_values(input_ids, self.embed.num_embeddings, self.gates, self.kept_heads())
 
     def attention_mask(self, attention_mask, B, T, past, query_pos, static_len, dtype, device) -> AttentionMask:

@@ -18,12 +18,13 @@ from huggingface_hub import errors as hub_errors
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, PretrainedConfig
 
 from .convert import build_decoder, build_seq2seq
-from .errors import (CheckpointError, DeviceError, DtypeError, GatedModelError, ModelNotFoundError, RemoteCodeError,
-                     SentinelError, UnsupportedModelError)
+from .errors import (CheckpointError, DeviceError, DtypeError, GatedModelError, InputError, ModelNotFoundError,
+                     RemoteCodeError, SentinelError, UnsupportedModelError)
 from .families import FAMILIES
 from .generic import GenericGatedLM, check_wrappable
 from .model import AdaptiveCausalLM
 from .seq2seq import AdaptiveSeq2SeqLM
+from .placement import check_device_map, place
 from .spec import Seq2SeqSpec
 from .names import DTYPE_ALIASES
 from .saving import MANIFEST, is_saved_model, load_saved, saved_spec
@@ -294,6 +295,12 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
     `model_name` may be a ResolvedCheckpoint: its config is used, not read again."""
     check_device(device)
     kwargs = dict(hf_kwargs)
+    placed = kwargs.get("device_map") is not None  # HF places it (accelerate): `device` is not where it goes
+    if placed:
+        check_device_map(kwargs["device_map"], kwargs.get("offload_folder"))
+        if device not in (None, "cpu"):
+            raise InputError(f"device={device!r} and device_map: give one (device_map places the model, "
+                             f"model.hf_device_map says where)")
     if isinstance(model_name, ResolvedCheckpoint):
         kwargs.setdefault("config", copy.deepcopy(model_name.config))  # from_pretrained writes into the config it gets
         kwargs.update({k: v for k, v in (("revision", model_name.revision),
@@ -331,7 +338,7 @@ def load_baseline_model(model_name, device="cpu", dtype=None, **hf_kwargs):
         raise CheckpointError(f"{model_name} loads incompletely ({detail}): the checkpoint is corrupt or from another "
                               f"architecture; re-download or re-save it")
     _refuse_integer_weights(model_name, model)
-    return model.to(device).eval()
+    return (model if placed else model.to(device)).eval()
 
 
 _INTEGER_DTYPES = {"BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64"}
@@ -357,8 +364,8 @@ def _refuse_integer_weights(model_name, model) -> None:
 
 
 def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=None, *, torch_dtype=None,
-                        revision: str | None = None, trust_remote_code: bool = False
-                        ) -> AdaptiveCausalLM | GenericGatedLM:
+                        revision: str | None = None, trust_remote_code: bool = False, device_map=None,
+                        max_memory: dict | None = None, offload_folder=None) -> AdaptiveCausalLM | GenericGatedLM:
     """The gated decoder for `model_name`; built from `baseline_model` alone when one is given.
 
     A model_type with no native converter gets the generic gated wrapper around the HF model itself
@@ -367,7 +374,17 @@ def load_adaptive_model(model_name, baseline_model=None, device="cpu", dtype=Non
     ResolvedCheckpoint (resolve_checkpoint): its config and spec are used, not read again. `dtype` as in HF:
     a torch dtype, its name, or "auto" (the checkpoint's own); `torch_dtype` is its older name. `revision` picks
     a hub branch, tag or commit; `trust_remote_code=True` runs a checkpoint's own Python (read it first).
+    `device_map` ("auto" or a dict, with `max_memory` and `offload_folder` as in HF's from_pretrained) places the
+    gated decoder's blocks across devices with accelerate (placement.py); `model.hf_device_map` says where.
     """
+    if device_map is not None:
+        check_device_map(device_map, offload_folder)
+        if device not in (None, "cpu"):
+            raise InputError(f"device={device!r} and device_map: give one (device_map places the model, "
+                             f"model.hf_device_map says where)")
+        model = load_adaptive_model(model_name, baseline_model, device="cpu", dtype=dtype, torch_dtype=torch_dtype,
+                                    revision=revision, trust_remote_code=trust_remote_code)
+        return place(model, device_map, max_memory=max_memory, offload_folder=offload_folder)
     check_device(device)
     dtype = resolve_dtype(_one_dtype(dtype, torch_dtype))
     resolved = model_name if isinstance(model_name, ResolvedCheckpoint) else None

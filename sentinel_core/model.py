@@ -16,9 +16,10 @@ from transformers.generation.logits_process import (
 )
 
 from .decoder import GatedDecoder, KVCache, StaticKVCache
-from .errors import DeviceError, InputError, PruneError
+from .errors import DeviceError, InputError, PruneError, UnsupportedModelError
 from .generation import GenerateSettings, generate_settings, position_ids
 from .inputs import prune_plan, warn_if_right_padded
+from .placement import is_split, offloaded
 from .pretrained import PretrainedLike, save_options
 from .saving import save_pretrained
 from .spec import DecoderSpec
@@ -42,7 +43,7 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
 
     @property
     def device(self) -> torch.device:
-        return self.embed.weight.device
+        return self.input_device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -56,6 +57,10 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
         when every query head reading it is gone. Every request is checked before anything changes.
         """
         plan = prune_plan(heads, self.num_layers, self.num_heads)
+        if offloaded(self):
+            raise PruneError("prune_heads on a model with offloaded layers (device_map 'cpu' or 'disk' beside a GPU): "
+                             "their weights are loaded per forward and cannot be cut; prune on a device, save, and "
+                             "place the saved model, or set the gates to 0")
         for layer, doomed in plan.items():
             if not set(self.layers[layer].attn.head_ids.tolist()) - doomed:
                 raise PruneError(f"prune_heads: layer {layer} would have no heads left; set its gates to 0 instead")
@@ -67,6 +72,10 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
         """Write this model, pruned and gated as it is, to `folder`; `load_adaptive_model(folder)` gives it back
         bit for bit (weights as safetensors, the HF config and a sentinel.json manifest: see saving.py)."""
         save_options(**hf_options)
+        if offloaded(self):
+            raise UnsupportedModelError("save_pretrained on a model with offloaded layers (device_map 'cpu' or 'disk' "
+                                        "beside a GPU): their weights are not in the model; save the model before "
+                                        "placing it")
         save_pretrained(self, folder)
 
     def compiled_forward(self):
@@ -137,6 +146,9 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
         max_new_tokens, eos, pad_token_id = settings.max_new_tokens, settings.eos, settings.pad_token_id
         self._check_room(input_ids.shape[1], max_new_tokens)
         warn_if_right_padded(attention_mask)
+        if (static_cache or cuda_graph or compiled) and is_split(self):
+            raise InputError("static_cache, cuda_graph and compiled preallocate the KV cache on one device: a model "
+                             "placed across devices (device_map) decodes with its dynamic cache; leave them off")
         if (cuda_graph or compiled) and input_ids.device.type != "cuda":
             raise DeviceError("cuda_graph=True and compiled=True need the model and inputs on a CUDA device: "
                               "model.to('cuda'), or leave them off")

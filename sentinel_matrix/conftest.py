@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sentinel_matrix import adhoc, evidence, records, registry
+from sentinel_matrix import adhoc, evidence, hf_cache, records, registry
 from sentinel_matrix.faults import environment_fault
 from sentinel_matrix.catalog import CatalogEntry, load_catalog
 from sentinel_matrix.options import ADHOC_ENTRIES, DEVICES, csv, is_glob
 from sentinel_core.names import ERROR, FAILED, INCONCLUSIVE, PASSED, SKIPPED
 ROW_KEY = pytest.StashKey[dict]()
 FILES_KEY = pytest.StashKey[tuple]()  # (code files, data files) the row ran, filled while it runs
+NEXT_ITEM_KEY = pytest.StashKey[object]()  # the row pytest runs after this one (None: the last)
 records_written_key = pytest.StashKey[bool]()
 
 
@@ -198,7 +199,8 @@ def pair(row, request):
         with evidence.TRACER.scope() as files:
             try:
                 folder, tokenizer, real = _provision(row, config)
-                _PAIRS[row.model_key] = load_pair(folder, row.device, _dtype(row, config), tokenizer, real)
+                _PAIRS[row.model_key] = load_pair(folder, row.device, _dtype(row, config), tokenizer, real,
+                                                  device_map=config.getoption("--device-map"))
             except pytest.skip.Exception:
                 raise
             except Exception as exc:  # noqa: BLE001 - recorded as this model's failure, the run goes on
@@ -303,6 +305,7 @@ def pytest_runtest_protocol(item, nextitem):
     row = getattr(item, "callspec", None) and item.callspec.params.get("row")
     if row is None:
         return (yield)
+    item.stash[NEXT_ITEM_KEY] = nextitem
     with evidence.TRACER.scope() as files:
         item.stash[FILES_KEY] = files
         return (yield)
@@ -331,12 +334,14 @@ def pytest_runtest_makereport(item, call):
     entry = row.entry
     loaded = getattr(_PAIRS.get(row.model_key), "adaptive", None)
     path = {"adaptive_path": loaded.adaptive_path} if loaded is not None else {}  # native or generic-wrapper
+    metrics = {**path, **item.stash.get(ROW_KEY, {}), **_failure_metrics(call)}
+    hf_cache.after_model(item, item.stash.get(NEXT_ITEM_KEY, None), metrics)  # --cache-budget-gb
     record = {
         "family": entry.family, "model": entry.id, "weights": row.weights, "check": row.check,
         "device": row.device, "dtype": _dtype(row, config),
         "outcome": _outcome(report, call, inconclusive),
         "reason": _reason(report, call),
-        "metrics": {**path, **item.stash.get(ROW_KEY, {}), **_failure_metrics(call)},
+        "metrics": metrics,
         "env": records.environment(row.device, _depends(item, row)), "time": records.now(),
         "duration_s": round(report.duration, 3),
         "synthetic_layers": row.synthetic_layers,

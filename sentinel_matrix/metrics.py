@@ -98,7 +98,7 @@ METRICS = _table(
     Metric("params_hf", fmt="{:,}"), Metric("params_adaptive", fmt="{:,}"), Metric("gates", fmt="{}"),
     # a number; an encoder-decoder's is one per kind of attention
     Metric("first_and_last_layer_gate_effect", NUMBER + OBJECT + NULL, unit="nats", fmt=_per_kind),
-    *_obj("gates_by_kind", "zero_gate_vs_hf_zeroed", "pruned_heads", "pruned_heads_per_kind"),
+    *_obj("placement", "baseline_placement", "gates_by_kind", "zero_gate_vs_hf_zeroed", "pruned_heads", "pruned_heads_per_kind"),
     Metric("baseline_padded_vs_alone_beyond_resolution_by_path", OBJECT, diff_ignored=True, fmt="{}",
            hf_side="HF's own padding effect, per cache path"),
     *_text("padding_side", "source_padding", "prefill", "graph_unavailable"),
@@ -136,7 +136,7 @@ METRICS = _table(
     Metric("ppl_by_fraction", CURVES, diff_ignored=True), Metric("prunable_fraction", OBJECT, diff_ignored=True, fmt=_prunable), Metric("prunable_within", fmt="{:.0%}"),
     *_logprob("pruned_vs_gated_max_diff"), Metric("pruned_vs_gated_limit", unit="nats", fmt="{:.0e}"),
     Metric("calibration_tokens", fmt="{}"), Metric("heldout_tokens", fmt="{}"), Metric("heads", fmt="{}"),
-    *_list("batch_sizes", "prefill_batch_sizes", "throughput_columns", "random_seeds",
+    *_list("hf_cache_evicted", "batch_sizes", "prefill_batch_sizes", "throughput_columns", "random_seeds",
            *(name + BEST_KEYS for name in BEST_RATIOS)),
     Metric("ppl_random_spread", ROWS, diff_ignored=True), Metric("throughput_by_fraction", ROWS, diff_ignored=True),
     Metric("pruning_curve", POINTS, diff_ignored=True),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel_matrix import registry
+from sentinel_matrix import hf_cache, registry
 from sentinel_matrix.records import DEFAULT_RESULTS
 from sentinel_core.names import CUDA, DTYPE_ALIASES, FAMILY_ALIASES, FLOAT32, HALF_PRECISION
 from sentinel_matrix.catalog import WEIGHT_SOURCES, family_architectures, load_catalog
@@ -57,6 +57,10 @@ def add_options(parser) -> None:
                     help="JSONL file the rows are appended to (default: results/latest.jsonl of the checkout)")
     group.addoption("--results-fresh", action="store_true",
                     help="start --results afresh instead of appending (the newest record per row wins anyway)")
+    group.addoption("--device-map", default=None, choices=["auto"],
+                    help="place each model of the rows across the devices with accelerate (HF's device_map; layers "
+                         "that fit nowhere go to the CPU): for models larger than one GPU; records the placement")
+    hf_cache.add_options(group)
 
 
 ALIASES = {"gpu": CUDA, **DTYPE_ALIASES, **FAMILY_ALIASES}  # what users type instead

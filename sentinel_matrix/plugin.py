@@ -3,6 +3,7 @@
 passes `-p sentinel_matrix.plugin`, since an installed wheel has no root conftest. Names and valid values live in
 sentinel_matrix/options.py."""
 
+from sentinel_matrix import hf_cache, workers
 from sentinel_matrix.options import add_options, validate
 
 
@@ -12,3 +13,5 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     validate(config)  # a bad name is a usage error before anything is collected
+    workers.configure(config)  # -n N: one GPU per worker, a model's rows on one worker
+    hf_cache.configure(config)  # --cache-budget-gb

@@ -159,10 +159,11 @@ def environment(device: str, depends: dict | None = None) -> dict:
     import torch
     import transformers
 
-    name = cpu_name()
+    name, gpu = cpu_name(), {}
     if device == "cuda" and torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.system(),
+        index = torch.cuda.current_device()  # an xdist worker's own GPU (sentinel_matrix/workers.py)
+        name, gpu = torch.cuda.get_device_name(index), {"gpu_index": index, "gpu_count": torch.cuda.device_count()}
+    return {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.system(), **gpu,
             "transformers": transformers.__version__, "device_name": name, "git_sha": git_sha(),
             "git_dirty": git_dirty(), **({"depends": depends, "fingerprint": evidence.fingerprint(depends)} if depends else {})}
 

@@ -51,18 +51,33 @@ class ModelPair:
         return getattr(torch, self.dtype)
 
 
-def load_pair(folder, device: str, dtype: str, tokenizer=None, real_weights=False, hf_kwargs=None) -> ModelPair:
+def load_pair(folder, device: str, dtype: str, tokenizer=None, real_weights=False, hf_kwargs=None,
+              device_map=None) -> ModelPair:
     """HF's reference (eager attention, or what the family names: Falcon-RW's ALiBi is SDPA's) and the adaptive
-    model, each loaded through its own public path and timed."""
+    model, each loaded through its own public path and timed. `device_map` ("auto"): each placed across the devices by
+    accelerate (HF's model by from_pretrained, the adaptive one by sentinel_core/placement.py)."""
     hf_kwargs = dict(hf_kwargs or {})
     hf_kwargs.setdefault("attn_implementation", reference_attention(load_config(str(folder))))
-    hf, hf_s, hf_mb = timed_load(lambda: load_baseline_model(folder, device=device, dtype=dtype, **hf_kwargs), device)
+    placed = {"device_map": device_map, "device": None} if device_map else {"device": device}
+    hf, hf_s, hf_mb = timed_load(lambda: load_baseline_model(folder, dtype=dtype, **placed, **hf_kwargs), device)
     loader = (lambda: load_adaptive_model(folder, baseline_model=hf, device=device, dtype=dtype)) \
-        if set(hf_kwargs) - {"attn_implementation"} else (lambda: load_adaptive_model(folder, device=device, dtype=dtype))
+        if set(hf_kwargs) - {"attn_implementation"} else (lambda: load_adaptive_model(folder, dtype=dtype, **placed))
     adaptive, ad_s, ad_mb = timed_load(loader, device)
     metrics = {"load_s": round(ad_s, 3), "baseline_load_s": round(hf_s, 3), "peak_mem_mb": round(ad_mb, 1),
                "baseline_peak_mem_mb": round(hf_mb, 1)}
+    if device_map:
+        # HF sets hf_device_map only when the model is split: a model that fits one device has none
+        metrics.update(placement=layers_per_device(adaptive.hf_device_map),
+                       baseline_placement=layers_per_device(getattr(hf, "hf_device_map", None) or {"": str(hf.device)}))
     fp32_reference = lambda: load_baseline_model(folder, device=device, dtype="float32", **hf_kwargs)  # noqa: E731
     fp32_adaptive = lambda: load_adaptive_model(folder, device=device, dtype="float32")  # noqa: E731
     return ModelPair(hf, adaptive, tokenizer, device, dtype, real_weights, metrics, load_fp32_reference=fp32_reference,
                      load_fp32_adaptive=fp32_adaptive)
+
+
+def layers_per_device(device_map: dict) -> dict[str, int]:
+    """How many modules of the map sit on each device ("0", "cpu", "disk")."""
+    counts: dict[str, int] = {}
+    for device in device_map.values():
+        counts[str(device)] = counts.get(str(device), 0) + 1
+    return counts
