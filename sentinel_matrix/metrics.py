@@ -109,6 +109,8 @@ METRICS = _table(
               "hf_call_cache_vs_full_beyond_resolution"),
     Metric("baseline_padded_vs_alone_beyond_resolution", unit="nats", diff_absolute=1e-4, fmt="{:.1e}",
            hf_side="HF's own padding effect"),
+    Metric("baseline_cache_vs_full_max_diff", unit="nats", diff_absolute=1e-4, fmt="{:.1e}",
+           hf_side="HF's cached decoding vs its full forward"),
     Metric("greedy_cache_agreement", better=HIGHER, diff_absolute=0.01, fmt="{:.0%}"),
     # quality
     Metric("baseline_attention_paths_diff", unit="nats", diff_absolute=1e-4, fmt="{:.1e}", hf_side="HF eager vs SDPA"),

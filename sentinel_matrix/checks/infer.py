@@ -67,6 +67,9 @@ def check_infer(pair: ModelPair) -> dict:
     plain_stitched = torch.cat([first.logits, rest.logits], dim=1).float().log_softmax(-1)
     plain_cache_diff = (plain_stitched - plain)[real].abs().max().item()
     plain_cache_excess = beyond_resolution(plain_stitched[real], plain[real])
+    # HF's own cached decoding against its own full forward, called the same way: how exact HF's cache is, a
+    # quantity of HF alone (a release that changes it shows in the release table, not as ours)
+    hf_cache_diff = memo(pair.cache, "hf_cache_effect", lambda: hf_cache_vs_full(pair.hf, ids, mask, split))
     no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=[],
                               use_cache=False)
     greedy_cache_agreement = (out[:, ids.shape[1]:] == no_cache[:, ids.shape[1]:]).float().mean().item()
@@ -75,7 +78,8 @@ def check_infer(pair: ModelPair) -> dict:
                # what is graded: the diff beyond the dtype's resolution (rtol · |log p|)
                "padded_vs_alone_beyond_resolution": padded_excess, "cache_vs_full_beyond_resolution": cache_excess,
                "baseline_padded_vs_alone_beyond_resolution": hf_padded_excess, "greedy_cache_agreement": greedy_cache_agreement,
-               "hf_call_cache_vs_full_max_diff": plain_cache_diff, "hf_call_cache_vs_full_beyond_resolution": plain_cache_excess}
+               "hf_call_cache_vs_full_max_diff": plain_cache_diff, "hf_call_cache_vs_full_beyond_resolution": plain_cache_excess,
+               "baseline_cache_vs_full_max_diff": hf_cache_diff}
     problems = []
     if padded_excess > padding_limit:
         problems.append(f"left-padded rows differ from the rows alone by {padded_vs_alone:.2e} "
@@ -92,3 +96,19 @@ def check_infer(pair: ModelPair) -> dict:
     if problems:
         raise CheckFailed("; ".join(problems), metrics)
     return metrics
+
+
+@torch.no_grad()
+def hf_cache_vs_full(hf, ids, mask, split: int) -> float | None:
+    """Max |Δ log p| over real tokens between HF decoding `ids` in two chunks through its cache and HF's one full
+    forward, both called with ids and mask only; None where HF's class keeps no cache."""
+    try:
+        full = _logprobs(hf, ids, mask)
+        first = hf(ids[:, :split], attention_mask=mask[:, :split], use_cache=True)
+        if getattr(first, "past_key_values", None) is None:
+            return None
+        rest = hf(ids[:, split:], attention_mask=mask, past_key_values=first.past_key_values, use_cache=True)
+    except (TypeError, ValueError, NotImplementedError):
+        return None
+    stitched = torch.cat([first.logits, rest.logits], dim=1).float().log_softmax(-1)
+    return (stitched - full)[mask.bool()].abs().max().item()

@@ -282,6 +282,9 @@ def check_infer(pair: ModelPair) -> dict:
     cache_diff, cache_excess = (stitched - full).abs().max().item(), beyond_resolution(stitched, full)
     plain = cached_logprobs(model, batch, reencode=True)
     plain_diff, plain_excess = (plain - full).abs().max().item(), beyond_resolution(plain, full)
+    hf_cache_diff = memo(pair.cache, "seq2seq_hf_cache_effect",  # HF's own cache, as the decoder-only check has it
+                         lambda: (cached_logprobs(pair.hf, batch, reencode=True) - logprobs(pair.hf, batch)).abs()
+                         .max().item())
     no_cache = model.generate(ids, attention_mask=mask, max_new_tokens=INFER_NEW_TOKENS, eos_token_id=[],
                               use_cache=False)
     greedy_cache_agreement = (out[:, 1:] == no_cache[:, 1:]).float().mean().item()
@@ -291,7 +294,8 @@ def check_infer(pair: ModelPair) -> dict:
                "baseline_padded_vs_alone_beyond_resolution": hf_padded_excess,
                "baseline_padded_vs_alone_beyond_resolution_by_path": hf_padding,
                "greedy_cache_agreement": greedy_cache_agreement, "hf_call_cache_vs_full_max_diff": plain_diff,
-               "hf_call_cache_vs_full_beyond_resolution": plain_excess, "padding_side": "right"}
+               "hf_call_cache_vs_full_beyond_resolution": plain_excess, "padding_side": "right",
+               "baseline_cache_vs_full_max_diff": hf_cache_diff}
     problems = []
     if padded_excess > padding_limit:
         problems.append(f"right-padded source rows differ from the rows alone by {padded_vs_alone:.2e} "
