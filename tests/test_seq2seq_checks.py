@@ -120,3 +120,16 @@ def test_dispatch_sends_only_encoder_decoders_to_the_seq2seq_checks(fresh, monke
     monkeypatch.setattr(seq2seq, "check_load", lambda pair: {"ran": "seq2seq"})  # the binding is made at import
     assert check_load(fresh)["gates"] == sum(g.numel() for g in fresh.adaptive.gates.values())
     assert not is_encoder_decoder(torch.nn.Linear(2, 2))
+
+
+def test_half_precision_rounds_the_reference_as_hf_loads_it(tmp_path):
+    """bf16: HF rounds a checkpoint's own buffer (BART's final_logits_bias) as it rounds the weights, so the fp32
+    reference on the row's weights rounds it too; leaving it in fp32 made every BART-family bf16 row fail (H100,
+    a810801: 1.9e-3..2.2e-3 against a 1e-4 bar, with the bf16 log-probs equal to HF's bit for bit)."""
+    folder = make_synthetic_checkpoint(seq2seq_variants()["bart"], tmp_path / "bart", seed=1234)
+    from sentinel_matrix.checks import load_pair
+
+    pair = load_pair(folder, "cpu", "bfloat16")
+    assert pair.hf.final_logits_bias.dtype == torch.bfloat16
+    metrics = check_quality(pair)
+    assert metrics["widened_max_logprob_diff"] <= 1e-4 and metrics["grade"] == "Good"

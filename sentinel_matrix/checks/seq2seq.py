@@ -176,6 +176,12 @@ def _hf_reference(pair: ModelPair) -> Reference:
             stats_fp32 = {name: logprobs(reference_model, b) for name, b in extra.items()}
             for p in reference_model.parameters():  # each weight rounded as loading in the row's dtype rounds it
                 p.data = p.data.to(pair.torch_dtype).float()
+            # and each buffer the row's HF model holds in that dtype: a checkpoint's own, such as BART's
+            # final_logits_bias (buffers HF computes at load, kept in fp32 there, stay fp32)
+            rounded = {name for name, b in pair.hf.named_buffers() if b.dtype == pair.torch_dtype}
+            for name, b in reference_model.named_buffers():
+                if name in rounded:
+                    b.data = b.data.to(pair.torch_dtype).float()
             widened = logprobs(reference_model, batch)
             widened_paths = attention_paths_diff(reference_model, batch, widened)
             del reference_model
