@@ -48,7 +48,7 @@ def unwritable(path: Path) -> str | None:
 
 
 # The provenance fields of `env` (all text or null, git_dirty true/false/null).
-ENV_KINDS = {"git_dirty": FLAG + NULL, "depends": OBJECT}
+ENV_KINDS = {"git_dirty": FLAG + NULL, "depends": OBJECT, "gpu_index": NUMBER + NULL, "gpu_count": NUMBER + NULL}
 
 
 def kind_error(value, kinds) -> str | None:

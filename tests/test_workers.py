@@ -53,3 +53,8 @@ def test_a_cuda_record_names_its_gpu(fake_gpus, monkeypatch):
     env = records.environment("cuda")
     assert env["gpu_index"] == 3 and env["gpu_count"] == 4 and env["device_name"] == "GPU 3"
     assert "gpu_index" not in records.environment("cpu")
+    from sentinel_reports.load import _problem  # the page reads such a record back
+
+    record = {"family": "llama", "model": "tiny/llama", "weights": "synthetic", "check": "load", "device": "cuda",
+              "dtype": "bfloat16", "outcome": "passed", "time": records.now(), "reason": "", "metrics": {}, "env": env}
+    assert _problem(record) is None
