@@ -62,6 +62,7 @@ def place(model, device_map, max_memory: dict | None = None, offload_folder=None
             max_memory = get_balanced_memory(model, max_memory=max_memory, no_split_module_classes=NO_SPLIT,
                                              low_zero=device_map == "balanced_low_0")
         device_map = infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=NO_SPLIT)
+    device_map = dict(device_map)  # the caller's dict is theirs: the gates' entry is added to a copy
     if "" in device_map:  # the whole model on one device: named by its parts, so the gates can be placed apart
         whole = device_map.pop("")
         device_map = {**{name: whole for name, _ in model.named_children()},
