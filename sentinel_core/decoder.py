@@ -580,16 +580,8 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
             else:
                 position_ids = query_pos.expand(B, T)
 
-        x = self.embed(input_ids)
+        x = self.embed_tokens(input_ids, position_ids)
         dtype = x.dtype
-        if s.embed_scale != 1.0:
-            x = x * rounded_to(s.embed_scale, dtype)
-        if hasattr(self, "project_in"):
-            x = self.project_in(x)
-        if s.positions == "learned":
-            x = x + self.pos_embed(position_ids + s.learned_position_offset)
-        if s.embed_norm:
-            x = self.embed_norm(x)
 
         mask = self.attention_mask(attention_mask, B, T, past, query_pos,
                                    cache.max_len if static else None, dtype, device)
@@ -607,6 +599,27 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
                 x = layer(x, gates, local_rope if layer.attn.windowed else rope, mask, cache)
         if cache is not None:
             cache.advance(T)
+        logits = self.head(x, logits_to_keep)
+        loss = None if labels is None else causal_lm_loss(logits, labels)
+        return CausalLMOutput(logits=logits, past_key_values=cache, loss=loss)
+
+    def embed_tokens(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """[B, T] ids -> [B, T, hidden] inputs of the first block (scaled, projected, positions added, normalised)."""
+        s = self.spec
+        x = self.embed(input_ids)
+        if s.embed_scale != 1.0:
+            x = x * rounded_to(s.embed_scale, x.dtype)
+        if hasattr(self, "project_in"):
+            x = self.project_in(x)
+        if s.positions == "learned":
+            x = x + self.pos_embed(position_ids + s.learned_position_offset)
+        if s.embed_norm:
+            x = self.embed_norm(x)
+        return x
+
+    def head(self, x: torch.Tensor, logits_to_keep: int = 0) -> torch.Tensor:
+        """The last block's [B, T, hidden] output -> logits of the last `logits_to_keep` positions (0: all)."""
+        s = self.spec
         if s.final_norm:
             x = self.final_norm(x)
         if hasattr(self, "project_out"):
@@ -616,8 +629,7 @@ class GatedDecoder(KeepsFp32Buffers, nn.Module):
         logits = self.lm_head(x)
         if s.final_logit_softcap is not None:  # HF's order: divide, tanh, multiply
             logits = torch.tanh(logits / s.final_logit_softcap) * s.final_logit_softcap
-        loss = None if labels is None else causal_lm_loss(logits, labels)
-        return CausalLMOutput(logits=logits, past_key_values=cache, loss=loss)
+        return logits
 
     @property
     def input_device(self) -> torch.device:

@@ -107,6 +107,17 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
                 processors.append(TopPLogitsWarper(settings.top_p))
         return processors
 
+    def _fused_step(self, input_ids):
+        from .fused import FusedDecodeStep  # Triton is imported only when asked for
+
+        if input_ids.shape[0] != 1:
+            raise InputError(f"fused=True decodes a batch of one sequence, not {input_ids.shape[0]}: generate them one "
+                             f"at a time, or pass cuda_graph=True for a batch")
+        if self.dtype not in (torch.bfloat16, torch.float16):
+            raise InputError(f"fused=True is the half precision decode path (fp32 keeps HF's arithmetic); this model is "
+                             f"{self.dtype}: load it with dtype='bfloat16', or pass cuda_graph=True")
+        return FusedDecodeStep(self)
+
     def _check_room(self, prompt_length: int, max_new_tokens: int) -> None:
         """Learned positions end at the table's last row: a longer sequence has no position to take."""
         room = self.spec.max_positions
@@ -123,7 +134,7 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
                  repetition_penalty=None, eos_token_id=None, pad_token_id=None, min_new_tokens=None,
                  use_cache=True, streamer=None, generator: torch.Generator | None = None,
                  static_cache: bool = False, cuda_graph: bool = False, compiled: bool = False,
-                 return_dict_in_generate: bool = False, **unsupported):
+                 fused: bool = False, return_dict_in_generate: bool = False, **unsupported):
         """Ids [B, T + new], prompt included (or HF's GenerateDecoderOnlyOutput with return_dict_in_generate).
         Positions follow HF generate: cumsum(mask) - 1.
 
@@ -136,6 +147,9 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
         `compiled` (CUDA only) builds that graph from the torch.compile'd step: fused kernels, faster
         still, but they round differently, so in half precision tokens can part from eager's (the
         benchmark records how often). Each new batch size or length compiles again.
+        `fused` (half precision, one sequence) decodes each token in a few Triton kernels per layer (fused.py),
+        captured in a CUDA graph: it rounds as the eager step does but sums in another order, so its tokens can
+        part from eager's at near-ties (the matrix grades it as HF's own half precision is graded).
         """
         unit_gates = self.check_call(input_ids, attention_mask)
         settings = generate_settings(self, input_ids.shape[1], generation_config=generation_config,
@@ -146,12 +160,18 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
         max_new_tokens, eos, pad_token_id = settings.max_new_tokens, settings.eos, settings.pad_token_id
         self._check_room(input_ids.shape[1], max_new_tokens)
         warn_if_right_padded(attention_mask)
-        if (static_cache or cuda_graph or compiled) and is_split(self):
-            raise InputError("static_cache, cuda_graph and compiled preallocate the KV cache on one device: a model "
-                             "placed across devices (device_map) decodes with its dynamic cache; leave them off")
+        if (static_cache or cuda_graph or compiled or fused) and is_split(self):
+            raise InputError("static_cache, cuda_graph, compiled and fused preallocate the KV cache on one device: a "
+                             "model placed across devices (device_map) decodes with its dynamic cache; leave them off")
+        if fused and compiled:
+            raise InputError("fused=True and compiled=True are two decode paths: pass one of them")
         if (cuda_graph or compiled) and input_ids.device.type != "cuda":
             raise DeviceError("cuda_graph=True and compiled=True need the model and inputs on a CUDA device: "
                               "model.to('cuda'), or leave them off")
+        step_forward = self.compiled_forward() if compiled else self
+        if fused:  # on a CPU only under Triton's interpreter (the tests), without a CUDA graph
+            step_forward = self._fused_step(input_ids)
+            static_cache, cuda_graph = True, input_ids.device.type == "cuda"
         B = input_ids.shape[0]
         do_sample = settings.do_sample
         processors = self._logits_processors(settings)
@@ -162,7 +182,7 @@ class AdaptiveCausalLM(PretrainedLike, GatedDecoder):
         unfinished = torch.ones(B, dtype=torch.bool, device=input_ids.device)
         decoding = _Decoding(self, input_ids, attention_mask, max_new_tokens, use_cache=use_cache,
                              static=static_cache or cuda_graph or compiled, cuda_graph=cuda_graph or compiled,
-                             step_forward=self.compiled_forward() if compiled else self, unit_gates=unit_gates)
+                             step_forward=step_forward, unit_gates=unit_gates)
         ids = input_ids
         if streamer is not None:
             streamer.put(input_ids.cpu())

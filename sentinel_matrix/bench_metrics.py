@@ -7,12 +7,14 @@ decode_b8_tokens_per_s; decode-only paths have the decode keys alone):
   graph_                 the adaptive model's CUDA-graph decode (CUDA, native path; decode keys)
   compiled_              the adaptive model's torch.compile'd step inside the graph (CUDA with
                          --bench-compiled; decode keys)
+  fused_                 the adaptive model's fused decode step (Triton kernels, sentinel_core/fused.py) inside
+                         the graph (CUDA, half precision, batch 1; decode key); fused_unavailable says why not
   baseline_              HF eager attention (attn_implementation="eager"; records before the SDPA
                          baseline loaded HF's default, which `attn_baseline` names)
   baseline_sdpa_         HF with attn_implementation="sdpa" (HF's default where the class supports it)
   baseline_compiled_     HF `generate(..., cache_implementation="static")`, whose decode step transformers
                          compiles by itself on CUDA (on CPU only with --bench-compiled; decode keys)
-  pruned_                the adaptive model with PRUNE_FRACTION of its heads removed (eager, graph_)
+  pruned_                the adaptive model with PRUNE_FRACTION of its heads removed (eager, graph_, fused_)
 Every timed key K is recorded as
   K             the median over all its timed rounds, in K's unit
   K_iqr         p75 - p25 over those rounds (inclusive quartiles), in K's unit
@@ -55,10 +57,10 @@ RATIOS = {
     "decode_b8": ("decode_b8_tokens_per_s", "baseline_decode_b8_tokens_per_s"),
 }
 
-ADAPTIVE_DECODE_PATHS = ("", "graph_", "compiled_")
+ADAPTIVE_DECODE_PATHS = ("", "graph_", "compiled_", "fused_")
 HF_PATHS = ("baseline_", "baseline_sdpa_", "baseline_compiled_")
 HF_PATH_NAMES = {"baseline_": "eager", "baseline_sdpa_": "sdpa", "baseline_compiled_": "compiled"}
-ADAPTIVE_PATH_NAMES = {"": "eager", "graph_": "graph", "compiled_": "compiled"}
+ADAPTIVE_PATH_NAMES = {"": "eager", "graph_": "graph", "compiled_": "compiled", "fused_": "fused"}
 
 # ratio name -> (the adaptive keys, the HF keys, whether higher is faster): the fastest of each side that
 # was timed, oriented as RATIOS (> 1: the adaptive model's best path is faster than HF's best).

@@ -101,7 +101,7 @@ METRICS = _table(
     *_obj("placement", "baseline_placement", "gates_by_kind", "zero_gate_vs_hf_zeroed", "pruned_heads", "pruned_heads_per_kind"),
     Metric("baseline_padded_vs_alone_beyond_resolution_by_path", OBJECT, diff_ignored=True, fmt="{}",
            hf_side="HF's own padding effect, per cache path"),
-    *_text("padding_side", "source_padding", "prefill", "graph_unavailable"),
+    *_text("padding_side", "source_padding", "prefill", "graph_unavailable", "fused_unavailable"),
     Metric("pruned_vs_gated_max_diff_fp64", unit="nats", better=LOWER, diff_absolute=1e-9, fmt="{:.1e}"),
     # infer
     *_logprob("padded_vs_alone_max_diff", "cache_vs_full_max_diff", "hf_call_cache_vs_full_max_diff",

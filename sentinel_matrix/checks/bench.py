@@ -65,8 +65,9 @@ class Side:
     """One model's timed calls (prefill latency, decode throughput at each batch size) and memory."""
 
     def __init__(self, model, device, vocab, max_positions, adaptive: bool, rounds: int, decode_kw: dict | None = None,
-                 decode_only: bool = False):
+                 decode_only: bool = False, batches: tuple[int, ...] = BATCHES):
         self.model, self.device, self.adaptive, self.rounds = model, device, adaptive, rounds
+        self.batches = batches  # the decode batch sizes this path takes (fused: one sequence)
         # decode_kw: the path's generate arguments (cuda_graph=True, cache_implementation="static", ...);
         # decode_only: a path that only decoding takes (graph, compiled), so it times no prefill.
         self.decode_kw, self.decode_only = decode_kw or {}, decode_only
@@ -97,7 +98,7 @@ class Side:
         for b in () if self.decode_only else PREFILL_BATCHES:
             key = "prefill_ms" if b == 1 else f"prefill_b{b}_ms"
             calls[key] = (lambda b=b: self.prefill(b), lambda s: 1e3 * s, self.rounds)
-        for b in BATCHES:
+        for b in self.batches:
             key = "decode_tokens_per_s" if b == 1 else f"decode_b{b}_tokens_per_s"
             calls[key] = (lambda b=b: self.decode(b), lambda s, b=b: b * self.new_tokens / s, 1)
         return calls
@@ -244,6 +245,19 @@ def first_compiled(side: Side, batch: int, eager_tokens: torch.Tensor) -> dict:
             f"compiled_vs_eager_agreement{suffix}": (tokens[:, new] == eager_tokens[:, new]).float().mean().item()}
 
 
+def fused_side(adaptive, device: str, dtype: str, max_positions: int, rounds: int) -> tuple[Side | None, str | None]:
+    """(the fused decode path's Side, None) or (None, why it does not run: fp32, or a model it does not cover)."""
+    if dtype == "float32":
+        return None, "fp32 decodes on HF's arithmetic: the fused path is half precision's"
+    from sentinel_core.fused import unsupported_reason
+
+    reason = unsupported_reason(adaptive)
+    if reason:
+        return None, reason
+    return Side(adaptive, device, adaptive.spec.vocab_size, max_positions, True, rounds, {"fused": True},
+                decode_only=True, batches=(1,)), None
+
+
 def prune_half(model) -> dict[int, list[int]]:
     """The first half of every layer's heads: in GQA whole groups go, so KV heads halve too."""
     heads = {layer: list(range(int(model.num_heads * PRUNE_FRACTION))) for layer in range(model.num_layers)}
@@ -302,6 +316,14 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
         sides["graph_"] = graph
         if compiled:
             sides["compiled_"] = compiled_side
+        fused, reason = fused_side(adaptive, device, dtype, max_positions, rounds)
+        if fused is None:
+            metrics["fused_unavailable"] = reason
+        else:
+            tokens = fused.decode(1)
+            new = slice(DECODE_PROMPT, None)
+            metrics["fused_vs_graph_agreement"] = (tokens[:, new] == graph.decode(1)[:, new]).float().mean().item()
+            sides["fused_"] = fused
     elif device == "cpu" and dtype == "float32":
         # No graph on a CPU: the timed paths must still be right. In fp32 every decode path gives the same greedy
         # tokens: the static cache's, the dynamic cache's and HF eager's.
@@ -364,6 +386,8 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
     if device == "cuda":  # without launch overhead, where fewer weights to read can show
         pruned_sides["pruned_graph_"] = Side(adaptive, device, spec.vocab_size, max_positions, True, rounds,
                                              {"cuda_graph": True}, decode_only=True)
+        if "fused_decode_tokens_per_s" in metrics:
+            pruned_sides["pruned_fused_"] = fused_side(adaptive, device, dtype, max_positions, rounds)[0]
     pruned = measure(pruned_sides)
     metrics.update(pruned)
     metrics["pruned_fraction"] = PRUNE_FRACTION
@@ -378,6 +402,9 @@ def run_bench(folder, device: str, dtype: str, benchmark=None, compiled: bool = 
             suffix = "" if b == 1 else f"_b{b}"
             metrics[f"pruned_graph_decode{suffix}_speedup"] = (metrics[f"pruned_graph_decode{suffix}_tokens_per_s"]
                                                                / metrics[f"graph_decode{suffix}_tokens_per_s"])
+        if "pruned_fused_decode_tokens_per_s" in metrics:
+            metrics["pruned_fused_decode_speedup"] = (metrics["pruned_fused_decode_tokens_per_s"]
+                                                      / metrics["fused_decode_tokens_per_s"])
     return rounded(metrics)
 
 

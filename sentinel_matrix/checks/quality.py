@@ -6,6 +6,7 @@ import torch
 
 from sentinel_core.generation import position_ids as generate_positions  # HF generate's rule
 from sentinel_core.importance import perplexity
+from sentinel_core.names import NATIVE
 from sentinel_core.synthetic import degenerate_reason, reference_stats
 
 from .. import grading
@@ -105,6 +106,13 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
                                                    dtype=pair.dtype))
             half = {name: grading.half_precision_error(ours=o, baseline=t, reference=f, real=r)
                     for name, (o, t, f, r) in calls.items()}
+            # The fused decode path (CUDA, half precision) on the same statistics inputs, one token at a time: graded
+            # as the forward is, against HF fp32 with HF's own half precision as the unit.
+            fused, reason = fused_logprobs(pair, ref)
+            half.update({f"fused decode, {name}": grading.half_precision_error(ours=o, baseline=t, reference=f, real=r)
+                         for name, (o, t, f, r) in fused.items()})
+            if reason:
+                metrics["fused_unavailable"] = reason
             metrics.update(half_precision=half, kl_ratio=max(h["kl_ratio"] for h in half.values()),
                            error_ratio=max(h["error_ratio"] for h in half.values()))
     if fail_fast and grading.grade_quality(pair.dtype, {**metrics, "greedy_identical": True,
@@ -112,6 +120,8 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
         metrics["grade"] = grading.POOR
         raise _quality_failure(pair, metrics)
 
+    if "fused_unavailable" not in metrics and pair.device == "cuda" and pair.dtype != "float32":
+        metrics["fused_greedy_agreement"] = fused_greedy_agreement(pair, ids[:1, :16])
     g_theirs = ref.greedy
     g_ours = pair.adaptive.generate(ids, attention_mask=mask, max_new_tokens=grading.GREEDY_TOKENS, eos_token_id=[],
                                     pad_token_id=0)
@@ -137,6 +147,56 @@ def check_quality(pair: ModelPair, text: str | None = None, fail_fast: bool = Fa
         metrics["grade"] = grading.INCONCLUSIVE
         raise CheckInconclusive(f"inconclusive: {degenerate}, so agreement with it proves little", metrics)
     return metrics
+
+
+def fused_unavailable(pair: ModelPair) -> str | None:
+    if pair.device != "cuda":
+        return "the fused decode path runs on CUDA"
+    if getattr(pair.adaptive, "adaptive_path", None) != NATIVE:
+        return "the generic wrapper decodes with HF"
+    from sentinel_core.fused import unsupported_reason
+
+    return unsupported_reason(pair.adaptive)
+
+
+@torch.no_grad()
+def fused_logprobs(pair: ModelPair, ref) -> tuple[dict, str | None]:
+    """The fused decode step's log-probs on each statistics input (name -> (ours, HF's, HF fp32's, real)), each row
+    teacher-forced one token at a time after its first; or ({}, why the fused path does not run here)."""
+    reason = fused_unavailable(pair)
+    if reason:
+        return {}, reason
+    from sentinel_core.decoder import StaticKVCache
+    from sentinel_core.fused import FusedDecodeStep
+
+    model = pair.adaptive
+    step = FusedDecodeStep(model)
+    out = {}
+    for name, (ids, theirs, fp32) in ref.statistics.items():
+        rows = []
+        for row in ids:
+            T = row.shape[0]
+            cache = StaticKVCache(model, 1, T)
+            mask = torch.zeros(1, T, dtype=torch.long, device=row.device)
+            mask[0, 0] = 1
+            logits = [model(row[None, :1], attention_mask=mask, position_ids=torch.zeros(1, 1, dtype=torch.long,
+                            device=row.device), past_key_values=cache, logits_to_keep=1).logits[0, -1]]
+            for t in range(1, T):
+                mask[0, t] = 1
+                logits.append(step(row[None, t:t + 1], attention_mask=mask, past_key_values=cache,
+                                   position_ids=torch.full((1, 1), t, device=row.device)).logits[0, -1])
+            rows.append(torch.stack(logits).float().log_softmax(-1))
+        out[name] = (torch.stack(rows), theirs, fp32, torch.ones_like(ids, dtype=torch.bool))
+    return out, None
+
+
+@torch.no_grad()
+def fused_greedy_agreement(pair: ModelPair, prompt) -> float:
+    """The share of greedy tokens the fused path gives as the CUDA-graph path does (recorded: near-ties may part)."""
+    kw = dict(max_new_tokens=grading.GREEDY_TOKENS, eos_token_id=[])
+    fused, graph = pair.adaptive.generate(prompt, fused=True, **kw), pair.adaptive.generate(prompt, cuda_graph=True, **kw)
+    new = slice(prompt.shape[1], None)
+    return (fused[:, new] == graph[:, new]).float().mean().item()
 
 
 @torch.no_grad()
