@@ -34,6 +34,7 @@ REAL_WEIGHTS = (HUB, PACKAGE)
 
 # The matrix's built-in checks (sentinel_matrix/registry.py says what each runs; a plugin may add its own).
 LOAD, INFER, QUALITY, MUTATION, PRUNE, BENCH = "load", "infer", "quality", "mutation", "prune", "bench"
+PROFILE = "profile"
 
 # A row's outcome, as its record says it. `error`: the machine stopped it (disk, memory, permissions:
 # sentinel_matrix/faults.py), which says nothing about the model either way.

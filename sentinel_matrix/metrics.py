@@ -142,6 +142,8 @@ METRICS = _table(
            *(name + BEST_KEYS for name in BEST_RATIOS)),
     Metric("ppl_random_spread", ROWS, diff_ignored=True), Metric("throughput_by_fraction", ROWS, diff_ignored=True),
     Metric("pruning_curve", POINTS, diff_ignored=True),
+    *(Metric(prefix + "top_kernels", OBJECT, diff_ignored=True)  # the profile check's {name: [µs, launches]} per step
+      for prefix in ("graph_", "fused_", "pruned_graph_", "pruned_fused_")),
 )
 
 

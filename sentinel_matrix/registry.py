@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from sentinel_core.names import BENCH, INFER, LOAD, MUTATION, PRUNE, QUALITY
+from sentinel_core.names import BENCH, INFER, LOAD, MUTATION, PROFILE, PRUNE, QUALITY
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,17 @@ def _bench(row, request):
                      compiled=request.config.getoption("--bench-compiled"))
 
 
+def _profile(row, request):
+    import pytest
+
+    from sentinel_matrix.checks.profile import run_profile
+
+    if row.device != "cuda":
+        pytest.skip("the profile counts a decode step's CUDA kernels: run it with --devices cuda")
+    folder, device, dtype = request.getfixturevalue("bench_folder")
+    return run_profile(folder, device, dtype)
+
+
 CHECKS: list[Check] = [
     Check(LOAD, "Loading", "builds from the checkpoint, every key mapped, parameters = HF + one gate per head", _load),
     Check(INFER, "Inference", "finite outputs; left-padded rows equal the rows alone; the cache equals a full "
@@ -91,6 +102,9 @@ CHECKS: list[Check] = [
                                    "model's speed (a measurement, never a verdict)", _prune,
           default=False, decides_status=False),
     Check(BENCH, "Benchmarks", "adaptive and HF timed side by side (a measurement, never a verdict)", _bench,
+          default=False, decides_status=False, full_depth=True),
+    Check(PROFILE, "Decode profile", "a batch-1 decode step's kernels, GPU busy time and share of the bandwidth "
+                                     "limit, per decode path (a measurement, never a verdict)", _profile,
           default=False, decides_status=False, full_depth=True),
 ]
 

@@ -1,0 +1,129 @@
+"""The profile check: where a batch-1 decode step's time goes, on CUDA, per decode path of the adaptive model (its
+CUDA graph, and the fused Triton step where it runs), unpruned and with half of every layer's heads removed.
+
+Per step: the kernels launched, the GPU's busy time (the kernels' summed time; one stream, so they do not overlap)
+against the wall time, the share of the device's batch-1 limit (its read bandwidth over the bytes a step reads),
+and the kernels that take the most time. A step is a generate of N + 1 tokens less a generate of 1 (the prefill
+and the first token cancel). A measurement, never a verdict; `sentinel profile MODEL` prints the same.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+
+import torch
+
+from sentinel_core import load_adaptive_model
+
+from ..evidence import TRACER
+from ..timing import percentile, time_runs
+from .bench import DECODE_PROMPT, PRUNE_FRACTION, fused_side, prune_half, read_bandwidth, weights_read_per_token_mb
+
+PROFILE_STEPS = 32
+TIMED_RUNS = 5
+TOP_KERNELS = 8
+PATHS = {"graph_": {"cuda_graph": True}, "fused_": {"fused": True}}  # key prefix -> generate's arguments
+
+
+def short_kernel_name(name: str) -> str:
+    """A kernel's name without template arguments and parameter lists (cuBLAS and torch names run to hundreds of
+    characters)."""
+    name = re.sub(r"\(.*\)$", "", name)
+    while "<" in name:
+        stripped = re.sub(r"<[^<>]*>", "", name)
+        if stripped == name:
+            break
+        name = stripped
+    return " ".join(name.split())[:80]
+
+
+def kernel_times(run) -> dict[str, tuple[float, int]]:
+    """name -> (summed GPU µs, launches) of the CUDA kernels (and memcpy/memset) that `run()` issues."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        run()
+        torch.cuda.synchronize()
+    out: dict[str, tuple[float, int]] = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us, count = out.get(event.name, (0.0, 0))
+        out[event.name] = (us + event.device_time, count + 1)
+    return out
+
+
+@torch.no_grad()
+def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str) -> dict:
+    generate = lambda n: model.generate(prompt, max_new_tokens=n, eos_token_id=[], **kw)  # noqa: E731
+    generate(PROFILE_STEPS + 1)  # warm: the graph captured, the kernels compiled
+    with TRACER.paused():
+        long = time_runs(lambda: generate(PROFILE_STEPS + 1), "cuda", rounds=TIMED_RUNS, warmup=0)
+        short = time_runs(lambda: generate(1), "cuda", rounds=TIMED_RUNS, warmup=0)
+        many, one = kernel_times(lambda: generate(PROFILE_STEPS + 1)), kernel_times(lambda: generate(1))
+    wall_ms = 1e3 * (percentile(long, 50) - percentile(short, 50)) / PROFILE_STEPS
+    per_step = {name: ((us - one.get(name, (0.0, 0))[0]) / PROFILE_STEPS, (n - one.get(name, (0.0, 0))[1]) / PROFILE_STEPS)
+                for name, (us, n) in many.items()}
+    per_step = {name: v for name, v in per_step.items() if v[1] > 0}
+    busy_ms = sum(us for us, _ in per_step.values()) / 1e3
+    by_short: dict[str, list[float]] = {}
+    for name, (us, n) in per_step.items():
+        entry = by_short.setdefault(short_kernel_name(name), [0.0, 0.0])
+        entry[0], entry[1] = entry[0] + us, entry[1] + n
+    top = sorted(by_short.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
+    out = {f"{prefix}kernels_per_step": sum(n for _, n in per_step.values()),
+           f"{prefix}kernel_ms_per_step": busy_ms, f"{prefix}wall_ms_per_step": wall_ms,
+           f"{prefix}busy_share": busy_ms / wall_ms if wall_ms > 0 else None,
+           f"{prefix}top_kernels": {name: [round(us, 2), round(n, 2)] for name, (us, n) in top}}
+    if limit_tok_s:
+        out[f"{prefix}share_of_limit"] = (1e3 / wall_ms) / limit_tok_s
+    return out
+
+
+def run_profile(folder, device: str, dtype: str) -> dict:
+    """One profile record (CUDA only: the matrix row skips elsewhere, saying so)."""
+    model = load_adaptive_model(folder, device=device, dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(3, model.spec.vocab_size, (1, DECODE_PROMPT), generator=g).to(device)
+    bandwidth = read_bandwidth(device)
+    read_mb = weights_read_per_token_mb(model)
+    limit = bandwidth["read_bandwidth_peak_gb_s"] * 1e9 / (read_mb * 2**20)
+    metrics = {"profile_steps": PROFILE_STEPS, "weights_read_per_token_mb": read_mb,
+               "read_bandwidth_peak_gb_s": bandwidth["read_bandwidth_peak_gb_s"], "limit_decode_tokens_per_s": limit}
+    fused, reason = fused_side(model, device, dtype, DECODE_PROMPT + PROFILE_STEPS + 1, 1)
+    paths = dict(PATHS)
+    if fused is None:
+        metrics["fused_unavailable"] = reason
+        paths.pop("fused_")
+    for prefix, kw in paths.items():
+        metrics.update(profile_path(model, prompt, kw, limit, prefix))
+    prune_half(model)
+    pruned_limit = bandwidth["read_bandwidth_peak_gb_s"] * 1e9 / (weights_read_per_token_mb(model) * 2**20)
+    metrics["pruned_fraction"] = PRUNE_FRACTION
+    for prefix, kw in paths.items():
+        metrics.update(profile_path(model, prompt, kw, pruned_limit, "pruned_" + prefix))
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def profile_lines(metrics: dict) -> list[str]:
+    """The record as a reader's lines (`sentinel profile`)."""
+    lines = [f"limit {metrics['limit_decode_tokens_per_s']:.0f} tok/s ({metrics['weights_read_per_token_mb']:.0f} MiB "
+             f"a step at {metrics['read_bandwidth_peak_gb_s']:.0f} GB/s)"]
+    if "fused_unavailable" in metrics:
+        lines.append(f"fused: not run ({metrics['fused_unavailable']})")
+    for prefix in ("graph_", "fused_", "pruned_graph_", "pruned_fused_"):
+        if f"{prefix}wall_ms_per_step" not in metrics:
+            continue
+        m = lambda k: metrics[prefix + k]  # noqa: E731
+        share = metrics.get(prefix + "share_of_limit")
+        lines.append(f"{prefix.rstrip('_').replace('_', ' ')}: {m('wall_ms_per_step'):.3f} ms a step "
+                     f"({1e3 / m('wall_ms_per_step'):.0f} tok/s{f', {share:.0%} of the limit' if share else ''}), "
+                     f"{m('kernels_per_step'):.0f} kernels, GPU busy {m('kernel_ms_per_step'):.3f} ms"
+                     + (f" ({m('busy_share'):.0%})" if m("busy_share") else ""))
+        lines += [f"    {us:8.1f} µs  {n:5.1f}×  {name}" for name, (us, n) in m("top_kernels").items()]
+    return lines
