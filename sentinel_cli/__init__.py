@@ -2,6 +2,7 @@
 
     sentinel generate --model-name distilgpt2 --prompt "Hello"   # the default command
     sentinel check tiny/llama --checks load,infer                  # a model's matrix rows, as a verdict table
+    sentinel profile MODEL                                         # a decode step's kernels and time on the GPU
     sentinel prune MODEL --fraction 0.3 --out DIR                  # remove the least important heads, save
     sentinel report [--check] [--html report.html]                 # python -m sentinel_reports
     sentinel bisect MODEL --check quality [--good V] [--bad V]     # the transformers release a row flips at
@@ -24,7 +25,7 @@ import sys
 from .common import version
 from .generate import build_parser, sampling_settings  # noqa: F401  (the generate API, as before the split)
 
-COMMANDS = ("generate", "check", "prune", "report", "bisect", "env", "cache")
+COMMANDS = ("generate", "check", "profile", "prune", "report", "bisect", "env", "cache")
 
 
 def command(name: str):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sentinel_matrix import registry
 from sentinel_matrix.metrics import metric
-from sentinel_core.names import (BENCH, BFLOAT16, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED,
+from sentinel_core.names import (BENCH, PROFILE, BFLOAT16, ERROR, FAILED, INCONCLUSIVE, INFER, LOAD, MUTATION, PASSED, PRUNE, QUALITY, SKIPPED,
                                  short_dtype)
 
 from .common import add_option, parse, run_reporting_errors
@@ -39,6 +39,7 @@ CELL_METRICS = {
     QUALITY: [("grade", ""), ("max_logprob_diff", "max |Δ log p|"), ("ppl", "ppl")],
     MUTATION: [("mutation_score", "")],
     BENCH: [("decode_ratio", "decode ×")],
+    PROFILE: [("fused_share_of_limit", "fused, share of limit"), ("graph_share_of_limit", "graph, share of limit")],
     PRUNE: [("prunable_fraction", "")],
 }
 
@@ -189,7 +190,8 @@ def exit_code(records: list[dict], pytest_code: int) -> int:
     return 1 if pytest_code == 1 else 0
 
 
-def run(args) -> int:
+def run(args, show=None) -> int:
+    """show(record) -> lines: printed after the table for each record (`sentinel profile`'s per-step numbers)."""
     from sentinel_matrix.records import DEFAULT_RESULTS, append_record, unwritable
     from sentinel_reports.load import read_records
 
@@ -223,6 +225,9 @@ def run(args) -> int:
     print(table)
     for line in reasons:
         print(line)
+    for record in records if show else ():
+        for line in show(record):
+            print(line)
     return exit_code(records, code)
 
 
