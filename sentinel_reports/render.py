@@ -13,7 +13,7 @@ import tabulate as tabulate_module
 from tabulate import tabulate
 
 from sentinel_matrix import grading, registry
-from sentinel_core.names import (ENCODER_DECODER_FAMILIES, ERROR, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED,
+from sentinel_core.names import (ENCODER_DECODER_FAMILIES, ERROR, FAILED, GENERIC_WRAPPER, INCONCLUSIVE, NATIVE, PASSED, PROFILE,
                                  REAL_WEIGHTS, SKIPPED, short_dtype)
 from sentinel_matrix.metrics import hf_side_moved, hf_side_quantities
 from sentinel_matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
@@ -229,7 +229,7 @@ def build_context(records: list[dict]) -> dict:
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records), "unfinished": stopped,
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
-            "benchmarks_best": best_path_table(records),
+            "benchmarks_best": best_path_table(records), "profile": profile_table(records),
             "mutation": mutation_table(records), "mutation_summary": mutation_summary(records), "pruning": prune_table(records)}
 
 
@@ -638,6 +638,39 @@ def best_path_table(records: list[dict]) -> Table | None:
     return Table(["Model", "Weights", "Device", "Dtype", "HF decode tok/s (b1): eager / SDPA / compiled ↑",
                   "HF best decode tok/s (b1) ↑", "Adaptive best decode tok/s (b1) ↑", "vs HF best (b1) ↑",
                   "vs HF best (b8) ↑", "Read GB/s (fastest round)", "Decode limit tok/s (b1)", "Share of limit: adaptive / HF ↑"], rows)
+
+
+PROFILE_PATHS = (("graph_", "CUDA graph"), ("fused_", "fused (Triton)"), ("pruned_graph_", "CUDA graph, half the heads pruned"),
+                 ("pruned_fused_", "fused, half the heads pruned"))
+
+
+def profile_table(records: list[dict]) -> Table | None:
+    """The profile rows (CUDA): per model and decode path, a batch-1 step's wall time, kernels, GPU busy time, share
+    of the device's bandwidth limit and its costliest kernel."""
+    rows = []
+    for r in sorted((r for r in records if r["check"] == PROFILE and r["outcome"] == PASSED),
+                    key=lambda r: (r["device"], r["family"], r["model"])):
+        m = r["metrics"]
+        for prefix, name in PROFILE_PATHS:
+            wall = m.get(prefix + "wall_ms_per_step")
+            if wall is None:
+                if prefix == "fused_" and m.get("fused_unavailable"):
+                    rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]),
+                                 short_dtype(r["dtype"]), name, f"not run: {m['fused_unavailable']}", *[_fmt(None)] * 5])
+                continue
+            top = next(iter((m.get(prefix + "top_kernels") or {}).items()), None)
+            share, busy = m.get(prefix + "share_of_limit"), m.get(prefix + "busy_share")
+            rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]), short_dtype(r["dtype"]),
+                         name, f"{wall:.3f} ({1e3 / wall:.0f} tok/s)", _fmt(None) if share is None else f"{share:.0%}",
+                         f"{m[prefix + 'kernels_per_step']:.0f}",
+                         f"{m[prefix + 'kernel_ms_per_step']:.3f}" + ("" if busy is None else f" ({busy:.0%})"),
+                         f"{top[0]} {top[1][0]:.0f} µs × {top[1][1]:.0f}" if top else _fmt(None),
+                         f"{m['limit_decode_tokens_per_s']:.0f}"])
+    if not rows:
+        return None
+    return Table(["Model", "Device", "Dtype", "Decode path (batch 1)", "ms per step ↓", "Share of limit ↑",
+                  "Kernels per step ↓", "GPU busy ms (share of the step)", "Costliest kernel (per step)",
+                  "Limit tok/s"], rows)
 
 
 def release_of(record: dict) -> str | None:
