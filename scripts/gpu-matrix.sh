@@ -9,7 +9,7 @@
 #   bench MODELS     bench rows of the named catalog entries (full depth), with the adaptive compiled path
 #   prepare MODEL    make a full-depth synthetic checkpoint only (Llama-2-7B's takes minutes): a bench call
 #                    made while the machine is still warm finds it in SENTINEL_CACHE
-#   profile MODELS   scripts/profile-decode.py for each (kernel time against wall time per decode step)
+#   profile MODELS   the profile rows of the named entries (kernels, busy time, share of the limit per decode step)
 #   receive          park the files under gpu_assets/ in /tmp/sentinel-assets (they outlive the call while the
 #                    machine stays warm): real weights travel in parts (`python -m sentinel_matrix.sources split`)
 #   real [DTYPES]    join the parts (sha256 checked), then load/infer/quality/mutation rows of the packaged
@@ -71,10 +71,7 @@ t = time.time(); entry = next(e for e in load_catalog() if e.id == sys.argv[1])
 print(synthetic_checkpoint(entry, full_depth=True), round(time.time() - t), 's')" "${3:?model}" 2>&1 | tail -1
 fi
 if [[ $part == profile ]]; then
-  IFS=, read -ra models <<< "${3:?models}"
-  for model in "${models[@]}"; do
-    PYTHONPATH=. python3 scripts/profile-decode.py "$model" "${4:-0.3,0.5}" 2>&1 | grep -v "Warn\|warn\|Loading weights"
-  done
+  run matrix/ --devices cuda --checks profile --weights synthetic --models "${3:?models}" --results "$out/gpu-bench.jsonl"
 fi
 VERDICT_MODELS="tiny/*,gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,TinyLlama/TinyLlama-1.1B-Chat-v1.0,meta-llama/Llama-2-7b-hf,google/gemma-2b,EleutherAI/gpt-j-6b"
 if [[ $part == verdicts ]]; then

@@ -70,6 +70,7 @@ def test_families_option_selects_only_that_family():
     assert any("opt/facebook/opt-125m/synthetic/quality/cpu" in r for r in rows)
 
 
+@pytest.mark.end_to_end
 def test_weights_devices_checks_and_models_options():
     rows = collect("--families", "llama", "--weights", "package")
     assert rows and all("/package/" in r for r in rows)

@@ -260,6 +260,7 @@ def test_report_delegates_to_python_m_reports(capsys):
     assert code == 0 and "python -m sentinel_reports" in out and "--html" in out
 
 
+@pytest.mark.end_to_end
 def test_check_runs_the_models_rows_end_to_end(tmp_path, capsys):
     results = tmp_path / "results.jsonl"
     results.write_text('{"earlier": "record"}\n')
@@ -374,6 +375,7 @@ def _rows(path: Path) -> set[tuple]:
     return {(r["check"], r["outcome"], r["weights"]) for r in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.end_to_end
 def test_check_answers_from_a_populated_hf_cache_offline(tmp_path, capsys, monkeypatch, synthetic_folders):
     """A hub id no catalog entry names, present in the HF cache: rows from the cache, no hub call."""
     import shutil
@@ -392,6 +394,7 @@ def test_check_answers_from_a_populated_hf_cache_offline(tmp_path, capsys, monke
     assert _rows(results) == {("load", "passed", "hub"), ("infer", "passed", "hub")}
 
 
+@pytest.mark.end_to_end
 def test_check_answers_from_a_gguf_file(tmp_path, capsys):
     from sentinel_matrix.sources import PACKAGED, SMOLLM2_HUB_ID, packaged_gguf_path
 

@@ -55,13 +55,13 @@ def test_linear_kernel_matches_torch(case, dtype):
     kw, ref_in = {}, x
     if case.startswith("rms"):
         offset = "unit-offset" in case
-        kw = dict(norm="rmsnorm_unit_offset" if offset else "rmsnorm", norm_weight=nw, eps=1e-6)
-        ref_in = (F.rms_norm(x.float(), (K,), eps=1e-6) * (1 + nw.float())).to(dtype) if offset \
-            else nw * F.rms_norm(x, (K,), eps=1e-6)
+        kw = dict(norm="rmsnorm_unit_offset" if offset else "rmsnorm", norm_weight=nw, eps=0.1)
+        ref_in = (F.rms_norm(x.float(), (K,), eps=0.1) * (1 + nw.float())).to(dtype) if offset \
+            else nw * F.rms_norm(x, (K,), eps=0.1)
     elif case.startswith("layernorm"):
         affine = "no-affine" not in case
-        kw = dict(norm="layernorm", norm_weight=nw if affine else None, norm_bias=nb if affine else None, eps=1e-5)
-        ref_in = F.layer_norm(x, (K,), nw if affine else None, nb if affine else None, 1e-5)
+        kw = dict(norm="layernorm", norm_weight=nw if affine else None, norm_bias=nb if affine else None, eps=0.1)
+        ref_in = F.layer_norm(x, (K,), nw if affine else None, nb if affine else None, 0.1)
     act = {"rms-gated-silu": "silu", "layernorm-gelu-bias-residual": "gelu", "rms-unit-offset-tanh-gelu": "gelu_new",
            "plain-relu": "relu", "layernorm-no-affine-bloom-gelu": "bloom_gelu"}[case]
     gated, bias, residual = "gated" in case, "bias" in case, res if "residual" in case else None

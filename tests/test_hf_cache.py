@@ -65,6 +65,7 @@ def test_within_budget_nothing_is_deleted(hf_home):
     assert budget.enforce() == []
 
 
+@pytest.mark.end_to_end
 def test_the_matrix_records_the_eviction_on_the_models_last_row(tmp_path):
     home = tmp_path / "hf"
     cache_model(home / "hub", "org/before", "a" * 40, 3_000_000)

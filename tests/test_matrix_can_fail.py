@@ -2,6 +2,7 @@
 fail, naming the difference), goes on after an out-of-memory error, loses no finished row when the
 process dies, and writes whole lines under pytest-xdist."""
 
+import pytest
 import json
 import os
 import subprocess
@@ -64,6 +65,7 @@ def test_same_rows_pass_with_the_real_converter(tmp_path):
     assert FAKE_TOKEN not in (tmp_path / "rows.jsonl").read_text()  # tokens never reach the records
 
 
+@pytest.mark.end_to_end
 def test_out_of_memory_is_not_a_verdict_and_the_run_goes_on(tmp_path):
     proc, rows = run_matrix(tmp_path, "-p", "oom_on_post_ln")
     assert proc.returncode == 1
@@ -73,6 +75,7 @@ def test_out_of_memory_is_not_a_verdict_and_the_run_goes_on(tmp_path):
     assert all(r["outcome"] == "passed" for r in rows if r["model"] == "tiny/opt") and len(rows) == 6
 
 
+@pytest.mark.end_to_end
 def test_a_machine_fault_is_recorded_as_an_error_and_the_page_keeps_the_earlier_pass(tmp_path):
     """SENTINEL_CACHE is a file: no checkpoint can be made. The rows say the machine stopped them; the page's cell
     keeps the earlier pass and lists the run apart."""
@@ -98,12 +101,14 @@ def test_a_machine_fault_is_recorded_as_an_error_and_the_page_keeps_the_earlier_
     assert "❌" not in row and "fail" not in row and ("🧪" in row or "partial" in row), row  # the load row counts
 
 
+@pytest.mark.end_to_end
 def test_a_crash_keeps_every_finished_row(tmp_path):
     proc, rows = run_matrix(tmp_path, "-p", "crash_after_two_rows")
     assert proc.returncode == 3
     assert len(rows) == 2 and all(r["outcome"] == "passed" for r in rows)
 
 
+@pytest.mark.end_to_end
 def test_xdist_workers_write_whole_lines(tmp_path):
     # Four models' rows spread over two workers that append to one file at once (the default matrix run
     # already covers every tiny entry, one process).

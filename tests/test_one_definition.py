@@ -2,6 +2,7 @@
 user's own check would be) is a valid --checks name, gets its rows and records, takes part in the status
 rules and becomes a column of the report, with no other file touched."""
 
+import pytest
 import json
 import subprocess
 import sys
@@ -23,6 +24,7 @@ registry.register(registry.Check("made_up", "Made up", "a check invented by a te
 '''
 
 
+@pytest.mark.end_to_end
 def test_a_made_up_check_needs_one_definition(tmp_path, monkeypatch):
     (tmp_path / "made_up_plugin.py").write_text(PLUGIN)
     results = tmp_path / "rows.jsonl"

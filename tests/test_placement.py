@@ -124,6 +124,7 @@ def test_an_encoder_decoder_is_not_split(tmp_path):
         load_adaptive_model(folder, device_map="auto")
 
 
+@pytest.mark.end_to_end
 def test_matrix_rows_with_device_map_record_the_placement(tmp_path):
     import json
     import subprocess

@@ -63,6 +63,7 @@ def test_environment_names_the_code():
         assert len(env["git_sha"]) == 40 and isinstance(env["git_dirty"], bool)
 
 
+@pytest.mark.end_to_end
 def test_kill_9_mid_run_loses_no_finished_row(tmp_path):
     """A matrix run killed outright (OOM killer, a cancelled CI job) keeps every row it finished, whole."""
     results = tmp_path / "rows.jsonl"

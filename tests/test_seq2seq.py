@@ -200,6 +200,7 @@ def test_importance_scores_all_three_kinds_and_leaves_the_gates_as_they_were(pai
         assert torch.isclose(scores["decoder"][1, 2], (off - base).to(scores["decoder"].dtype), atol=1e-6)
 
 
+@pytest.mark.end_to_end
 def test_a_local_encoder_decoder_runs_the_matrix_rows(tmp_path):
     """A folder named with --models goes through the encoder-decoder checks (checks/seq2seq.py), one record per row."""
     import json

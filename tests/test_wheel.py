@@ -2,6 +2,7 @@
 and the report's templates, and, installed into a fresh venv, checks a tiny model and renders its report
 from a folder outside the repository."""
 
+import pytest
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def run(command, **kw):
     return done
 
 
+@pytest.mark.end_to_end
 def test_the_wheel_installs_and_checks_a_tiny_model_outside_the_repo(tmp_path):
     # From a copy of the sources alone: setuptools would reuse a checkout's stale build/ folder.
     source = tmp_path / "source"
