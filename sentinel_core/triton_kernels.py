@@ -218,6 +218,7 @@ def next_power_of_2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
+@functools.cache
 def linear_blocks(n: int, k: int, device: torch.device) -> tuple[int, int, int]:
     """(BLOCK_N, BLOCK_K, num_warps) for an n × k matrix-vector product. On CUDA: enough programs to cover every
     SM a few times over, each loading 16-byte vectors; on the interpreter, small blocks (it runs each op in numpy)."""
