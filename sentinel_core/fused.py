@@ -27,16 +27,13 @@ def unsupported_reason(model) -> str | None:
     reasons = {
         "qk_norm": "per-head query/key norms (Gemma 3)", "sandwich_norms": "sandwich norms (Gemma 3)",
         "residual_from_norm": "a residual taken after the norm (BLOOM's apply_residual_connection_post_layernorm)",
-        "rotary_interleaved": "interleaved rotary (GPT-J)", "falcon_alibi": "Falcon-RW's ALiBi",
-        "rotary_local_inv_freq": "a second rotary set for sliding layers",
+        "falcon_alibi": "Falcon-RW's ALiBi", "rotary_local_inv_freq": "a second rotary set for sliding layers",
     }
     for field, what in reasons.items():
         if getattr(s, field):
             return f"the fused decode path does not implement {what}"
     if s.activation not in kernels.ACTIVATIONS:
         return f"the fused decode path has no kernel for the activation {s.activation!r}"
-    if s.sliding_layers and not all(s.sliding_layers) and any(s.sliding_layers):
-        return "the fused decode path takes one sliding window for every layer or none"
     return None
 
 
@@ -92,7 +89,6 @@ class FusedDecodeStep:
         if self.alibi is not None:  # BLOOM: a key's position counts the real tokens before it
             keys = mask.long()
             key_positions = ((keys.cumsum(-1) - 1) * keys).float()
-        window = s.sliding_window if s.sliding_layers and s.sliding_layers[0] else None
         x = x.reshape(-1).contiguous()
         h = torch.empty_like(x)
         for i, (layer, fixed) in enumerate(zip(model.layers, self.layers)):
@@ -105,7 +101,8 @@ class FusedDecodeStep:
                 qkv, cache.keys[i][0], cache.values[i][0], ctx, cos=cos, sin=sin, slot=cache.pos, mask=mask,
                 gates=None if unit_gates else model.gates[i], alibi_slopes=self.alibi, key_positions=key_positions,
                 n_heads=nh, n_kv_heads=nkv, head_dim=hd, rotary_dim=s.rotary_dim if cos is not None else 0,
-                scale=attn.scale, window=window, **fixed)
+                scale=attn.scale, interleaved=s.rotary_interleaved, window=s.sliding_window if attn.windowed else None,
+                **fixed)
             up = dict(bias=mlp.up.bias, activation=None if mlp.gated else s.activation, gated=mlp.gated)
             if mlp.gated:
                 up["activation"] = s.activation

@@ -5,7 +5,7 @@ Two kernels cover a layer:
   its epilogue the activation, or SiLU(gate) · up for a gated MLP (rows [gate | up] of one matrix), or the residual
   add. Batch 1 makes it a matrix-vector product: the kernel streams W once, each program owning BLOCK_N rows.
 - `decode_attention_kernel`: one program per query head: the head's query and the new key rotated (the decoder's
-  swap-and-signed-sin form, so the same arithmetic), the new key and value written into the static cache by the
+  swap-and-signed-sin form, halves or GPT-J's pairs, so the same arithmetic), the new key and value written into the static cache by the
   first query head of their group, softmax(q·K) V over the cached keys plus the new one in fp32 (online softmax),
   ALiBi, padding, the sliding window, and the head's gate. Each query head reads its KV head through `kv_of_head`,
   so the uneven groups pruning leaves need no gather.
@@ -122,6 +122,7 @@ def decode_attention_kernel(qkv_ptr, k_cache_ptr, v_cache_ptr, out_ptr, cos_ptr,
                             gates_ptr, head_ids_ptr, kv_of_head_ptr, writes_kv_ptr, alibi_ptr, key_pos_ptr,
                             n_heads, n_kv_heads, max_len, scale, window,
                             HEAD_DIM: tl.constexpr, HEAD_DIM_P2: tl.constexpr, ROT_HALF: tl.constexpr,
+                            INTERLEAVED: tl.constexpr,
                             USE_GATES: tl.constexpr, ALIBI: tl.constexpr, WINDOW: tl.constexpr,
                             BLOCK_T: tl.constexpr):
     # qkv [(n_heads + 2 n_kv_heads) · HEAD_DIM] (queries, keys, values), caches [n_kv_heads, max_len, HEAD_DIM],
@@ -137,9 +138,12 @@ def decode_attention_kernel(qkv_ptr, k_cache_ptr, v_cache_ptr, out_ptr, cos_ptr,
     v_off = (n_heads + n_kv_heads + kv) * HEAD_DIM
     k_new = tl.load(qkv_ptr + k_off + d, mask=d_ok, other=0.0).to(tl.float32)
     v_new = tl.load(qkv_ptr + v_off + d, mask=d_ok, other=0.0)
-    if ROT_HALF > 0:  # x · cos + swap_halves(x) · signed_sin over the first 2 ROT_HALF dims, each product rounded
+    if ROT_HALF > 0:  # x · cos + swap(x) · signed_sin over the first 2 ROT_HALF dims, each product rounded
         rot = d < 2 * ROT_HALF
-        partner = tl.where(d < ROT_HALF, d + ROT_HALF, d - ROT_HALF)
+        if INTERLEAVED:  # GPT-J: pairs (0, 1), (2, 3), ...
+            partner = d + 1 - 2 * (d % 2)
+        else:  # the two halves
+            partner = tl.where(d < ROT_HALF, d + ROT_HALF, d - ROT_HALF)
         cos = tl.load(cos_ptr + d, mask=rot, other=1.0).to(tl.float32)
         sin = tl.load(sin_ptr + d, mask=rot, other=0.0).to(tl.float32)
         q_swap = tl.load(qkv_ptr + h * HEAD_DIM + partner, mask=rot, other=0.0).to(tl.float32)
@@ -247,7 +251,8 @@ def linear(x, weight, out, *, bias=None, residual=None, norm: str | None = None,
 
 def decode_attention(qkv, k_cache, v_cache, out, *, cos, sin, slot, mask, gates, head_ids, kv_of_head, writes_kv,
                      n_heads: int, n_kv_heads: int, head_dim: int, rotary_dim: int, scale: float,
-                     window: int | None = None, alibi_slopes=None, key_positions=None) -> None:
+                     interleaved: bool = False, window: int | None = None, alibi_slopes=None,
+                     key_positions=None) -> None:
     """out[n_heads · head_dim] = each head's gated attention output for one new token; see decode_attention_kernel.
     k_cache / v_cache: one sequence's [n_kv_heads, max_len, head_dim]; slot: a 1-element device tensor."""
     max_len = k_cache.shape[-2]
@@ -257,6 +262,6 @@ def decode_attention(qkv, k_cache, v_cache, out, *, cos, sin, slot, mask, gates,
            dummy if gates is None else gates, head_ids, kv_of_head, writes_kv,
            dummy if alibi_slopes is None else alibi_slopes, dummy if key_positions is None else key_positions,
            n_heads, n_kv_heads, max_len, float(scale), int(window or 0),
-           HEAD_DIM=head_dim, HEAD_DIM_P2=next_power_of_2(head_dim), ROT_HALF=rotary_dim // 2,
+           HEAD_DIM=head_dim, HEAD_DIM_P2=next_power_of_2(head_dim), ROT_HALF=rotary_dim // 2, INTERLEAVED=interleaved,
            USE_GATES=gates is not None, ALIBI=alibi_slopes is not None, WINDOW=window is not None,
            BLOCK_T=64 if qkv.is_cuda else 16)

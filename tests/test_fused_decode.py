@@ -152,7 +152,8 @@ def test_decode_attention_kernel_matches_torch(case):
 
 # One variant per layout the fused step has a branch for.
 STEP_VARIANTS = ["llama-gqa", "gpt2", "neox-parallel", "opt-350m-style", "bloom", "mistral-sliding-window",
-                 "phi3-longrope-partial-rotary", "gemma-multi-query-wide-heads"]
+                 "phi3-longrope-partial-rotary", "gemma-multi-query-wide-heads", "gptj-interleaved-rotary",
+                 "qwen2-qkv-bias-sliding-layer", "gpt-neo-local-layers"]
 
 
 def decode(model, ids, prompt: int, step) -> torch.Tensor:
@@ -247,6 +248,7 @@ def test_fused_refusals_name_the_fix(step_models, synthetic_folders):
         bf16.generate(ids.repeat(2, 1), max_new_tokens=2, fused=True)
     with pytest.raises(InputError, match="half precision"):
         step_models("llama-gqa").generate(ids, max_new_tokens=2, fused=True)
-    gptj = load_adaptive_model(synthetic_folders("gptj-interleaved-rotary"), dtype=torch.bfloat16, device=DEVICE)
-    with pytest.raises(UnsupportedModelError, match="interleaved rotary"):
-        gptj.generate(ids % 500, max_new_tokens=2, fused=True)
+    gemma3 = load_adaptive_model(synthetic_folders("gemma3-sliding-global-linear-rope"), dtype=torch.bfloat16,
+                                 device=DEVICE)
+    with pytest.raises(UnsupportedModelError, match="per-head query/key norms"):
+        gemma3.generate(ids % 500, max_new_tokens=2, fused=True)
