@@ -35,8 +35,7 @@ def command(name: str):
 def top_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sentinel", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Hugging Face causal LMs rebuilt as one gated transformer: generate with them, check them "
-                    "against HF, report the results.",
+        description="Hugging Face LMs rebuilt as one gated transformer: generate, check against HF, report.",
         epilog="Without a command the arguments are generate's: `sentinel --model_name M --prompt P` is\n"
                "`sentinel generate --model_name M --prompt P`. `sentinel COMMAND --help` for a command's options.")
     p.add_argument("--version", "-V", action="version", version=f"sentinel {version()}")

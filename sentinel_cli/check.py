@@ -26,7 +26,7 @@ from sentinel_core.names import (BENCH, PROFILE, BFLOAT16, ERROR, FAILED, INCONC
 
 from .common import add_option, parse, run_reporting_errors
 
-HELP = "run a model's matrix rows (load, infer, quality, mutation; bench, prune on request) and print a verdict table"
+HELP = "run a model's matrix rows and print a verdict table"
 
 MARKS = {PASSED: "✅", FAILED: "❌", INCONCLUSIVE: "◻️", SKIPPED: "⏭", ERROR: "⚠️"}
 

@@ -18,7 +18,7 @@ from sentinel_core.names import PASSED, PROFILE
 
 from .common import add_option, parse, run_reporting_errors
 
-HELP = "profile a model's batch-1 decode step on the GPU (kernels, busy time, share of the bandwidth limit)"
+HELP = "a batch-1 decode step's kernels and time on the GPU"
 
 
 def build_parser() -> argparse.ArgumentParser:

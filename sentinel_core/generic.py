@@ -233,16 +233,16 @@ class GenericGatedLM(PretrainedLike, KeepsFp32Buffers, nn.Module):
                  repetition_penalty=None, eos_token_id=None, pad_token_id=None, min_new_tokens=None,
                  use_cache=True, streamer=None, generator: torch.Generator | None = None,
                  static_cache: bool = False, cuda_graph: bool = False, compiled: bool = False,
-                 return_dict_in_generate: bool = False, **unsupported):
+                 fused: bool = False, return_dict_in_generate: bool = False, **unsupported):
         """AdaptiveCausalLM.generate's arguments and meaning, run by HF generate on the gated HF model.
 
         The settings are resolved as the native path resolves them (`generation.generate_settings`) and
         every one is passed explicitly, so the checkpoint's generation_config cannot add settings the native
         path would not use.
         """
-        if cuda_graph or compiled:
-            raise ValueError("cuda_graph=True and compiled=True need a native converter; the generic gated wrapper "
-                             "decodes with HF generate")
+        if cuda_graph or compiled or fused:
+            raise ValueError("cuda_graph=True, compiled=True and fused=True need a native converter; the generic gated "
+                             "wrapper decodes with HF generate")
         unit_gates = self.check_call(input_ids, attention_mask)  # one host sync: ids, mask and gates
         settings = generate_settings(self, input_ids.shape[1], generation_config=generation_config,
                                      max_length=max_length, unsupported=unsupported, max_new_tokens=max_new_tokens,
