@@ -112,8 +112,21 @@ def _relative_positions(model, *, longest: int, dtype: str) -> str | None:
     return None if model.spec.positions == "relative" else "a position table: no relative buckets"
 
 
+def _row_beyond_fits(model, *, longest: int, dtype: str) -> str | None:
+    """A table read one row further needs that row: inputs that reach the table's last row (half precision's
+    statistics inputs run to the model's positions) would index past it, a crash (on CUDA a device-side assert that
+    ends the process's CUDA context), not a measurement."""
+    reason = _table_positions(model, longest=longest, dtype=dtype)
+    if reason:
+        return reason
+    rows = model.encoder.pos.num_embeddings
+    if longest + model.spec.position_offset + 1 > rows:
+        return f"inputs of {longest} positions reach the table's last row: one row further is outside the table"
+    return None
+
+
 @mutant("positions_offset_off_by_one", "the position table read one row further (BART's offset 2 taken as 3)",
-        inapplicable=_table_positions)
+        inapplicable=_row_beyond_fits)
 def _positions_offset(model):
     return _undo_all([_setting(stack, "spec", replace(stack.spec, position_offset=stack.spec.position_offset + 1))
                       for stack in (model.encoder, model.decoder)])
