@@ -103,9 +103,7 @@ class FusedDecodeStep:
                 n_heads=nh, n_kv_heads=nkv, head_dim=hd, rotary_dim=s.rotary_dim if cos is not None else 0,
                 scale=attn.scale, interleaved=s.rotary_interleaved, window=s.sliding_window if attn.windowed else None,
                 **fixed)
-            up = dict(bias=mlp.up.bias, activation=None if mlp.gated else s.activation, gated=mlp.gated)
-            if mlp.gated:
-                up["activation"] = s.activation
+            up = dict(bias=mlp.up.bias, activation=s.activation, gated=mlp.gated)  # gated: act(gate) · up
             if s.parallel_residual:  # x + attn(norm1(x)) + mlp(norm2(x)), summed as h = x + attn; h + mlp
                 kernels.linear(ctx, attn.out.weight, h, bias=attn.out.bias, residual=x)
                 mlp_norm = layer.attn_norm if s.shared_norm else layer.mlp_norm
