@@ -3,8 +3,8 @@
 Eager decoding launches ~20 small kernels per layer (norms, rotary, cache writes, the GQA gather, residual adds,
 SiLU · up) and a batch-1 step is bound by them, not by reading the weights. Here a layer is
     [norm → q|k|v]  [rotary, cache write, attention, gates]  [out + residual]  [norm → up, activation]  [down + residual]
-(post-norm blocks add their two norms as torch ops); see triton_kernels.py. The embedding and the head stay the
-decoder's own. Same gates, same pruning (uneven groups read their KV head through `kv_of_head`), same cache layout
+(post-norm blocks add their two norms as torch ops); see triton_kernels.py, which also runs the final norm and the
+LM head as one kernel. The embedding stays the decoder's own. Same gates, same pruning (uneven groups read their KV head through `kv_of_head`), same cache layout
 (the prefill fills it with the eager forward). It rounds where the eager step rounds, but sums inside a dot product
 in another order: half precision's verdicts grade it as they grade HF's own half precision (fp32 decoding stays on
 HF's arithmetic, generate refuses fused=True there).
@@ -72,6 +72,10 @@ class FusedDecodeStep:
         self.qkv, self.ctx = make(widest_qkv), make(widest_ctx)
         self.mid = make(self.spec.intermediate_size)
         self.alibi = model.alibi_slopes if self.spec.positions == "alibi" else None
+        # The final norm in the LM head's prologue, where the head is a plain linear after it (no projection out, no
+        # soft cap): one launch instead of two; else the decoder's own head.
+        s = self.spec
+        self.fused_head = s.final_norm and s.final_logit_softcap is None and not hasattr(model, "project_out")
 
     def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, logits_to_keep=1,
                  unit_gates=None, **_):
@@ -120,5 +124,8 @@ class FusedDecodeStep:
                 kernels.linear(self.mid, mlp.down.weight, h, bias=mlp.down.bias, residual=x)
                 x = layer.mlp_norm(h)
         cache.advance(1)
-        logits = model.head(x.view(1, 1, -1), logits_to_keep)
-        return CausalLMOutput(logits=logits, past_key_values=cache)
+        if not self.fused_head:
+            return CausalLMOutput(logits=model.head(x.view(1, 1, -1), logits_to_keep), past_key_values=cache)
+        logits = torch.empty(s.vocab_size, device=self.device, dtype=self.dtype)  # each step's own, as the decoder's
+        kernels.linear(x, model.lm_head.weight, logits, bias=model.lm_head.bias, **norm_arguments(model.final_norm))
+        return CausalLMOutput(logits=logits.view(1, 1, -1), past_key_values=cache)
