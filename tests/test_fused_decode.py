@@ -252,3 +252,22 @@ def test_fused_refusals_name_the_fix(step_models, synthetic_folders):
                                  device=DEVICE)
     with pytest.raises(UnsupportedModelError, match="per-head query/key norms"):
         gemma3.generate(ids % 500, max_new_tokens=2, fused=True)
+
+
+def test_the_quality_checks_fused_probe_is_the_model_teacher_forced(step_models, monkeypatch):
+    """The quality check's fused probe (CUDA rows only) runs each statistics row one token at a time: in fp32 it must
+    give the full forward's log-probs at every position."""
+    from types import SimpleNamespace
+
+    from sentinel_matrix.checks import quality
+
+    model = step_models("llama-gqa")
+    monkeypatch.setattr(quality, "fused_unavailable", lambda pair: None)  # it would say "runs on CUDA" here
+    ids = torch.cat([random_ids(model, 7, seed=4), random_ids(model, 7, seed=5)])
+    probes, reason = quality.fused_logprobs(SimpleNamespace(adaptive=model),
+                                            SimpleNamespace(statistics={"rows": (ids, "HF's", "HF fp32's")}))
+    ours, theirs, fp32, real = probes["rows"]
+    assert reason is None and (theirs, fp32) == ("HF's", "HF fp32's") and real.shape == ids.shape and real.all()
+    with torch.no_grad():
+        expected = model(ids).logits.float().log_softmax(-1)
+    assert ours.shape == expected.shape and (ours - expected).abs().max().item() <= FP32_TOL
