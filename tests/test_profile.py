@@ -41,3 +41,24 @@ def test_the_page_and_the_cli_show_each_path_and_why_one_did_not_run():
     lines = "\n".join(profile_lines(METRICS))
     assert "graph: 1.600 ms a step (625 tok/s, 44% of the limit), 460 kernels, GPU busy 1.100 ms (69%)" in lines
     assert "fused: not run" in lines and "700.0 µs   88.0×  gemv2T_kernel_val" in lines
+
+
+def test_a_step_is_the_long_generate_less_the_short_one(monkeypatch):
+    """Per step: (a generate of N + 1 tokens) - (a generate of 1), over N; prefill kernels and the first token cancel."""
+    from sentinel_matrix.checks import profile
+
+    calls = iter([{"gemv": (330.0 + 40.0, 66 + 2), "prefill_gemm": (500.0, 4)},  # N + 1 = 33 tokens
+                  {"gemv": (10.0 + 40.0, 2 + 2), "prefill_gemm": (500.0, 4)}])  # 1 token
+    monkeypatch.setattr(profile, "kernel_times", lambda run: next(calls))
+    timings = iter([[0.0042] * 5, [0.001] * 5])  # seconds: 33 tokens, then 1
+    monkeypatch.setattr(profile, "time_runs", lambda *a, **k: next(timings))
+
+    class Model:
+        def generate(self, prompt, **kw):
+            return prompt
+
+    m = profile.profile_path(Model(), None, {}, limit_tok_s=10_000.0, prefix="graph_")
+    assert m["graph_kernels_per_step"] == 2.0 and abs(m["graph_kernel_ms_per_step"] - 0.010) < 1e-9
+    assert abs(m["graph_wall_ms_per_step"] - 0.1) < 1e-9 and abs(m["graph_busy_share"] - 0.1) < 1e-9
+    assert m["graph_top_kernels"] == {"gemv": [10.0, 2.0]}  # the prefill's kernels cancelled out
+    assert abs(m["graph_share_of_limit"] - 1.0) < 1e-9  # 10,000 tok/s at 0.1 ms a step
