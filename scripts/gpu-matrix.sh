@@ -17,8 +17,8 @@
 #   seq2seq [DTYPES] the encoder-decoders: tests/test_cuda.py's encoder-decoder test, then in each dtype (default
 #                    "bfloat16 float32") every t5/bart/mbart/marian entry's load/infer/quality/mutation rows (--slow
 #                    included), then their bench rows (full depth), as time permits (SEQ2SEQ_S per dtype)
-#   fused [MODELS]   tests/test_fused_decode.py compiled (the kernels on the GPU), then the bench and profile rows of
-#                    MODELS (default: the six seed geometries, full depth) in bf16
+#   fused [MODELS]   tests/test_fused_decode.py compiled (the kernels on the GPU), then the profile rows and then the
+#                    bench rows of MODELS (default: the six seed geometries, full depth) in bf16
 #   split MODEL [GIB] scripts/split-parity.py: MODEL at full depth (synthetic bf16) split across GPU 0 (GIB of it,
 #                    default 22) and the CPU, against HF split the same way, with both sides' speed
 #   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
@@ -119,9 +119,12 @@ fi
 SEED_GEOMETRIES="TinyLlama/TinyLlama-1.1B-step-50K-105b,gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,meta-llama/Llama-2-7b-hf"
 if [[ $part == fused ]]; then
   run tests/test_fused_decode.py
+  # The profile rows first (under a minute each), then the bench rows (minutes each: HF's compiled baseline).
+  run matrix/ --devices cuda --cuda-dtype bfloat16 --checks profile --weights synthetic --models "${3:-$SEED_GEOMETRIES}" \
+    --results "$out/gpu-bench.jsonl"
   IFS=, read -ra models <<< "${3:-$SEED_GEOMETRIES}"
   for model in "${models[@]}"; do  # one model at a time: each row's record lands before the next starts
-    run matrix/ --devices cuda --cuda-dtype bfloat16 --checks bench,profile --weights synthetic --models "$model" \
+    run matrix/ --devices cuda --cuda-dtype bfloat16 --checks bench --weights synthetic --models "$model" \
       --results "$out/gpu-bench.jsonl"
   done
 fi
