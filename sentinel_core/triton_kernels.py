@@ -45,8 +45,11 @@ def linear_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, norm_w_ptr, norm_b_p
                   N, K, eps,
                   NORM: tl.constexpr, NORM_AFFINE: tl.constexpr, NORM_BIAS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, HAS_RES: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
     # x [K], W [N (× 2 when GATED), K] row-major, out [N]
+    if PDL:  # programmatic dependent launch: wait for the previous kernel's writes (x), let the next one launch
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     dtype = out_ptr.dtype.element_ty
     pid = tl.program_id(0)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -124,9 +127,12 @@ def decode_attention_kernel(qkv_ptr, k_cache_ptr, v_cache_ptr, out_ptr, cos_ptr,
                             HEAD_DIM: tl.constexpr, HEAD_DIM_P2: tl.constexpr, ROT_HALF: tl.constexpr,
                             INTERLEAVED: tl.constexpr,
                             USE_GATES: tl.constexpr, ALIBI: tl.constexpr, WINDOW: tl.constexpr,
-                            BLOCK_T: tl.constexpr):
+                            BLOCK_T: tl.constexpr, PDL: tl.constexpr = False):
     # qkv [(n_heads + 2 n_kv_heads) · HEAD_DIM] (queries, keys, values), caches [n_kv_heads, max_len, HEAD_DIM],
     # cos / signed sin [2 ROT_HALF], out [n_heads · HEAD_DIM]
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     dtype = out_ptr.dtype.element_ty
     h = tl.program_id(0)
     kv = tl.load(kv_of_head_ptr + h)
@@ -215,7 +221,24 @@ def launch(fn, grid, *args, num_warps: int = 4, **constexprs):
                            f"kernels need {'CPU' if interpreted() else 'CUDA'} tensors, not {device.type} ones")
     if device.type == "cuda":
         constexprs["num_warps"] = num_warps
+        if pdl(device):
+            constexprs.update(PDL=True, launch_pdl=True)
     _kernel(fn)[grid](*args, **constexprs)
+
+
+PROGRAMMATIC_DEPENDENT_LAUNCH = False
+
+
+@functools.cache
+def _hopper_or_later(index: int) -> bool:
+    return torch.cuda.get_device_capability(index) >= (9, 0)
+
+
+def pdl(device: torch.device) -> bool:
+    """Whether kernels launch with programmatic dependent launch (Hopper and later): a kernel's programs start while
+    the previous kernel's last ones finish, and wait (griddepcontrol) before reading what it wrote, hiding the gap
+    between two launches."""
+    return PROGRAMMATIC_DEPENDENT_LAUNCH and _hopper_or_later(device.index or 0)
 
 
 def next_power_of_2(n: int) -> int:
