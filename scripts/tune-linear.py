@@ -21,7 +21,9 @@ SHAPES = {  # name: (rows N, columns K, gated)
     "llama7b up": (11008, 4096, True), "llama7b down": (4096, 11008, False), "gpt2-medium qkv": (3072, 1024, False),
     "gpt2-medium up": (4096, 1024, False), "gpt2-medium down": (1024, 4096, False), "lm head 32000": (32000, 2048, False),
 }
-CONFIGS = list(itertools.product((1, 2, 4, 8), (256, 512, 1024), (4, 8)))
+# One row per program won every shape of the first sweep (BLOCK_N 1-8, BLOCK_K 256-1024, 4 or 8 warps): this one asks
+# whether longer row reads (more bytes in flight per program) or 16 warps go further.
+CONFIGS = list(itertools.product((1, 2), (256, 512, 1024, 2048), (4, 8, 16)))
 
 print(torch.cuda.get_device_name(0), "triton", triton.__version__, flush=True)
 for name, (n, k, gated) in SHAPES.items():
