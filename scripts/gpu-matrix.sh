@@ -18,7 +18,7 @@
 #                    "bfloat16 float32") every t5/bart/mbart/marian entry's load/infer/quality/mutation rows (--slow
 #                    included), then their bench rows (full depth), as time permits (SEQ2SEQ_S per dtype)
 #   fused [MODELS]   tests/test_fused_decode.py compiled (the kernels on the GPU), then the profile rows and then the
-#                    bench rows of MODELS (default: the six seed geometries, full depth) in bf16
+#                    bench rows of MODELS (default: the six seed geometries, full depth) in bf16 (FUSED_TESTS=0: no tests)
 #   split MODEL [GIB] scripts/split-parity.py: MODEL at full depth (synthetic bf16) split across GPU 0 (GIB of it,
 #                    default 22) and the CPU, against HF split the same way, with both sides' speed
 #   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
@@ -118,7 +118,7 @@ if [[ $part == seq2seq ]]; then
 fi
 SEED_GEOMETRIES="TinyLlama/TinyLlama-1.1B-step-50K-105b,gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,meta-llama/Llama-2-7b-hf"
 if [[ $part == fused ]]; then
-  run tests/test_fused_decode.py
+  [[ ${FUSED_TESTS:-1} == 1 ]] && run tests/test_fused_decode.py  # FUSED_TESTS=0: the rows only
   # The profile rows first (under a minute each), then the bench rows (minutes each: HF's compiled baseline).
   run matrix/ --devices cuda --cuda-dtype bfloat16 --checks profile --weights synthetic --models "${3:-$SEED_GEOMETRIES}" \
     --results "$out/gpu-bench.jsonl"
