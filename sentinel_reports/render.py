@@ -19,6 +19,7 @@ from sentinel_matrix.metrics import hf_side_moved, hf_side_quantities
 from sentinel_matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from sentinel_matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
+from sentinel_matrix.checks.profile import costliest_first
 from sentinel_matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
 
 from . import status as rules
@@ -658,7 +659,7 @@ def profile_table(records: list[dict]) -> Table | None:
                     rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]),
                                  short_dtype(r["dtype"]), name, f"not run: {m['fused_unavailable']}", *[_fmt(None)] * 5])
                 continue
-            top = next(iter((m.get(prefix + "top_kernels") or {}).items()), None)
+            top = next(iter(costliest_first(m.get(prefix + "top_kernels") or {})), None)
             share, busy = m.get(prefix + "share_of_limit"), m.get(prefix + "busy_share")
             rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]), short_dtype(r["dtype"]),
                          name, f"{wall:.3f} ({1e3 / wall:.0f} tok/s)", _fmt(None) if share is None else f"{share:.0%}",

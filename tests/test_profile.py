@@ -44,21 +44,66 @@ def test_the_page_and_the_cli_show_each_path_and_why_one_did_not_run():
 
 
 def test_a_step_is_the_long_generate_less_the_short_one(monkeypatch):
-    """Per step: (a generate of N + 1 tokens) - (a generate of 1), over N; prefill kernels and the first token cancel."""
+    """Per step: (a generate of N + 2 tokens) - (a generate of 2), over N. The prefill, and the first decode step where
+    a call captures its CUDA graph after two eager warm-up steps, are in both and cancel: what is left is N replays.
+    (Less a generate of 1, which captures nothing, the capture would count as 1/N of a step.)"""
     from sentinel_matrix.checks import profile
 
-    calls = iter([{"gemv": (330.0 + 40.0, 66 + 2), "prefill_gemm": (500.0, 4)},  # N + 1 = 33 tokens
-                  {"gemv": (10.0 + 40.0, 2 + 2), "prefill_gemm": (500.0, 4)}])  # 1 token
-    monkeypatch.setattr(profile, "kernel_times", lambda run: next(calls))
-    timings = iter([[0.0042] * 5, [0.001] * 5])  # seconds: 33 tokens, then 1
-    monkeypatch.setattr(profile, "time_runs", lambda *a, **k: next(timings))
+    class Model:  # a generate of n tokens, as model.generate's CUDA-graph path runs it
+        last = 0
 
-    class Model:
-        def generate(self, prompt, **kw):
-            return prompt
+        def generate(self, prompt, max_new_tokens, **kw):
+            self.last = max_new_tokens
 
-    m = profile.profile_path(Model(), None, {}, limit_tok_s=10_000.0, prefix="graph_")
+    model = Model()
+
+    def kernels(n):
+        out = {"prefill_gemm": (500.0, 4)}
+        if n >= 2:  # the first decode step: two eager warm-up steps (3 kernels each), then the graph's first replay
+            out["warmup_elementwise"] = (60.0, 6)
+        out["gemv"] = (10.0 * (n - 1), 2 * (n - 1))  # each replayed step: 2 gemv launches, 10 µs
+        return out
+
+    def run_and_count(run):
+        run()
+        return kernels(model.last)
+
+    def timed(run, *a, **k):  # seconds: 1 ms prefill, 8 ms capture, 0.1 ms a replayed step
+        run()
+        n = model.last
+        return [1e-3 + (8e-3 if n >= 2 else 0.0) + 1e-4 * (n - 1)] * 5
+
+    monkeypatch.setattr(profile, "kernel_times", run_and_count)
+    monkeypatch.setattr(profile, "time_runs", timed)
+    m = profile.profile_path(model, None, {}, limit_tok_s=10_000.0, prefix="graph_")
     assert m["graph_kernels_per_step"] == 2.0 and abs(m["graph_kernel_ms_per_step"] - 0.010) < 1e-9
     assert abs(m["graph_wall_ms_per_step"] - 0.1) < 1e-9 and abs(m["graph_busy_share"] - 0.1) < 1e-9
-    assert m["graph_top_kernels"] == {"gemv": [10.0, 2.0]}  # the prefill's kernels cancelled out
+    assert m["graph_top_kernels"] == {"gemv": [10.0, 2.0]}  # the prefill's and the capture's kernels cancelled out
     assert abs(m["graph_share_of_limit"] - 1.0) < 1e-9  # 10,000 tok/s at 0.1 ms a step
+
+
+def test_anonymous_namespaces_and_lambdas_keep_the_kernel_name():
+    """torch's indexing kernels live in an anonymous namespace and elementwise ones take lambdas: their names must
+    survive, or every such kernel is counted as one "void at::native::"."""
+    small = ("void at::native::(anonymous namespace)::indexSelectSmallIndex<c10::BFloat16, long, unsigned int, 2, 2, "
+             "-2>(at::cuda::detail::TensorInfo<c10::BFloat16, unsigned int>, at::cuda::detail::TensorInfo<c10::BFloat16 "
+             "const, unsigned int>, int, int, unsigned int, long)")
+    assert short_kernel_name(small) == "void at::native::indexSelectSmallIndex"
+    lam = ("void at::native::elementwise_kernel<128, 4, at::native::gpu_kernel_impl_nocast<at::native::direct_copy_kernel"
+           "_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda(c10::BFloat16)#1}>(at::TensorIterat"
+           "orBase&, at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lamb"
+           "da(c10::BFloat16)#1} const&)::{lambda(int)#1}>(int, at::native::gpu_kernel_impl_nocast<at::native::direct_co"
+           "py_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() const::{lambda(c10::BFloat16)#1}>(at::Ten"
+           "sorIteratorBase&, at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda()#3}::operator()() co"
+           "nst::{lambda(c10::BFloat16)#1} const&)::{lambda(int)#1})")
+    assert short_kernel_name(lam) == "void at::native::elementwise_kernel"
+
+
+def test_the_costliest_kernel_is_the_one_shown_whatever_the_record_order():
+    """A record's top kernels come back from JSON in name order: the page and the CLI pick by time."""
+    metrics = dict(METRICS, graph_top_kernels={"a_cheap_kernel": [5.0, 1.0], "z_costly_kernel": [900.0, 22.0]})
+    table = profile_table([profile_record(metrics)]).markdown()
+    assert "z_costly_kernel 900 µs × 22" in table and "a_cheap_kernel" not in table
+    lines = profile_lines(metrics)
+    assert lines.index(next(l for l in lines if "z_costly_kernel" in l)) < lines.index(
+        next(l for l in lines if "a_cheap_kernel" in l))

@@ -3,8 +3,8 @@ CUDA graph, and the fused Triton step where it runs), unpruned and with half of 
 
 Per step: the kernels launched, the GPU's busy time (the kernels' summed time; one stream, so they do not overlap)
 against the wall time, the share of the device's batch-1 limit (its read bandwidth over the bytes a step reads),
-and the kernels that take the most time. A step is a generate of N + 1 tokens less a generate of 1 (the prefill
-and the first token cancel). A measurement, never a verdict; `sentinel profile MODEL` prints the same.
+and the kernels that take the most time. A step is a generate of N + 2 tokens less a generate of 2 (the prefill, the
+first token and the first decode step, where the graph is captured, cancel). A measurement, never a verdict; `sentinel profile MODEL` prints the same.
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ PATHS = {"graph_": {"cuda_graph": True}, "fused_": {"fused": True}}  # key prefi
 
 
 def short_kernel_name(name: str) -> str:
-    """A kernel's name without template arguments and parameter lists (cuBLAS and torch names run to hundreds of
-    characters)."""
-    name = re.sub(r"\(.*\)$", "", name)
+    """A kernel's name without namespaces' "(anonymous namespace)", template arguments and its parameter list (cuBLAS
+    and torch names run to hundreds of characters). Templates go first: they can hold parentheses ("{lambda(int)#1}"),
+    and what is left of the first one after them opens the parameter list."""
+    name = name.replace("(anonymous namespace)::", "")
     while "<" in name:
         stripped = re.sub(r"<[^<>]*>", "", name)
         if stripped == name:
             break
         name = stripped
-    return " ".join(name.split())[:80]
+    return " ".join(name.split("(", 1)[0].split())[:80]
 
 
 def kernel_times(run) -> dict[str, tuple[float, int]]:
@@ -57,12 +58,15 @@ def kernel_times(run) -> dict[str, tuple[float, int]]:
 
 @torch.no_grad()
 def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str) -> dict:
+    """A step: a generate of N + 2 tokens less one of 2, over N. Both run the prefill (the first token) and the first
+    decode step, where each generate call captures its CUDA graph after two eager warm-up steps: that capture (and
+    its kernels) cancels with the rest, leaving N replayed steps. A generate of 1 token captures nothing."""
     generate = lambda n: model.generate(prompt, max_new_tokens=n, eos_token_id=[], **kw)  # noqa: E731
-    generate(PROFILE_STEPS + 1)  # warm: the graph captured, the kernels compiled
+    generate(PROFILE_STEPS + 2)  # warm: the kernels compiled
     with TRACER.paused():
-        long = time_runs(lambda: generate(PROFILE_STEPS + 1), "cuda", rounds=TIMED_RUNS, warmup=0)
-        short = time_runs(lambda: generate(1), "cuda", rounds=TIMED_RUNS, warmup=0)
-        many, one = kernel_times(lambda: generate(PROFILE_STEPS + 1)), kernel_times(lambda: generate(1))
+        long = time_runs(lambda: generate(PROFILE_STEPS + 2), "cuda", rounds=TIMED_RUNS, warmup=0)
+        short = time_runs(lambda: generate(2), "cuda", rounds=TIMED_RUNS, warmup=0)
+        many, one = kernel_times(lambda: generate(PROFILE_STEPS + 2)), kernel_times(lambda: generate(2))
     wall_ms = 1e3 * (percentile(long, 50) - percentile(short, 50)) / PROFILE_STEPS
     per_step = {name: ((us - one.get(name, (0.0, 0))[0]) / PROFILE_STEPS, (n - one.get(name, (0.0, 0))[1]) / PROFILE_STEPS)
                 for name, (us, n) in many.items()}
@@ -92,7 +96,7 @@ def run_profile(folder, device: str, dtype: str) -> dict:
     limit = bandwidth["read_bandwidth_peak_gb_s"] * 1e9 / (read_mb * 2**20)
     metrics = {"profile_steps": PROFILE_STEPS, "weights_read_per_token_mb": read_mb,
                "read_bandwidth_peak_gb_s": bandwidth["read_bandwidth_peak_gb_s"], "limit_decode_tokens_per_s": limit}
-    fused, reason = fused_side(model, device, dtype, DECODE_PROMPT + PROFILE_STEPS + 1, 1)
+    fused, reason = fused_side(model, device, dtype, DECODE_PROMPT + PROFILE_STEPS + 2, 1)
     paths = dict(PATHS)
     if fused is None:
         metrics["fused_unavailable"] = reason
@@ -110,6 +114,11 @@ def run_profile(folder, device: str, dtype: str) -> dict:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
 
 
+def costliest_first(top_kernels: dict) -> list[tuple[str, list[float]]]:
+    """A record's top kernels, costliest first (a record's keys come back from JSON in name order)."""
+    return sorted(top_kernels.items(), key=lambda kv: -kv[1][0])
+
+
 def profile_lines(metrics: dict) -> list[str]:
     """The record as a reader's lines (`sentinel profile`)."""
     lines = [f"limit {metrics['limit_decode_tokens_per_s']:.0f} tok/s ({metrics['weights_read_per_token_mb']:.0f} MiB "
@@ -125,5 +134,5 @@ def profile_lines(metrics: dict) -> list[str]:
                      f"({1e3 / m('wall_ms_per_step'):.0f} tok/s{f', {share:.0%} of the limit' if share else ''}), "
                      f"{m('kernels_per_step'):.0f} kernels, GPU busy {m('kernel_ms_per_step'):.3f} ms"
                      + (f" ({m('busy_share'):.0%})" if m("busy_share") else ""))
-        lines += [f"    {us:8.1f} µs  {n:5.1f}×  {name}" for name, (us, n) in m("top_kernels").items()]
+        lines += [f"    {us:8.1f} µs  {n:5.1f}×  {name}" for name, (us, n) in costliest_first(m("top_kernels"))]
     return lines
