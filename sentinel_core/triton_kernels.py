@@ -226,7 +226,9 @@ def launch(fn, grid, *args, num_warps: int = 4, **constexprs):
     _kernel(fn)[grid](*args, **constexprs)
 
 
-PROGRAMMATIC_DEPENDENT_LAUNCH = False
+# On: TinyLlama's fused step took 1.681 ms against 1.726 off (median of 3 interleaved runs each, H100, same greedy
+# tokens; scripts/pdl-ab.py).
+PROGRAMMATIC_DEPENDENT_LAUNCH = True
 
 
 @functools.cache
