@@ -45,8 +45,9 @@ def linear_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, norm_w_ptr, norm_b_p
                   N, K, eps,
                   NORM: tl.constexpr, NORM_AFFINE: tl.constexpr, NORM_BIAS: tl.constexpr,
                   HAS_BIAS: tl.constexpr, ACT: tl.constexpr, GATED: tl.constexpr, HAS_RES: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr = False):
-    # x [K], W [N (× 2 when GATED), K] row-major, out [N]
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ONE_TILE: tl.constexpr = False,
+                  PDL: tl.constexpr = False):
+    # x [K], W [N (× 2 when GATED), K] row-major, out [N]; ONE_TILE: K <= BLOCK_K
     if PDL:  # programmatic dependent launch: wait for the previous kernel's writes (x), let the next one launch
         tl.extra.cuda.gdc_wait()
         tl.extra.cuda.gdc_launch_dependents()
@@ -56,14 +57,20 @@ def linear_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, norm_w_ptr, norm_b_p
     row_ok = rows < N
     mean = 0.0
     rstd = 1.0
+    if ONE_TILE:  # x is read once, for its statistics and its product: a program's reads wait on one trip to L2
+        x_tile = tl.load(x_ptr + tl.arange(0, BLOCK_K), mask=tl.arange(0, BLOCK_K) < K, other=0.0).to(tl.float32)
     if NORM != 0:  # statistics of x in fp32, over the whole row (every program reads x: it is small, in L2)
-        s1 = tl.zeros([BLOCK_K], dtype=tl.float32)
-        s2 = tl.zeros([BLOCK_K], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            cols = k0 + tl.arange(0, BLOCK_K)
-            xv = tl.load(x_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
-            s1 += xv
-            s2 += xv * xv
+        if ONE_TILE:
+            s1 = x_tile
+            s2 = x_tile * x_tile
+        else:
+            s1 = tl.zeros([BLOCK_K], dtype=tl.float32)
+            s2 = tl.zeros([BLOCK_K], dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                cols = k0 + tl.arange(0, BLOCK_K)
+                xv = tl.load(x_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
+                s1 += xv
+                s2 += xv * xv
         if NORM == 3:
             mean = tl.sum(s1, 0) / K
             var = tl.maximum(tl.sum(s2, 0) / K - mean * mean, 0.0)
@@ -75,7 +82,10 @@ def linear_kernel(x_ptr, w_ptr, bias_ptr, res_ptr, out_ptr, norm_w_ptr, norm_b_p
     for k0 in range(0, K, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         col_ok = cols < K
-        xv = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+        if ONE_TILE:
+            xv = x_tile
+        else:
+            xv = tl.load(x_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         if NORM == 1:  # Llama: (x · rstd) in the dtype, then the weight's product in the dtype
             xv = (xv * rstd).to(dtype).to(tl.float32)
             if NORM_AFFINE:
@@ -275,7 +285,7 @@ def linear(x, weight, out, *, bias=None, residual=None, norm: str | None = None,
            dummy if norm_bias is None else norm_bias, n, k, float(eps),
            NORM=NORMS[norm], NORM_AFFINE=norm_weight is not None, NORM_BIAS=norm_bias is not None,
            HAS_BIAS=bias is not None, ACT=ACTIVATIONS[activation], GATED=gated, HAS_RES=residual is not None,
-           BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
+           BLOCK_N=block_n, BLOCK_K=block_k, ONE_TILE=k <= block_k, num_warps=warps)
 
 
 def decode_attention(qkv, k_cache, v_cache, out, *, cos, sin, slot, mask, gates, head_ids, kv_of_head, writes_kv,

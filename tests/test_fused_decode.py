@@ -47,9 +47,12 @@ def interpreter_rounds_to_nearest():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("case", ["rms-gated-silu", "layernorm-gelu-bias-residual", "rms-unit-offset-tanh-gelu",
                                   "plain-relu", "layernorm-no-affine-bloom-gelu"])
-def test_linear_kernel_matches_torch(case, dtype):
+@pytest.mark.parametrize("tiles", ["one-tile", "many-tiles"])
+def test_linear_kernel_matches_torch(case, dtype, tiles, monkeypatch):
     g = torch.Generator().manual_seed(0)
-    K, N = 96, 40  # neither a multiple of the interpreter's blocks
+    K, N = 96, 40  # neither a multiple of the blocks
+    blocks = (1, 128, 4) if tiles == "one-tile" else (2, 32, 4)  # K read in one tile, or in three
+    monkeypatch.setattr(tk, "linear_blocks", lambda n, k, device: blocks)
     rand = lambda *shape: torch.randn(*shape, generator=g).to(dtype).to(DEVICE)  # noqa: E731
     x, w, b, nw, nb, res = rand(K), rand(2 * N, K) / 8, rand(2 * N), rand(K), rand(K), rand(N)
     kw, ref_in = {}, x
