@@ -111,6 +111,43 @@ def test_editing_the_decoder_stales_every_native_row_but_not_the_wrapped_one(row
     assert {row.rsplit("/", 1)[0] for row in stale(rows, tree)} == set(MODELS) - {"tiny/codegen"}
 
 
+def collected(root: Path, results: Path, *args: str) -> list[str]:
+    """The row ids `pytest matrix/ --collect-only` keeps in the tree at `root`, with `results` as --results."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "matrix/", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--devices", "cpu", "--results", str(results), *args], cwd=root,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
+    assert done.returncode in (0, 5), done.stdout[-2000:] + done.stderr[-2000:]  # 5: every row left out
+    return sorted(line.split("[", 1)[1].rstrip("]") for line in done.stdout.splitlines() if "test_row[" in line)
+
+
+def test_skip_current_leaves_out_the_rows_recorded_at_this_tree_and_resumes_the_rest(rows, tree, tmp_path):
+    """A tree without a results folder: only the --results file counts. Asked: 9 rows, 4 of them recorded."""
+    results = tmp_path / "rows.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows if r["model"] in ("tiny/llama", "tiny/gemma")))
+    ask = ("--models", "tiny/llama,tiny/gemma,tiny/codegen", "--checks", "load,infer,quality")
+    assert collected(tree, results, *ask, "--skip-current") == [
+        "codegen/tiny/codegen/synthetic/infer/cpu", "codegen/tiny/codegen/synthetic/load/cpu",
+        "codegen/tiny/codegen/synthetic/quality/cpu", "gemma/tiny/gemma/synthetic/quality/cpu",
+        "llama/tiny/llama/synthetic/quality/cpu"]
+    edit(tree / "sentinel_core/families/gemma.py", "def ", "# an edit\ndef ")  # stale: Gemma's rows run again
+    assert len(collected(tree, results, *ask, "--skip-current")) == 7
+
+
+def test_skip_current_counts_only_current_verdicts_of_weights_the_tree_decides(rows, tmp_path):
+    from sentinel_matrix.resume import done_rows
+
+    one = next(r for r in rows if r["model"] == "tiny/llama" and r["check"] == "load")
+    changed = json.loads(json.dumps(one))
+    changed["env"]["depends"]["code"]["sentinel_core/decoder.py"] = "0" * 16
+    variants = {"current": one, "skipped": {**one, "outcome": "skipped"}, "error": {**one, "outcome": "error"},
+                "hub": {**one, "weights": "hub"}, "stale": changed, "failed": {**one, "outcome": "failed"}}
+    for name, record in variants.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(json.dumps(record) + "\n{torn")
+        counted = done_rows([path, tmp_path / "missing"]) == {("tiny/llama", record["weights"], "load", "cpu", "float32")}
+        assert counted == (name in ("current", "failed")), name
+
+
 def test_a_cell_names_the_transformers_release_of_its_evidence(rows):
     import torch
     import transformers
