@@ -55,8 +55,6 @@ def done_rows(paths: list[Path]) -> set[tuple]:
 def deselect_current(config, items, row_of, dtype_of) -> None:
     """Drop from `items` (in place) the rows already done; `row_of(item)` is its matrix Row or None, `dtype_of(row)`
     the dtype it runs in."""
-    if not config.getoption("--skip-current"):
-        return
     done = done_rows([Path(config.getoption("--results")), RESULTS_DIR])
     keep, drop = [], []
     for item in items:
