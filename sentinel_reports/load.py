@@ -167,13 +167,25 @@ def merge(records: list[dict]) -> list[dict]:
         newest[key] = record
     # A skip or error that never reached a checkpoint (the weights were not there) has no fingerprint, so it is a
     # key of its own: it goes too where the same row ran on some checkpoint (the skip), or ran after it (the error).
+    # A run recorded before records carried a fingerprint names no checkpoint either: once the row has run on a
+    # named checkpoint after it, it is that row's older run, not a row of its own.
     ran = {key[:-1] for key, record in newest.items() if record["outcome"] != SKIPPED}
-    finished_after = {}
+    finished_after, fingerprinted = {}, {}
     for key, record in newest.items():
         if record["outcome"] != SKIPPED:
             finished_after[key[:-1]] = max(finished_after.get(key[:-1], record), record, key=recorded_at)
-    kept = [record for key, record in newest.items()
-            if not (record["outcome"] == SKIPPED and not key[-1] and key[:-1] in ran)]
+            if key[-1]:
+                fingerprinted[key[:-1]] = max(fingerprinted.get(key[:-1], record), record, key=recorded_at)
+
+    def superseded(key, record) -> bool:
+        if key[-1]:
+            return False
+        if record["outcome"] == SKIPPED:
+            return key[:-1] in ran
+        later = fingerprinted.get(key[:-1])
+        return later is not None and recorded_at(later) > recorded_at(record)
+
+    kept = [record for key, record in newest.items() if not superseded(key, record)]
     return kept + [record for key, record in errors.items()
                    if key[:-1] not in finished_after or recorded_at(finished_after[key[:-1]]) < recorded_at(record)]
 

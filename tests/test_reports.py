@@ -227,6 +227,18 @@ def test_a_skip_before_any_checkpoint_never_outlives_a_row_that_ran_on_one():
     assert merge([skip, ran, elsewhere]) == [ran, elsewhere]
 
 
+def test_a_run_from_before_fingerprints_is_the_rows_older_run_once_it_ran_on_a_named_checkpoint():
+    unnamed = rec(outcome="failed", time="2026-11-01T00:00:00+00:00", reason="old")  # no "checkpoint" at all
+    named = {**rec(time="2026-11-02T00:00:00+00:00"), "checkpoint": {"fingerprint": "abc"}}
+    assert merge([unnamed, named]) == [named] and merge([named, unnamed]) == [named]
+    # Newer than every named run, or alone, or another row's: it stays the row's own word.
+    newer_unnamed = {**unnamed, "time": "2026-11-03T00:00:00+00:00"}
+    assert merge([named, newer_unnamed]) == [named, newer_unnamed]
+    assert merge([unnamed]) == [unnamed]
+    elsewhere = {**named, "device": "cuda", "dtype": "bfloat16"}
+    assert merge([unnamed, elsewhere]) == [unnamed, elsewhere]
+
+
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
