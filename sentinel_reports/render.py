@@ -657,20 +657,21 @@ def profile_table(records: list[dict]) -> Table | None:
             if wall is None:
                 if prefix == "fused_" and m.get("fused_unavailable"):
                     rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]),
-                                 short_dtype(r["dtype"]), name, f"not run: {m['fused_unavailable']}", *[_fmt(None)] * 5])
+                                 short_dtype(r["dtype"]), name, f"not run: {m['fused_unavailable']}", *[_fmt(None)] * 6])
                 continue
             top = next(iter(costliest_first(m.get(prefix + "top_kernels") or {})), None)
-            share, busy = m.get(prefix + "share_of_limit"), m.get(prefix + "busy_share")
+            # busy_ms_per_step: the kernels' union; a record from before it has only their sum (kernel_ms_per_step).
+            share, busy, busy_share = (m.get(prefix + key) for key in ("share_of_limit", "busy_ms_per_step", "busy_share"))
             rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]), short_dtype(r["dtype"]),
                          name, f"{wall:.3f} ({1e3 / wall:.0f} tok/s)", _fmt(None) if share is None else f"{share:.0%}",
-                         f"{m[prefix + 'kernels_per_step']:.0f}",
-                         f"{m[prefix + 'kernel_ms_per_step']:.3f}" + ("" if busy is None else f" ({busy:.0%})"),
+                         f"{m[prefix + 'kernels_per_step']:.0f}", f"{m[prefix + 'kernel_ms_per_step']:.3f}",
+                         _fmt(None) if busy is None else f"{busy:.3f}" + ("" if busy_share is None else f" ({busy_share:.0%})"),
                          f"{top[0]} {top[1][0]:.0f} µs × {top[1][1]:.0f}" if top else _fmt(None),
                          f"{m['limit_decode_tokens_per_s']:.0f}"])
     if not rows:
         return None
     return Table(["Model", "Device", "Dtype", "Decode path (batch 1)", "ms per step ↓", "Share of limit ↑",
-                  "Kernels per step ↓", "GPU busy ms (share of the step)", "Costliest kernel (per step)",
+                  "Kernels per step ↓", "Kernel ms summed", "GPU busy ms (share of the step)", "Costliest kernel (per step)",
                   "Limit tok/s"], rows)
 
 

@@ -1,6 +1,8 @@
 """The profile check's record, as the page and `sentinel profile` show it (the check itself needs CUDA: its rows skip
 elsewhere, saying so)."""
 
+import re
+
 from sentinel_matrix.checks.profile import profile_lines, short_kernel_name
 from sentinel_matrix.records import kind_error
 from sentinel_matrix.metrics import kind
@@ -8,8 +10,8 @@ from sentinel_reports.render import profile_table
 
 METRICS = {"profile_steps": 32, "weights_read_per_token_mb": 2000.0, "read_bandwidth_peak_gb_s": 3000.0,
            "limit_decode_tokens_per_s": 1430.5,
-           "graph_kernels_per_step": 460.0, "graph_kernel_ms_per_step": 1.1, "graph_wall_ms_per_step": 1.6,
-           "graph_busy_share": 0.69, "graph_share_of_limit": 0.44,
+           "graph_kernels_per_step": 460.0, "graph_kernel_ms_per_step": 1.3, "graph_busy_ms_per_step": 1.1,
+           "graph_wall_ms_per_step": 1.6, "graph_busy_share": 0.69, "graph_share_of_limit": 0.44,
            "graph_top_kernels": {"gemv2T_kernel_val": [700.0, 88.0], "elementwise_kernel": [90.0, 180.0]},
            "fused_unavailable": "the fused decode path does not implement interleaved rotary (GPT-J)"}
 
@@ -39,8 +41,40 @@ def test_the_page_and_the_cli_show_each_path_and_why_one_did_not_run():
     assert "gemv2T_kernel_val 700 µs × 88" in table
     assert "not run: the fused decode path does not implement interleaved rotary" in table
     lines = "\n".join(profile_lines(METRICS))
-    assert "graph: 1.600 ms a step (625 tok/s, 44% of the limit), 460 kernels, GPU busy 1.100 ms (69%)" in lines
+    assert "graph: 1.600 ms a step (625 tok/s, 44% of the limit), 460 kernels summing 1.300 ms, GPU busy 1.100 ms " \
+           "(69% of the step)" in lines
     assert "fused: not run" in lines and "700.0 µs   88.0×  gemv2T_kernel_val" in lines
+    assert re.search(r"\| 1\.300 +\| 1\.100 \(69%\) +\|", table)
+
+
+def test_a_record_from_before_the_busy_union_shows_its_sum_and_no_busy_time():
+    """Its busy_share was the kernels' sum over the wall time (above 100% where kernels overlap): not shown as busy."""
+    old = {k: v for k, v in METRICS.items() if k != "graph_busy_ms_per_step"} | {"graph_busy_share": 1.43}
+    lines = "\n".join(profile_lines(old))
+    assert "460 kernels summing 1.300 ms\n" in lines + "\n" and "busy" not in lines and "143%" not in lines
+    table = profile_table([profile_record(old)]).markdown()
+    assert re.search(r"\| 1\.300 +\| — +\|", table) and "143%" not in table
+
+
+def test_busy_time_is_the_union_of_overlapping_kernels():
+    """Under programmatic dependent launch a kernel starts before the one it waits for ends: summed, their times
+    count the overlap twice; busy, once."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from sentinel_matrix.checks.profile import kernel_summary
+
+    def event(name, start, end, device=torch.autograd.DeviceType.CUDA):
+        return SimpleNamespace(name=name, device_type=device, device_time=end - start,
+                               time_range=SimpleNamespace(start=start, end=end))
+
+    events = [event("b", 8.0, 14.0), event("a", 0.0, 10.0), event("a", 20.0, 25.0), event("c", 21.0, 22.0),
+              event("cpu_op", 0.0, 100.0, torch.autograd.DeviceType.CPU)]
+    per_name, busy, whole = kernel_summary(events)
+    assert per_name == {"a": (15.0, 2), "b": (6.0, 1), "c": (1.0, 1)}
+    assert busy == 19.0 and whole == 25.0  # [0, 14] and [20, 25]; the sum would say 22
+    assert kernel_summary([]) == ({}, 0.0, 0.0)
 
 
 def test_a_step_is_the_long_generate_less_the_short_one(monkeypatch):
@@ -64,9 +98,11 @@ def test_a_step_is_the_long_generate_less_the_short_one(monkeypatch):
         out["gemv"] = (10.0 * (n - 1), 2 * (n - 1))  # each replayed step: 2 gemv launches, 10 µs
         return out
 
-    def run_and_count(run):
+    def run_and_count(run):  # each kernel's span back to back, 1 µs apart, after 2 µs of idle
         run()
-        return kernels(model.last)
+        found = kernels(model.last)
+        launches = sum(n for _, n in found.values())
+        return found, sum(us for us, _ in found.values()), sum(us for us, _ in found.values()) + launches + 2.0
 
     def timed(run, *a, **k):  # seconds: 1 ms prefill, 8 ms capture, 0.1 ms a replayed step
         run()
@@ -77,7 +113,8 @@ def test_a_step_is_the_long_generate_less_the_short_one(monkeypatch):
     monkeypatch.setattr(profile, "time_runs", timed)
     m = profile.profile_path(model, None, {}, limit_tok_s=10_000.0, prefix="graph_")
     assert m["graph_kernels_per_step"] == 2.0 and abs(m["graph_kernel_ms_per_step"] - 0.010) < 1e-9
-    assert abs(m["graph_wall_ms_per_step"] - 0.1) < 1e-9 and abs(m["graph_busy_share"] - 0.1) < 1e-9
+    assert abs(m["graph_wall_ms_per_step"] - 0.1) < 1e-9 and abs(m["graph_busy_ms_per_step"] - 0.010) < 1e-9
+    assert abs(m["graph_busy_share"] - 10 / 12) < 1e-9  # 10 µs busy in the profiled timeline's 12 µs a step
     assert m["graph_top_kernels"] == {"gemv": [10.0, 2.0]}  # the prefill's and the capture's kernels cancelled out
     assert abs(m["graph_share_of_limit"] - 1.0) < 1e-9  # 10,000 tok/s at 0.1 ms a step
 

@@ -1,9 +1,11 @@
 """The profile check: where a batch-1 decode step's time goes, on CUDA, per decode path of the adaptive model (its
 CUDA graph, and the fused Triton step where it runs), unpruned and with half of every layer's heads removed.
 
-Per step: the kernels launched, the GPU's busy time (the kernels' summed time; one stream, so they do not overlap)
-against the wall time, the share of the device's batch-1 limit (its read bandwidth over the bytes a step reads),
-and the kernels that take the most time. A step is a generate of N + 2 tokens less a generate of 2 (the prefill, the
+Per step: the kernels launched, their summed time, the GPU's busy time (the time in which at least one kernel runs:
+kernels on one stream do overlap, where one is launched before the last ends and waits inside its own span, as
+programmatic dependent launch does in the fused step and cuBLAS's Hopper kernels, so the sum can exceed the step) and its
+share of the step as the GPU timeline saw it, the wall time, the share of the device's batch-1 limit (its read
+bandwidth over the bytes a step reads), and the kernels that take the most time. A step is a generate of N + 2 tokens less a generate of 2 (the prefill, the
 first token and the first decode step, where the graph is captured, cancel). A measurement, never a verdict; `sentinel profile MODEL` prints the same.
 """
 
@@ -39,21 +41,36 @@ def short_kernel_name(name: str) -> str:
     return " ".join(name.split("(", 1)[0].split())[:80]
 
 
-def kernel_times(run) -> dict[str, tuple[float, int]]:
-    """name -> (summed GPU µs, launches) of the CUDA kernels (and memcpy/memset) that `run()` issues."""
+def kernel_summary(events) -> tuple[dict[str, tuple[float, int]], float, float]:
+    """Of a profile's CUDA events (kernels, memcpy, memset): name -> (summed µs, launches); the µs in which at least one
+    ran (the union of their spans); and the µs from the first one's start to the last one's end."""
+    out: dict[str, tuple[float, int]] = {}
+    spans = []
+    for event in events:
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us, count = out.get(event.name, (0.0, 0))
+        out[event.name] = (us + event.device_time, count + 1)
+        spans.append((event.time_range.start, event.time_range.end))
+    busy, reached = 0.0, None  # reached: the end of the busy time counted so far
+    for start, end in sorted(spans):
+        if reached is None or start >= reached:
+            busy, reached = busy + end - start, end
+        elif end > reached:
+            busy, reached = busy + end - reached, end
+    whole = max(end for _, end in spans) - min(start for start, _ in spans) if spans else 0.0
+    return out, busy, whole
+
+
+def kernel_times(run) -> tuple[dict[str, tuple[float, int]], float, float]:
+    """kernel_summary of what `run()` issues on the GPU."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         run()
         torch.cuda.synchronize()
-    out: dict[str, tuple[float, int]] = {}
-    for event in prof.events():
-        if event.device_type != torch.autograd.DeviceType.CUDA:
-            continue
-        us, count = out.get(event.name, (0.0, 0))
-        out[event.name] = (us + event.device_time, count + 1)
-    return out
+    return kernel_summary(prof.events())
 
 
 @torch.no_grad()
@@ -66,20 +83,24 @@ def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str
     with TRACER.paused():
         long = time_runs(lambda: generate(PROFILE_STEPS + 2), "cuda", rounds=TIMED_RUNS, warmup=0)
         short = time_runs(lambda: generate(2), "cuda", rounds=TIMED_RUNS, warmup=0)
-        many, one = kernel_times(lambda: generate(PROFILE_STEPS + 2)), kernel_times(lambda: generate(2))
+        (many, busy_many, whole_many), (one, busy_one, whole_one) = \
+            kernel_times(lambda: generate(PROFILE_STEPS + 2)), kernel_times(lambda: generate(2))
     wall_ms = 1e3 * (percentile(long, 50) - percentile(short, 50)) / PROFILE_STEPS
+    # The busy time's share is of the step in the profiled runs' own timeline (first kernel to last): the wall time
+    # above is timed without the profiler, which stretches a step.
+    busy_ms, timeline_ms = (busy_many - busy_one) / PROFILE_STEPS / 1e3, (whole_many - whole_one) / PROFILE_STEPS / 1e3
     per_step = {name: ((us - one.get(name, (0.0, 0))[0]) / PROFILE_STEPS, (n - one.get(name, (0.0, 0))[1]) / PROFILE_STEPS)
                 for name, (us, n) in many.items()}
     per_step = {name: v for name, v in per_step.items() if v[1] > 0}
-    busy_ms = sum(us for us, _ in per_step.values()) / 1e3
+    kernel_ms = sum(us for us, _ in per_step.values()) / 1e3
     by_short: dict[str, list[float]] = {}
     for name, (us, n) in per_step.items():
         entry = by_short.setdefault(short_kernel_name(name), [0.0, 0.0])
         entry[0], entry[1] = entry[0] + us, entry[1] + n
     top = sorted(by_short.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
     out = {f"{prefix}kernels_per_step": sum(n for _, n in per_step.values()),
-           f"{prefix}kernel_ms_per_step": busy_ms, f"{prefix}wall_ms_per_step": wall_ms,
-           f"{prefix}busy_share": busy_ms / wall_ms if wall_ms > 0 else None,
+           f"{prefix}kernel_ms_per_step": kernel_ms, f"{prefix}busy_ms_per_step": busy_ms,
+           f"{prefix}wall_ms_per_step": wall_ms, f"{prefix}busy_share": busy_ms / timeline_ms if timeline_ms > 0 else None,
            f"{prefix}top_kernels": {name: [round(us, 2), round(n, 2)] for name, (us, n) in top}}
     if limit_tok_s:
         out[f"{prefix}share_of_limit"] = (1e3 / wall_ms) / limit_tok_s
@@ -129,10 +150,12 @@ def profile_lines(metrics: dict) -> list[str]:
         if f"{prefix}wall_ms_per_step" not in metrics:
             continue
         m = lambda k: metrics[prefix + k]  # noqa: E731
-        share = metrics.get(prefix + "share_of_limit")
+        share, busy = metrics.get(prefix + "share_of_limit"), metrics.get(prefix + "busy_ms_per_step")
+        # A record from before the busy time was the kernels' union has only their sum (its busy_share was the sum's).
         lines.append(f"{prefix.rstrip('_').replace('_', ' ')}: {m('wall_ms_per_step'):.3f} ms a step "
                      f"({1e3 / m('wall_ms_per_step'):.0f} tok/s{f', {share:.0%} of the limit' if share else ''}), "
-                     f"{m('kernels_per_step'):.0f} kernels, GPU busy {m('kernel_ms_per_step'):.3f} ms"
-                     + (f" ({m('busy_share'):.0%})" if m("busy_share") else ""))
+                     f"{m('kernels_per_step'):.0f} kernels summing {m('kernel_ms_per_step'):.3f} ms"
+                     + ("" if busy is None else f", GPU busy {busy:.3f} ms"
+                        + (f" ({m('busy_share'):.0%} of the step)" if m("busy_share") else "")))
         lines += [f"    {us:8.1f} µs  {n:5.1f}×  {name}" for name, (us, n) in costliest_first(m("top_kernels"))]
     return lines
