@@ -6,7 +6,8 @@
 The matrix's profile row of MODEL (`sentinel check MODEL --devices cuda --checks profile`; a catalog id's geometry
 at full depth), its record appended to --results, then per path (the CUDA graph, the fused Triton step; each
 unpruned and with half of every layer's heads removed): the wall time of a step, its kernels, the GPU's busy
-time, the share of the device's bandwidth limit, and the kernels that take the most time.
+time, the share of the device's bandwidth limit, the kernels that take the most time, and what a generate call
+pays besides its steps (the prefill, the first step's warm-up and capture).
 """
 
 from __future__ import annotations

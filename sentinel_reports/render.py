@@ -657,7 +657,7 @@ def profile_table(records: list[dict]) -> Table | None:
             if wall is None:
                 if prefix == "fused_" and m.get("fused_unavailable"):
                     rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]),
-                                 short_dtype(r["dtype"]), name, f"not run: {m['fused_unavailable']}", *[_fmt(None)] * 6])
+                                 short_dtype(r["dtype"]), name, f"not run: {m['fused_unavailable']}", *[_fmt(None)] * 7])
                 continue
             top = next(iter(costliest_first(m.get(prefix + "top_kernels") or {})), None)
             # busy_ms_per_step: the kernels' union; a record from before it has only their sum (kernel_ms_per_step).
@@ -667,11 +667,14 @@ def profile_table(records: list[dict]) -> Table | None:
                          f"{m[prefix + 'kernels_per_step']:.0f}", f"{m[prefix + 'kernel_ms_per_step']:.3f}",
                          _fmt(None) if busy is None else f"{busy:.3f}" + ("" if busy_share is None else f" ({busy_share:.0%})"),
                          f"{top[0]} {top[1][0]:.0f} µs × {top[1][1]:.0f}" if top else _fmt(None),
+                         _fmt(None) if prefix + "call_capture_ms" not in m else
+                         f"{m[prefix + 'call_prefill_ms']:.1f} + {m[prefix + 'call_capture_ms']:.1f}",
                          f"{m['limit_decode_tokens_per_s']:.0f}"])
     if not rows:
         return None
     return Table(["Model", "Device", "Dtype", "Decode path (batch 1)", "ms per step ↓", "Share of limit ↑",
                   "Kernels per step ↓", "Kernel ms summed", "GPU busy ms (share of the step)", "Costliest kernel (per step)",
+                  "Per call: prefill + warm-up and capture ms ↓",
                   "Limit tok/s"], rows)
 
 

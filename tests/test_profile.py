@@ -12,6 +12,7 @@ METRICS = {"profile_steps": 32, "weights_read_per_token_mb": 2000.0, "read_bandw
            "limit_decode_tokens_per_s": 1430.5,
            "graph_kernels_per_step": 460.0, "graph_kernel_ms_per_step": 1.3, "graph_busy_ms_per_step": 1.1,
            "graph_wall_ms_per_step": 1.6, "graph_busy_share": 0.69, "graph_share_of_limit": 0.44,
+           "graph_call_prefill_ms": 9.5, "graph_call_capture_ms": 40.0,
            "graph_top_kernels": {"gemv2T_kernel_val": [700.0, 88.0], "elementwise_kernel": [90.0, 180.0]},
            "fused_unavailable": "the fused decode path does not implement interleaved rotary (GPT-J)"}
 
@@ -38,12 +39,14 @@ def test_every_profile_metric_has_its_kind():
 def test_the_page_and_the_cli_show_each_path_and_why_one_did_not_run():
     table = profile_table([profile_record()]).markdown()
     assert "CUDA graph" in table and "1.600 (625 tok/s)" in table and "44%" in table
-    assert "gemv2T_kernel_val 700 µs × 88" in table
+    assert re.search(r"gemv2T_kernel_val 700 µs × 88 +\| 9\.5 \+ 40\.0 +\|", table)
     assert "not run: the fused decode path does not implement interleaved rotary" in table
     lines = "\n".join(profile_lines(METRICS))
     assert "graph: 1.600 ms a step (625 tok/s, 44% of the limit), 460 kernels summing 1.300 ms, GPU busy 1.100 ms " \
            "(69% of the step)" in lines
     assert "fused: not run" in lines and "700.0 µs   88.0×  gemv2T_kernel_val" in lines
+    assert "per generate call: the prefill 9.5 ms, then the first step's warm-up and capture 40.0 ms (as long as 25 " \
+           "steps)" in lines
     assert re.search(r"\| 1\.300 +\| 1\.100 \(69%\) +\|", table)
 
 
@@ -115,6 +118,7 @@ def test_a_step_is_the_long_generate_less_the_short_one(monkeypatch):
     assert m["graph_kernels_per_step"] == 2.0 and abs(m["graph_kernel_ms_per_step"] - 0.010) < 1e-9
     assert abs(m["graph_wall_ms_per_step"] - 0.1) < 1e-9 and abs(m["graph_busy_ms_per_step"] - 0.010) < 1e-9
     assert abs(m["graph_busy_share"] - 10 / 12) < 1e-9  # 10 µs busy in the profiled timeline's 12 µs a step
+    assert abs(m["graph_call_prefill_ms"] - 1.0) < 1e-9 and abs(m["graph_call_capture_ms"] - 8.0) < 1e-9
     assert m["graph_top_kernels"] == {"gemv": [10.0, 2.0]}  # the prefill's and the capture's kernels cancelled out
     assert abs(m["graph_share_of_limit"] - 1.0) < 1e-9  # 10,000 tok/s at 0.1 ms a step
 

@@ -6,7 +6,9 @@ kernels on one stream do overlap, where one is launched before the last ends and
 programmatic dependent launch does in the fused step and cuBLAS's Hopper kernels, so the sum can exceed the step) and its
 share of the step as the GPU timeline saw it, the wall time, the share of the device's batch-1 limit (its read
 bandwidth over the bytes a step reads), and the kernels that take the most time. A step is a generate of N + 2 tokens less a generate of 2 (the prefill, the
-first token and the first decode step, where the graph is captured, cancel). A measurement, never a verdict; `sentinel profile MODEL` prints the same.
+first token and the first decode step, where the graph is captured, cancel). What a call costs besides its steps is
+recorded too: its prefill (a generate of 1 token) and its first decode step's warm-up and capture (a generate of 2 less
+one of 1, less a step), paid by every generate call. A measurement, never a verdict; `sentinel profile MODEL` prints the same.
 """
 
 from __future__ import annotations
@@ -83,9 +85,12 @@ def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str
     with TRACER.paused():
         long = time_runs(lambda: generate(PROFILE_STEPS + 2), "cuda", rounds=TIMED_RUNS, warmup=0)
         short = time_runs(lambda: generate(2), "cuda", rounds=TIMED_RUNS, warmup=0)
+        first = time_runs(lambda: generate(1), "cuda", rounds=TIMED_RUNS, warmup=0)
         (many, busy_many, whole_many), (one, busy_one, whole_one) = \
             kernel_times(lambda: generate(PROFILE_STEPS + 2)), kernel_times(lambda: generate(2))
     wall_ms = 1e3 * (percentile(long, 50) - percentile(short, 50)) / PROFILE_STEPS
+    prefill_ms = 1e3 * percentile(first, 50)
+    capture_ms = 1e3 * (percentile(short, 50) - percentile(first, 50)) - wall_ms
     # The busy time's share is of the step in the profiled runs' own timeline (first kernel to last): the wall time
     # above is timed without the profiler, which stretches a step.
     busy_ms, timeline_ms = (busy_many - busy_one) / PROFILE_STEPS / 1e3, (whole_many - whole_one) / PROFILE_STEPS / 1e3
@@ -100,7 +105,7 @@ def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str
     top = sorted(by_short.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
     out = {f"{prefix}kernels_per_step": sum(n for _, n in per_step.values()),
            f"{prefix}kernel_ms_per_step": kernel_ms, f"{prefix}busy_ms_per_step": busy_ms,
-           f"{prefix}wall_ms_per_step": wall_ms, f"{prefix}busy_share": busy_ms / timeline_ms if timeline_ms > 0 else None,
+           f"{prefix}wall_ms_per_step": wall_ms, f"{prefix}call_prefill_ms": prefill_ms, f"{prefix}call_capture_ms": capture_ms, f"{prefix}busy_share": busy_ms / timeline_ms if timeline_ms > 0 else None,
            f"{prefix}top_kernels": {name: [round(us, 2), round(n, 2)] for name, (us, n) in top}}
     if limit_tok_s:
         out[f"{prefix}share_of_limit"] = (1e3 / wall_ms) / limit_tok_s
@@ -157,5 +162,8 @@ def profile_lines(metrics: dict) -> list[str]:
                      f"{m('kernels_per_step'):.0f} kernels summing {m('kernel_ms_per_step'):.3f} ms"
                      + ("" if busy is None else f", GPU busy {busy:.3f} ms"
                         + (f" ({m('busy_share'):.0%} of the step)" if m("busy_share") else "")))
+        if prefix + "call_capture_ms" in metrics:
+            lines.append(f"    per generate call: the prefill {m('call_prefill_ms'):.1f} ms, then the first step's warm-up "
+                         f"and capture {m('call_capture_ms'):.1f} ms (as long as {m('call_capture_ms') / m('wall_ms_per_step'):.0f} steps)")
         lines += [f"    {us:8.1f} µs  {n:5.1f}×  {name}" for name, (us, n) in costliest_first(m("top_kernels"))]
     return lines
