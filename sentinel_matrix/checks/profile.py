@@ -1,14 +1,15 @@
 """The profile check: where a batch-1 decode step's time goes, on CUDA, per decode path of the adaptive model (its
 CUDA graph, and the fused Triton step where it runs), unpruned and with half of every layer's heads removed.
 
-Per step: the kernels launched, their summed time, the GPU's busy time (the time in which at least one kernel runs:
-kernels on one stream do overlap, where one is launched before the last ends and waits inside its own span, as
-programmatic dependent launch does in the fused step and cuBLAS's Hopper kernels, so the sum can exceed the step) and its
-share of the step as the GPU timeline saw it, the wall time, the share of the device's batch-1 limit (its read
-bandwidth over the bytes a step reads), and the kernels that take the most time. A step is a generate of N + 2 tokens less a generate of 2 (the prefill, the
-first token and the first decode step, where the graph is captured, cancel). What a call costs besides its steps is
-recorded too: its prefill (a generate of 1 token) and its first decode step's warm-up and capture (a generate of 2 less
-one of 1, less a step), paid by every generate call. A measurement, never a verdict; `sentinel profile MODEL` prints the same.
+Per step: the kernels launched and their summed time; the GPU's busy time, when at least one kernel runs (kernels on
+one stream do overlap: under programmatic dependent launch, the fused step's and cuBLAS's on Hopper, a kernel starts
+before the last one ends and waits inside its own span, so the sum can exceed the step), and its share of the step on
+the profiled timeline; the wall time; the share of the device's batch-1 limit (its read bandwidth over the bytes a
+step reads); and the kernels that take the most time. A step is a generate of N + 2 tokens less a generate of 2 (the
+prefill, the first token and the first decode step, where the graph is captured, cancel). What every generate call
+pays besides its steps is recorded too: its prefill (a generate of 1 token), and its first decode step's warm-up and
+capture (a generate of 2, less one of 1, less a step). A measurement, never a verdict; `sentinel profile MODEL`
+prints the same.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str
     top = sorted(by_short.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
     out = {f"{prefix}kernels_per_step": sum(n for _, n in per_step.values()),
            f"{prefix}kernel_ms_per_step": kernel_ms, f"{prefix}busy_ms_per_step": busy_ms,
-           f"{prefix}wall_ms_per_step": wall_ms, f"{prefix}call_prefill_ms": prefill_ms, f"{prefix}call_capture_ms": capture_ms, f"{prefix}busy_share": busy_ms / timeline_ms if timeline_ms > 0 else None,
+           f"{prefix}busy_share": busy_ms / timeline_ms if timeline_ms > 0 else None,
+           f"{prefix}wall_ms_per_step": wall_ms, f"{prefix}call_prefill_ms": prefill_ms,
+           f"{prefix}call_capture_ms": capture_ms,
            f"{prefix}top_kernels": {name: [round(us, 2), round(n, 2)] for name, (us, n) in top}}
     if limit_tok_s:
         out[f"{prefix}share_of_limit"] = (1e3 / wall_ms) / limit_tok_s
@@ -163,7 +166,8 @@ def profile_lines(metrics: dict) -> list[str]:
                      + ("" if busy is None else f", GPU busy {busy:.3f} ms"
                         + (f" ({m('busy_share'):.0%} of the step)" if m("busy_share") else "")))
         if prefix + "call_capture_ms" in metrics:
+            steps = m("call_capture_ms") / m("wall_ms_per_step")
             lines.append(f"    per generate call: the prefill {m('call_prefill_ms'):.1f} ms, then the first step's warm-up "
-                         f"and capture {m('call_capture_ms'):.1f} ms (as long as {m('call_capture_ms') / m('wall_ms_per_step'):.0f} steps)")
+                         f"and capture {m('call_capture_ms'):.1f} ms (as long as {steps:.0f} steps)")
         lines += [f"    {us:8.1f} µs  {n:5.1f}×  {name}" for name, (us, n) in costliest_first(m("top_kernels"))]
     return lines
