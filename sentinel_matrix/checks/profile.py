@@ -4,7 +4,7 @@ CUDA graph, and the fused Triton step where it runs), unpruned and with half of 
 Per step: the kernels launched and their summed time; the GPU's busy time, when at least one kernel runs (kernels on
 one stream do overlap: under programmatic dependent launch, the fused step's and cuBLAS's on Hopper, a kernel starts
 before the last one ends and waits inside its own span, so the sum can exceed the step), and its share of the step on
-the profiled timeline; the wall time; the share of the device's batch-1 limit (its read bandwidth over the bytes a
+the GPU's own timeline; the wall time; the share of the device's batch-1 limit (its read bandwidth over the bytes a
 step reads); and the kernels that take the most time. A step is a generate of N + 2 tokens less a generate of 2 (the
 prefill, the first token and the first decode step, where the graph is captured, cancel). What every generate call
 pays besides its steps is recorded too: its prefill (a generate of 1 token), and its first decode step's warm-up and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import re
+import statistics
 
 import torch
 
@@ -25,7 +26,9 @@ from ..evidence import TRACER
 from ..timing import percentile, time_runs
 from .bench import DECODE_PROMPT, PRUNE_FRACTION, fused_side, prune_half, read_bandwidth, weights_read_per_token_mb
 
-PROFILE_STEPS = 32
+# Each call's own setup (prefill, warm-up, capture) varies by milliseconds from call to call; the wall time of a step is
+# a difference of two calls' medians, so that noise is divided by the steps.
+PROFILE_STEPS = 128
 TIMED_RUNS = 5
 TOP_KERNELS = 8
 PATHS = {"graph_": {"cuda_graph": True}, "fused_": {"fused": True}}  # key prefix -> generate's arguments
@@ -44,9 +47,9 @@ def short_kernel_name(name: str) -> str:
     return " ".join(name.split("(", 1)[0].split())[:80]
 
 
-def kernel_summary(events) -> tuple[dict[str, tuple[float, int]], float, float]:
+def kernel_summary(events) -> tuple[dict[str, tuple[float, int]], float, list[float]]:
     """Of a profile's CUDA events (kernels, memcpy, memset): name -> (summed µs, launches); the µs in which at least one
-    ran (the union of their spans); and the µs from the first one's start to the last one's end."""
+    ran (the union of their spans); and every launch's start µs, in order."""
     out: dict[str, tuple[float, int]] = {}
     spans = []
     for event in events:
@@ -61,8 +64,18 @@ def kernel_summary(events) -> tuple[dict[str, tuple[float, int]], float, float]:
             busy, reached = busy + end - start, end
         elif end > reached:
             busy, reached = busy + end - reached, end
-    whole = max(end for _, end in spans) - min(start for start, _ in spans) if spans else 0.0
-    return out, busy, whole
+    return out, busy, sorted(start for start, _ in spans)
+
+
+def step_period(starts: list[float], per_step: int) -> float | None:
+    """A decode step's length on the GPU's own timeline, µs: the median, over launches, of the time from a kernel's
+    start to the start of the kernel a step (per_step launches) later. Nearly every such pair lies in the
+    replayed steps, so the call's prefill, warm-up and capture, whose host-bound gaps differ from call to call, do not
+    move it (a difference of two calls' first-to-last spans would carry that noise into the step)."""
+    if per_step < 1:
+        return None
+    gaps = [starts[j + per_step] - starts[j] for j in range(len(starts) - per_step)]
+    return statistics.median(gaps) if gaps else None
 
 
 def kernel_times(run) -> tuple[dict[str, tuple[float, int]], float, float]:
@@ -87,18 +100,20 @@ def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str
         long = time_runs(lambda: generate(PROFILE_STEPS + 2), "cuda", rounds=TIMED_RUNS, warmup=0)
         short = time_runs(lambda: generate(2), "cuda", rounds=TIMED_RUNS, warmup=0)
         first = time_runs(lambda: generate(1), "cuda", rounds=TIMED_RUNS, warmup=0)
-        (many, busy_many, whole_many), (one, busy_one, whole_one) = \
+        (many, busy_many, starts), (one, busy_one, _) = \
             kernel_times(lambda: generate(PROFILE_STEPS + 2)), kernel_times(lambda: generate(2))
     wall_ms = 1e3 * (percentile(long, 50) - percentile(short, 50)) / PROFILE_STEPS
     prefill_ms = 1e3 * percentile(first, 50)
     capture_ms = 1e3 * (percentile(short, 50) - percentile(first, 50)) - wall_ms
-    # The busy time's share is of the step in the profiled runs' own timeline (first kernel to last): the wall time
-    # above is timed without the profiler, which stretches a step.
-    busy_ms, timeline_ms = (busy_many - busy_one) / PROFILE_STEPS / 1e3, (whole_many - whole_one) / PROFILE_STEPS / 1e3
+    busy_ms = (busy_many - busy_one) / PROFILE_STEPS / 1e3
     per_step = {name: ((us - one.get(name, (0.0, 0))[0]) / PROFILE_STEPS, (n - one.get(name, (0.0, 0))[1]) / PROFILE_STEPS)
                 for name, (us, n) in many.items()}
     per_step = {name: v for name, v in per_step.items() if v[1] > 0}
     kernel_ms = sum(us for us, _ in per_step.values()) / 1e3
+    launches_per_step = (len(starts) - sum(n for _, n in one.values())) / PROFILE_STEPS
+    # The busy time's share is of the step on the profiled timeline: the wall time above is timed without the
+    # profiler, which stretches a step. A step launching a varying number of kernels has no period: no share.
+    period_us = step_period(starts, round(launches_per_step)) if launches_per_step.is_integer() else None
     by_short: dict[str, list[float]] = {}
     for name, (us, n) in per_step.items():
         entry = by_short.setdefault(short_kernel_name(name), [0.0, 0.0])
@@ -106,7 +121,8 @@ def profile_path(model, prompt, kw: dict, limit_tok_s: float | None, prefix: str
     top = sorted(by_short.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
     out = {f"{prefix}kernels_per_step": sum(n for _, n in per_step.values()),
            f"{prefix}kernel_ms_per_step": kernel_ms, f"{prefix}busy_ms_per_step": busy_ms,
-           f"{prefix}busy_share": busy_ms / timeline_ms if timeline_ms > 0 else None,
+           f"{prefix}gpu_step_ms": None if period_us is None else period_us / 1e3,
+           f"{prefix}busy_share": busy_ms / (period_us / 1e3) if period_us else None,
            f"{prefix}wall_ms_per_step": wall_ms, f"{prefix}call_prefill_ms": prefill_ms,
            f"{prefix}call_capture_ms": capture_ms,
            f"{prefix}top_kernels": {name: [round(us, 2), round(n, 2)] for name, (us, n) in top}}
@@ -158,13 +174,15 @@ def profile_lines(metrics: dict) -> list[str]:
         if f"{prefix}wall_ms_per_step" not in metrics:
             continue
         m = lambda k: metrics[prefix + k]  # noqa: E731
-        share, busy = metrics.get(prefix + "share_of_limit"), metrics.get(prefix + "busy_ms_per_step")
-        # A record from before the busy time was the kernels' union has only their sum (its busy_share was the sum's).
+        share, busy, gpu_step = (metrics.get(prefix + k) for k in ("share_of_limit", "busy_ms_per_step", "gpu_step_ms"))
+        # A record from before the busy time was the kernels' union has only their sum (its busy_share was the sum's);
+        # one from before gpu_step_ms took the share of a noisier step (at times above 100%): neither is shown.
         lines.append(f"{prefix.rstrip('_').replace('_', ' ')}: {m('wall_ms_per_step'):.3f} ms a step "
                      f"({1e3 / m('wall_ms_per_step'):.0f} tok/s{f', {share:.0%} of the limit' if share else ''}), "
                      f"{m('kernels_per_step'):.0f} kernels summing {m('kernel_ms_per_step'):.3f} ms"
                      + ("" if busy is None else f", GPU busy {busy:.3f} ms"
-                        + (f" ({m('busy_share'):.0%} of the step)" if m("busy_share") else "")))
+                        + (f" of a {gpu_step:.3f} ms step on the profiled timeline ({m('busy_share'):.0%})"
+                           if gpu_step else "")))
         if prefix + "call_capture_ms" in metrics:
             steps = m("call_capture_ms") / m("wall_ms_per_step")
             lines.append(f"    per generate call: the prefill {m('call_prefill_ms'):.1f} ms, then the first step's warm-up "
