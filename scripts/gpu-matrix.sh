@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On a CUDA machine (used with the device tool): CUDA tests, the CUDA matrix rows and the benchmarks.
-# Usage: bash scripts/gpu-matrix.sh OUTDIR [matrix|bench-tinyllama|bench-rest|bench-7b|bench|prepare|profile|receive|real|verdicts|all] [ARGS]
+# Usage: bash scripts/gpu-matrix.sh OUTDIR [matrix|bench-tinyllama|bench-rest|bench-7b|bench|prepare|profile|recover|receive|real|verdicts|all] [ARGS]
 #   matrix           tests/test_cuda.py, every family's default CUDA rows, then #6's real geometries (time permitting)
 #   bench-tinyllama  TinyLlama geometry, full depth, with the compiled decode path (--bench-compiled)
 #   bench-rest       gpt2-medium, opt-350m, pythia-410m, bloom-560m (full depth) and every tiny row
@@ -10,6 +10,8 @@
 #   prepare MODEL    make a full-depth synthetic checkpoint only (Llama-2-7B's takes minutes): a bench call
 #                    made while the machine is still warm finds it in SENTINEL_CACHE
 #   profile MODELS   the profile rows of the named entries (kernels, busy time, share of the limit per decode step)
+#   recover          the records and logs of the last call on this (still warm) machine, into OUTDIR: every call keeps
+#                    a copy in /tmp/sentinel-last-out, for when its own files did not come back
 #   receive          park the files under gpu_assets/ in /tmp/sentinel-assets (they outlive the call while the
 #                    machine stays warm): real weights travel in parts (`python -m sentinel_matrix.sources split`)
 #   real [DTYPES]    join the parts (sha256 checked), then load/infer/quality/mutation rows of the packaged
@@ -32,6 +34,14 @@ set -uo pipefail
 out="${1:?output folder}"
 part="${2:-all}"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 SENTINEL_CACHE="${SENTINEL_CACHE:-/tmp/sentinel-cache}"
+# The device tool empties OUTDIR at the next call, and a call's files can fail to come back: the machine keeps a copy
+# of what this call wrote (while it stays warm), which `recover` returns.
+keep=/tmp/sentinel-last-out
+if [[ $part == recover ]]; then
+  cp -a "$keep/." "$out/" 2>/dev/null && ls -l "$out" || echo "nothing kept: this machine is not the one that ran"
+  exit 0
+fi
+trap 'rm -rf "$keep"; mkdir -p "$keep" && cp -a "$out/." "$keep/"' EXIT
 run() { python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | grep -v "Warning\|warn(" | tail -15; }
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
 # The machine has no network: dependencies it may lack travel as wheels in gpu_assets/.
