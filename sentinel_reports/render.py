@@ -662,12 +662,13 @@ def profile_table(records: list[dict]) -> Table | None:
             top = next(iter(costliest_first(m.get(prefix + "top_kernels") or {})), None)
             # busy_ms_per_step: the kernels' union; a record from before it has only their sum (kernel_ms_per_step).
             # Its share is of gpu_step_ms; an older record's share was of a noisier step (at times above 100%): not shown.
-            share, busy, gpu_step = (m.get(prefix + key) for key in ("share_of_limit", "busy_ms_per_step", "gpu_step_ms"))
+            share, busy, gpu_step, busy_share = (m.get(prefix + key) for key in
+                                                 ("share_of_limit", "busy_ms_per_step", "gpu_step_ms", "busy_share"))
             rows.append([stale_mark(r) + r["model"], r["env"].get("device_name", r["device"]), short_dtype(r["dtype"]),
                          name, f"{wall:.3f} ({1e3 / wall:.0f} tok/s)", _fmt(None) if share is None else f"{share:.0%}",
                          f"{m[prefix + 'kernels_per_step']:.0f}", f"{m[prefix + 'kernel_ms_per_step']:.3f}",
-                         _fmt(None) if busy is None else f"{busy:.3f}" + ("" if gpu_step is None else
-                                                                          f" of {gpu_step:.3f} ({m[prefix + 'busy_share']:.0%})"),
+                         _fmt(None) if busy is None else f"{busy:.3f}" + ("" if gpu_step is None or busy_share is None
+                                                                          else f" of {gpu_step:.3f} ({busy_share:.0%})"),
                          f"{top[0]} {top[1][0]:.0f} µs × {top[1][1]:.0f}" if top else _fmt(None),
                          _fmt(None) if prefix + "call_capture_ms" not in m else
                          f"{m[prefix + 'call_prefill_ms']:.1f} + {m[prefix + 'call_capture_ms']:.1f}",

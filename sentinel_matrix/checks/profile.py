@@ -78,7 +78,7 @@ def step_period(starts: list[float], per_step: int) -> float | None:
     return statistics.median(gaps) if gaps else None
 
 
-def kernel_times(run) -> tuple[dict[str, tuple[float, int]], float, float]:
+def kernel_times(run) -> tuple[dict[str, tuple[float, int]], float, list[float]]:
     """kernel_summary of what `run()` issues on the GPU."""
     from torch.profiler import ProfilerActivity, profile
 
