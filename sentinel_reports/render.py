@@ -19,7 +19,7 @@ from sentinel_matrix.metrics import hf_side_moved, hf_side_quantities
 from sentinel_matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from sentinel_matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
-from sentinel_matrix.checks.profile import costliest_first
+from sentinel_matrix.checks.profile import PROFILE_STEPS, costliest_first
 from sentinel_matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
 
 from . import status as rules
@@ -230,7 +230,7 @@ def build_context(records: list[dict]) -> dict:
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records), "unfinished": stopped,
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
-            "benchmarks_best": best_path_table(records), "profile": profile_table(records),
+            "benchmarks_best": best_path_table(records), "profile": profile_table(records), "profile_steps": PROFILE_STEPS,
             "mutation": mutation_table(records), "mutation_summary": mutation_summary(records), "pruning": prune_table(records)}
 
 
