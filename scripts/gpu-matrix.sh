@@ -25,9 +25,12 @@
 #                    call cut short resumes in the next one once its records are committed.
 #   split MODEL [GIB] scripts/split-parity.py: MODEL at full depth (synthetic bf16) split across GPU 0 (GIB of it,
 #                    default 22) and the CPU, against HF split the same way, with both sides' speed
-#   verdicts DTYPE   load, infer, quality and mutation rows in DTYPE (bfloat16 | float32, TF32 off) for every
-#                    tiny entry and the real geometries the verdicts are held to; then the rest of the
-#                    catalog's load/infer/quality rows, as time permits
+#   verdicts DTYPE   load, infer and quality rows in DTYPE (bfloat16 | float32, TF32 off) for every tiny entry and
+#                    the real geometries the verdicts are held to, then their mutation rows (about a minute each on
+#                    an H100; VERDICT_S in all), then the rest of the catalog's load/infer/quality rows (REST_S)
+#                    (CUDA_TESTS=0: without tests/test_cuda.py first)
+# verdicts, real, seq2seq and fused leave out the rows already recorded at this tree (--skip-current): a call cut
+# short resumes in the next one once its records are committed.
 # Records name their commit: before sending the tree, write `git rev-parse HEAD` into SENTINEL_COMMIT
 # (git ignores it; name it in the device tool's carry).
 set -uo pipefail
@@ -88,12 +91,17 @@ fi
 VERDICT_MODELS="tiny/*,gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,TinyLlama/TinyLlama-1.1B-Chat-v1.0,meta-llama/Llama-2-7b-hf,google/gemma-2b,EleutherAI/gpt-j-6b"
 if [[ $part == verdicts ]]; then
   dtype="${3:-bfloat16}"
-  [[ $dtype == bfloat16 ]] && run tests/test_cuda.py
-  timeout "${VERDICT_S:-420}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-    --cuda-dtype "$dtype" --checks load,infer,quality,mutation --models "$VERDICT_MODELS" \
-    --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -8
-  timeout "${REST_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic --slow \
-    --cuda-dtype "$dtype" --checks load,infer,quality --results "$out/h200-$dtype.jsonl" 2>&1 | tail -3
+  [[ $dtype == bfloat16 && ${CUDA_TESTS:-1} == 1 ]] && run tests/test_cuda.py
+  # The seconds-long rows first, then the minute-long mutation rows: a call cut short has recorded the most verdicts.
+  verdict_rows() {  # SECONDS [PYTEST ARGS]
+    local limit=$1; shift
+    timeout "$limit" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
+      --cuda-dtype "$dtype" --skip-current --results "$out/h200-$dtype.jsonl" "$@" 2>&1 | grep -v "Warning\|warn(" | tail -4
+  }
+  end=$((SECONDS + ${VERDICT_S:-420}))
+  verdict_rows "${VERDICT_S:-420}" --checks load,infer,quality --models "$VERDICT_MODELS"
+  (( end > SECONDS )) && verdict_rows $((end - SECONDS)) --checks mutation --models "$VERDICT_MODELS"
+  verdict_rows "${REST_S:-120}" --slow --checks load,infer,quality
 fi
 if [[ $part == receive || $part == real ]]; then
   mkdir -p /tmp/sentinel-assets && cp -r gpu_assets/. /tmp/sentinel-assets/ 2>/dev/null; ls /tmp/sentinel-assets
@@ -105,7 +113,7 @@ if [[ $part == real ]]; then
   for dtype in ${3:-bfloat16 float32}; do
     checks=load,infer,quality,mutation
     [[ $dtype == float32 ]] && checks=$checks,prune  # pruning curves once, in fp32
-    run matrix/ --devices cuda --weights package --cuda-dtype "$dtype" --checks $checks \
+    run matrix/ --devices cuda --weights package --cuda-dtype "$dtype" --checks $checks --skip-current \
       --models "$models" --results "$out/h200-$dtype.jsonl"
   done
 fi
@@ -116,15 +124,15 @@ if [[ $part == seq2seq ]]; then
   run tests/test_cuda.py -k encoder_decoder
   for dtype in ${3:-bfloat16 float32}; do  # the default rows first (tiny and small geometries, mutation on the tiny)
     timeout "${SEQ2SEQ_S:-150}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-      --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation \
+      --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation --skip-current \
       --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -4
   done
   timeout "${SEQ2SEQ_BENCH_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-    --checks bench --models "${4:-t5-small,google/flan-t5-small,facebook/bart-base,Helsinki-NLP/opus-mt-en-de}" \
+    --checks bench --skip-current --models "${4:-t5-small,google/flan-t5-small,facebook/bart-base,Helsinki-NLP/opus-mt-en-de}" \
     --results "$out/h200-bench.jsonl" 2>&1 | tail -4
   for dtype in ${3:-bfloat16 float32}; do  # then the large geometries, as time permits
     timeout "${SEQ2SEQ_SLOW_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-      --slow -m slow --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation \
+      --slow -m slow --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation --skip-current \
       --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -4
   done
 fi
