@@ -19,7 +19,7 @@ from sentinel_matrix.metrics import hf_side_moved, hf_side_quantities
 from sentinel_matrix.bench_metrics import (ADAPTIVE_DECODE_PATHS, BEST_KEYS, HF_PATHS, RATIO, RATIO_HI, RATIO_LO, RATIOS,
                                   best_key, path_name)
 from sentinel_matrix.catalog import family_architectures, generic_wrapper_families, load_catalog
-from sentinel_matrix.checks.profile import PROFILE_STEPS, costliest_first
+from sentinel_matrix.checks.profile import costliest_first
 from sentinel_matrix.grading import BANDWIDTH_SHARE_MIN_MB, FAIR, GOOD, POOR, WEIGHT_BANDWIDTH_BYTES_PER_S
 
 from . import status as rules
@@ -230,7 +230,7 @@ def build_context(records: list[dict]) -> dict:
             "summary": summary_table(records, [m for _, m in model_order(records)], devices),
             "evidence": evidence_table(records), "issues": known_issues(records), "unfinished": stopped,
             "benchmarks": benchmark_table(records), "benchmarks_tiny": benchmark_table(records, tiny=True),
-            "benchmarks_best": best_path_table(records), "profile": profile_table(records), "profile_steps": PROFILE_STEPS,
+            "benchmarks_best": best_path_table(records), "profile": profile_table(records), "profile_steps": profile_steps(records),
             "mutation": mutation_table(records), "mutation_summary": mutation_summary(records), "pruning": prune_table(records)}
 
 
@@ -643,6 +643,12 @@ def best_path_table(records: list[dict]) -> Table | None:
 
 PROFILE_PATHS = (("graph_", "CUDA graph"), ("fused_", "fused (Triton)"), ("pruned_graph_", "CUDA graph, half the heads pruned"),
                  ("pruned_fused_", "fused, half the heads pruned"))
+
+
+def profile_steps(records: list[dict]) -> str:
+    """The decode steps the profile rows' wall times span, as their records say ("128"; "32 or 128" when they differ)."""
+    steps = {r["metrics"].get("profile_steps") for r in records if r["check"] == PROFILE and r["outcome"] == PASSED}
+    return " or ".join(f"{n:.0f}" for n in sorted(steps - {None}))
 
 
 def profile_table(records: list[dict]) -> Table | None:

@@ -6,7 +6,7 @@ import re
 from sentinel_matrix.checks.profile import profile_lines, short_kernel_name
 from sentinel_matrix.records import kind_error
 from sentinel_matrix.metrics import kind
-from sentinel_reports.render import profile_table
+from sentinel_reports.render import profile_steps, profile_table
 
 METRICS = {"profile_steps": 32, "weights_read_per_token_mb": 2000.0, "read_bandwidth_peak_gb_s": 3000.0,
            "limit_decode_tokens_per_s": 1430.5,
@@ -48,6 +48,13 @@ def test_the_page_and_the_cli_show_each_path_and_why_one_did_not_run():
     assert "per generate call: the prefill 9.5 ms, then the first step's warm-up and capture 40.0 ms (as long as 25 " \
            "steps)" in lines
     assert re.search(r"\| 1\.300 +\| 1\.100 of 1\.594 \(69%\) +\|", table)
+
+
+def test_the_legend_names_the_step_count_its_records_were_taken_over():
+    assert profile_steps([profile_record()]) == "32"
+    newer = profile_record(METRICS | {"profile_steps": 128})
+    assert profile_steps([newer, profile_record(), newer]) == "32 or 128"
+    assert profile_steps([newer | {"outcome": "error"}]) == ""
 
 
 def test_a_record_from_before_the_busy_union_shows_its_sum_and_no_busy_time():
