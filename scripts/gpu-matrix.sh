@@ -46,6 +46,12 @@ if [[ $part == recover ]]; then
 fi
 trap 'rm -rf "$keep"; mkdir -p "$keep" && cp -a "$out/." "$keep/"' EXIT
 run() { python3 -m pytest -q -p no:cacheprovider "$@" 2>&1 | grep -v "Warning\|warn(" | tail -15; }
+# CUDA rows of synthetic weights within SECONDS, into RESULTS, leaving out those already current: SECONDS RESULTS [ARGS]
+timed_rows() {
+  local limit=$1 results=$2; shift 2
+  timeout "$limit" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic --skip-current \
+    --results "$results" "$@" 2>&1 | grep -v "Warning\|warn(" | tail -4
+}
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__, torch.cuda.get_device_name(0))"
 # The machine has no network: dependencies it may lack travel as wheels in gpu_assets/.
 python3 -c "import psutil, cpuinfo" 2>/dev/null || python3 -m pip install -q --no-deps gpu_assets/psutil-*.whl gpu_assets/py_cpuinfo-*.whl
@@ -93,11 +99,7 @@ if [[ $part == verdicts ]]; then
   dtype="${3:-bfloat16}"
   [[ $dtype == bfloat16 && ${CUDA_TESTS:-1} == 1 ]] && run tests/test_cuda.py
   # The seconds-long rows first, then the minute-long mutation rows: a call cut short has recorded the most verdicts.
-  verdict_rows() {  # SECONDS [PYTEST ARGS]
-    local limit=$1; shift
-    timeout "$limit" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-      --cuda-dtype "$dtype" --skip-current --results "$out/h200-$dtype.jsonl" "$@" 2>&1 | grep -v "Warning\|warn(" | tail -4
-  }
+  verdict_rows() { timed_rows "$1" "$out/h200-$dtype.jsonl" --cuda-dtype "$dtype" "${@:2}"; }
   end=$((SECONDS + ${VERDICT_S:-420}))
   verdict_rows "${VERDICT_S:-420}" --checks load,infer,quality --models "$VERDICT_MODELS"
   (( end > SECONDS )) && verdict_rows $((end - SECONDS)) --checks mutation --models "$VERDICT_MODELS"
@@ -123,17 +125,14 @@ fi
 if [[ $part == seq2seq ]]; then
   run tests/test_cuda.py -k encoder_decoder
   for dtype in ${3:-bfloat16 float32}; do  # the default rows first (tiny and small geometries, mutation on the tiny)
-    timeout "${SEQ2SEQ_S:-150}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-      --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation --skip-current \
-      --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -4
+    timed_rows "${SEQ2SEQ_S:-150}" "$out/h200-$dtype.jsonl" --cuda-dtype "$dtype" --families t5,bart,mbart,marian \
+      --checks load,infer,quality,mutation
   done
-  timeout "${SEQ2SEQ_BENCH_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-    --checks bench --skip-current --models "${4:-t5-small,google/flan-t5-small,facebook/bart-base,Helsinki-NLP/opus-mt-en-de}" \
-    --results "$out/h200-bench.jsonl" 2>&1 | tail -4
+  timed_rows "${SEQ2SEQ_BENCH_S:-120}" "$out/h200-bench.jsonl" --checks bench \
+    --models "${4:-t5-small,google/flan-t5-small,facebook/bart-base,Helsinki-NLP/opus-mt-en-de}"
   for dtype in ${3:-bfloat16 float32}; do  # then the large geometries, as time permits
-    timeout "${SEQ2SEQ_SLOW_S:-120}" python3 -m pytest -q -p no:cacheprovider matrix/ --devices cuda --weights synthetic \
-      --slow -m slow --cuda-dtype "$dtype" --families t5,bart,mbart,marian --checks load,infer,quality,mutation --skip-current \
-      --results "$out/h200-$dtype.jsonl" 2>&1 | grep -v "Warning\|warn(" | tail -4
+    timed_rows "${SEQ2SEQ_SLOW_S:-120}" "$out/h200-$dtype.jsonl" --slow -m slow --cuda-dtype "$dtype" \
+      --families t5,bart,mbart,marian --checks load,infer,quality,mutation
   done
 fi
 SEED_GEOMETRIES="TinyLlama/TinyLlama-1.1B-step-50K-105b,gpt2-medium,facebook/opt-350m,EleutherAI/pythia-410m,bigscience/bloom-560m,meta-llama/Llama-2-7b-hf"
